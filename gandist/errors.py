@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints their message (which names the problem and the fix), no traceback."""
+
+
+class UserError(Exception):
+    """A mistake the user can fix: bad config, missing path, corrupt file, wrong checkpoint."""
+
+
+class DataError(UserError):
+    """A dataset that cannot be read: missing folder, no images, corrupt file."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, incomplete or corrupt."""

@@ -1,0 +1,34 @@
+"""Thin setuptools entry point; tool settings live in pyproject.toml."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gandist",
+    version="0.1.0",
+    description="Distributed GAN training: the classic family to StyleGAN, laptop CPU to SLURM clusters",
+    python_requires=">=3.10",
+    packages=find_packages(include=["gandist", "gandist.*"]) + ["gandist.kernels"],
+    # kernels/ lives at the top level (it never imports the rest of gandist) and installs as gandist.kernels.
+    package_dir={"gandist.kernels": "kernels"},
+    package_data={"gandist": ["configs/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "tensorboard>=2.14",
+        "scikit-learn>=1.3",
+        "scipy>=1.10",
+        "pillow>=9",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"],
+        "dali": ["nvidia-dali-cuda120>=1.40"],
+        "deepspeed": ["deepspeed>=0.15"],
+    },
+    entry_points={"console_scripts": ["gandist=gandist.cli:main"]},
+)
