@@ -1,0 +1,82 @@
+"""The data-source interface and registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gandist.config import ConfigError, DataConfig
+
+DATASETS: dict[str, type[DataSource]] = {}
+
+
+def position_generator(seed: int, position: int, salt: int = 0) -> torch.Generator:
+    """A CPU generator that is a pure function of (seed, position, salt): resumable randomness."""
+    # Large odd multipliers spread nearby (seed, position) pairs over the 63-bit seed space.
+    mixed = (seed * 0x9E3779B97F4A7C15 + position * 0xBF58476D1CE4E5B9 + salt * 0x94D049BB133111EB) % (2**63)
+    return torch.Generator().manual_seed(mixed)
+
+
+class DataSource:
+    """An infinite stream of training samples. Subclasses implement `_draw(position, n)`."""
+
+    kind: str = "images"  # "images" ([N, C, H, W] in [-1, 1]) or "points" ([N, 2])
+
+    def __init__(self, cfg: DataConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.position = 0  # samples drawn so far: the whole loader state
+
+    # -- interface -----------------------------------------------------------------------------
+    @staticmethod
+    def check(cfg: DataConfig) -> None:
+        """Raise ConfigError for settings this source cannot serve, before training starts."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _draw(self, position: int, n: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- shared behaviour ----------------------------------------------------------------------
+    def sample(self, n: int) -> torch.Tensor:
+        """The next `n` samples of the stream; advances the position."""
+        out = self._draw(self.position, n)
+        self.position += n
+        return out
+
+    def peek(self, n: int, position: int = 0) -> torch.Tensor:
+        """`n` samples from a given position without moving the stream (evaluation, reference grids)."""
+        return self._draw(position, n)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = int(state["position"])
+        self.seed = int(state["seed"])
+
+
+def build_dataset(cfg: DataConfig, seed: int) -> DataSource:
+    if cfg.name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{cfg.name}'; valid: {', '.join(sorted(DATASETS))}")
+    return DATASETS[cfg.name](cfg, seed)
+
+
+def epoch_indices(n_items: int, seed: int, position: int, n: int) -> list[int]:
+    out: list[int] = []
+    cache: dict[int, torch.Tensor] = {}
+    for p in range(position, position + n):
+        epoch, offset = divmod(p, n_items)
+        if epoch not in cache:
+            cache[epoch] = torch.randperm(n_items, generator=position_generator(seed, epoch, salt=1))
+        out.append(int(cache[epoch][offset]))
+    return out
+
+
+def mirror(images: torch.Tensor, seed: int, position: int) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2, decided by (seed, position) alone."""
+    flips = torch.rand(images.shape[0], generator=position_generator(seed, position, salt=2)) < 0.5
+    return torch.where(flips[:, None, None, None], images.flip(-1), images)

@@ -1,0 +1,117 @@
+"""An image folder (PNG/JPEG/..., searched recursively) through PIL and torchvision: the baseline loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gandist.config import ConfigError, DataConfig
+from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
+from gandist.errors import DataError
+from gandist.registry import register
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+def scan_images(root: str | Path) -> list[Path]:
+    """Every image file below `root`, sorted by relative path (a stable order on every machine)."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data.path '{root}' does not exist; point data.path at a folder of images")
+    if not root.is_dir():
+        raise DataError(f"data.path '{root}' is not a folder; point data.path at a folder of images")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(
+            f"data.path '{root}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}, searched recursively)"
+        )
+    return files
+
+
+def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
+    """Decode, convert to RGB/L, centre-crop to a square and resize (Lanczos): uint8 [C, R, R]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            w, h = im.size
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            im = im.crop((left, top, left + side, top + side))
+            if side != resolution:
+                im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot read image '{path}' ({exc}); remove or replace the file") from None
+    return data.view(resolution, resolution, channels).permute(2, 0, 1).contiguous()
+
+
+class _Images(Dataset):
+    def __init__(self, files: list[Path], resolution: int, channels: int) -> None:
+        self.files, self.resolution, self.channels = files, resolution, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return load_image(self.files[i], self.resolution, self.channels)
+
+
+class _StreamBatches(Sampler):
+    """Infinite batches of indices continuing the stream from a given position."""
+
+    def __init__(self, n_items: int, seed: int, start: int, batch: int) -> None:
+        self.n_items, self.seed, self.start, self.batch = n_items, seed, start, batch
+
+    def __iter__(self):
+        pos = self.start
+        while True:
+            yield epoch_indices(self.n_items, self.seed, pos, self.batch)
+            pos += self.batch
+
+
+@register(DATASETS, "folder")
+class ImageFolder(DataSource):
+    @staticmethod
+    def check(cfg: DataConfig) -> None:
+        if not cfg.path:
+            raise ConfigError("data.name=folder needs data.path=<folder of images>")
+        if cfg.resolution < 4:
+            raise ConfigError(f"data.resolution={cfg.resolution} must be at least 4")
+        if cfg.channels not in (0, 1, 3):
+            raise ConfigError(f"data.channels={cfg.channels}: use 1 (greyscale) or 3 (RGB)")
+        scan_images(cfg.path)
+
+    def __init__(self, cfg: DataConfig, seed: int) -> None:
+        super().__init__(cfg, seed)
+        self.files = scan_images(cfg.path)
+        self.dataset = _Images(self.files, cfg.resolution, cfg.channels or 3)
+        self._iter = None
+        self._iter_position = -1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.cfg.channels or 3, self.cfg.resolution, self.cfg.resolution)
+
+    def _load(self, position: int, n: int) -> torch.Tensor:
+        if self.cfg.num_workers > 0 and n == self.cfg.batch_size:
+            # Worker processes prefetch ahead; the stream position stays the count of consumed samples.
+            if self._iter is None or self._iter_position != position:
+                loader = DataLoader(
+                    self.dataset,
+                    batch_sampler=_StreamBatches(len(self.files), self.seed, position, n),
+                    num_workers=self.cfg.num_workers,
+                    persistent_workers=False,
+                )
+                self._iter = iter(loader)
+            batch = next(self._iter)
+            self._iter_position = position + n
+            return batch
+        return torch.stack([self.dataset[i] for i in epoch_indices(len(self.files), self.seed, position, n)])
+
+    def _draw(self, position: int, n: int) -> torch.Tensor:
+        out = self._load(position, n).float() / 127.5 - 1.0
+        return mirror(out, self.seed, position) if self.cfg.mirror else out

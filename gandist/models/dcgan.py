@@ -1,0 +1,115 @@
+"""DCGAN (Radford et al. 2016): transposed-conv G with batch norm + ReLU and a tanh output; strided-conv
+D with LeakyReLU 0.2 and batch norm, no pooling and no fully connected hidden layers.
+Weights initialised from N(0, 0.02) (paper Sec. 4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gandist.config import ConfigError, DataConfig, ModelConfig
+from gandist.models.base import MODELS, ModelFamily
+from gandist.models.layers import MinibatchStdDev, output_activation
+from gandist.registry import register
+
+RESOLUTIONS = (8, 16, 32, 64, 128)
+
+
+def _d_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # layer norm over (C, H, W): per-sample, safe for gradient penalties
+    return nn.Identity()
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> None:
+        super().__init__()
+        channels, res = shape[0], shape[1]
+        n_up = int(math.log2(res // 4))
+        width = cfg.g_width * 2 ** (n_up - 1)  # e.g. 64 px, g_width 64: 512 -> 256 -> 128 -> 64 -> C
+        bn = cfg.g_norm == "batch"
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(
+                cfg.z_dim, width, 4, 1, 0, bias=not bn
+            ),  # 1x1 -> 4x4 (the "project and reshape")
+            nn.BatchNorm2d(width) if bn else nn.Identity(),
+            nn.ReLU(),
+        ]
+        for _ in range(n_up - 1):
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not bn),
+                nn.BatchNorm2d(width // 2) if bn else nn.Identity(),
+                nn.ReLU(),
+            ]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), output_activation(cfg.output, kind)]
+        self.net = nn.Sequential(*layers)
+        self.z_dim, self.shape = cfg.z_dim, tuple(shape)
+        _init(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.dim() == 2 and z.shape[1] == self.z_dim, f"G expects [N, {self.z_dim}], got {list(z.shape)}"
+        return self.net(z[:, :, None, None])
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        channels, res = shape[0], shape[1]
+        n_down = int(math.log2(res // 4))
+        width = cfg.d_width
+        # No normalisation on the first layer (DCGAN Sec. 3: BN on D's input layer caused instability).
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        for _ in range(n_down - 1):
+            layers += [
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=cfg.d_norm != "batch"),
+                _d_norm(cfg.d_norm, width * 2),
+                nn.LeakyReLU(0.2),
+            ]
+            width *= 2
+        if cfg.minibatch_std:
+            layers.append(MinibatchStdDev(cfg.minibatch_std))
+            width += 1
+        layers.append(nn.Conv2d(width, 1, 4, 1, 0))  # 4x4 -> 1x1 logit
+        self.net = nn.Sequential(*layers)
+        _init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(x.shape[0])
+
+
+def _init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+@register(MODELS, "dcgan")
+class DCGAN(ModelFamily):
+    @staticmethod
+    def check(cfg: ModelConfig, data: DataConfig) -> None:
+        if data.name in ("ring", "grid"):
+            raise ConfigError(
+                f"model.name=dcgan needs image data, but data.name={data.name} is 2-D points; use model.name=mlp"
+            )
+        if data.resolution not in RESOLUTIONS:
+            raise ConfigError(
+                f"data.resolution={data.resolution} is not supported by model.name=dcgan; "
+                f"use one of {', '.join(map(str, RESOLUTIONS))}"
+            )
+        n_up = int(math.log2(data.resolution // 4))
+        if cfg.g_width * 2 ** (n_up - 1) < 1 or cfg.g_width < 1:
+            raise ConfigError(f"model.g_width={cfg.g_width} is too small")
+
+    @staticmethod
+    def build(cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> tuple[nn.Module, nn.Module]:
+        return DCGANGenerator(cfg, shape, kind), DCGANDiscriminator(cfg, shape)
