@@ -1,0 +1,191 @@
+"""Command line: `gandist train | generate | interpolate | arithmetic`.
+
+User mistakes (bad config, missing data, corrupt checkpoint) print one clear line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _seeds(text: str) -> list[int]:
+    """'1,2,5-7' -> [1, 2, 5, 6, 7]"""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gandist", description="Train and use GANs, from a laptop CPU to clusters."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a GAN (no CONFIG: the quickstart)")
+    t.add_argument("config", nargs="?", default=None, help="YAML file or shipped config name (configs/)")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=500 (repeatable)",
+    )
+    t.add_argument("--out", default=None, help="run directory (default: runs/<id>-<name>/)")
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="auto|PATH",
+        help="auto: continue from the newest complete checkpoint of this run, if any; PATH: a checkpoint",
+    )
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    g = sub.add_parser("generate", help="draw samples from a checkpoint")
+    g.add_argument("checkpoint", help="checkpoint folder or run directory")
+    g.add_argument("--n", type=int, default=64)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="samples.png", help=".png grid/scatter or .npz raw samples")
+    g.add_argument("--raw-g", action="store_true", help="use the raw generator instead of its EMA")
+
+    i = sub.add_parser("interpolate", help="lerp and slerp strips between latent seeds")
+    i.add_argument("checkpoint")
+    i.add_argument("--seeds", default="0,1,2,3", help="comma list; each consecutive pair gives one row")
+    i.add_argument("--steps", type=int, default=10)
+    i.add_argument(
+        "--out", default="interpolation", help="file prefix: writes PREFIX_lerp.png and PREFIX_slerp.png"
+    )
+
+    a = sub.add_parser("arithmetic", help="latent vector arithmetic (DCGAN Sec. 6.3): u - v + w")
+    a.add_argument("checkpoint")
+    a.add_argument("--u", required=True, help="seed group u, e.g. 1,2,3")
+    a.add_argument("--v", required=True, help="seed group v")
+    a.add_argument("--w", required=True, help="seed group w")
+    a.add_argument("--out", default="arithmetic.png")
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gandist.config import load_config
+    from gandist.errors import UserError
+    from gandist.train import checkpoint as ckpt
+    from gandist.train.loop import Trainer
+    from gandist.train.runlog import new_run_dir, newest_run_dir
+
+    cfg = load_config(args.config if args.config else "quickstart", args.overrides)
+    if args.no_progress:
+        cfg.train.progress = False
+    resume_from = None
+    if args.out:
+        run_dir = Path(args.out)
+    elif args.resume == "auto":
+        run_dir = newest_run_dir("runs", cfg.name) or new_run_dir("runs", cfg.name)
+    else:
+        run_dir = new_run_dir("runs", cfg.name)
+    if args.resume == "auto":
+        resume_from = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    elif args.resume:
+        resume_from = ckpt.resolve_checkpoint(args.resume)
+    if (
+        resume_from is None
+        and (run_dir / "checkpoints").is_dir()
+        and ckpt.list_checkpoints(run_dir / "checkpoints")
+    ):
+        raise UserError(
+            f"run directory '{run_dir}' already has checkpoints; add --resume auto to continue it, "
+            "or choose another --out"
+        )
+    trainer = Trainer(cfg, run_dir)
+    if resume_from is not None:
+        trainer.load(resume_from)
+        print(f"[gandist] resumed from {resume_from} at step {trainer.step}", file=sys.stderr)
+    print(
+        f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
+        f"{cfg.train.steps} steps on {trainer.device}; run directory {run_dir}",
+        file=sys.stderr,
+    )
+    summary = trainer.train()
+    if summary["interrupted"]:
+        print(
+            f"[gandist] stopped by {summary['interrupted']} at step {summary['step']}; checkpoint "
+            f"{summary['checkpoint']}. Continue with: gandist train {args.config or ''} --out {run_dir} --resume auto",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"[gandist] done: {summary['step']} steps in {summary['seconds']:.0f} s. "
+        f"Samples: {run_dir / 'samples'}  losses: {run_dir / 'losses.png'}  checkpoint: {summary['checkpoint']}"
+    )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from gandist.generate import load_generator, sample, write_samples
+
+    gen = load_generator(args.checkpoint, which="G" if args.raw_g else "G_ema")
+    out = write_samples(gen, sample(gen, args.n, args.seed), args.out)
+    print(f"[gandist] wrote {args.n} samples to {out}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from gandist.generate import interpolation_strips, load_generator
+    from gandist.viz import save_grid
+
+    gen = load_generator(args.checkpoint)
+    if gen.kind != "images":
+        from gandist.errors import UserError
+
+        raise UserError("interpolate draws image strips; this checkpoint generates 2-D points")
+    strips = interpolation_strips(gen, _seeds(args.seeds), args.steps)
+    for name, imgs in strips.items():
+        path = save_grid(imgs, f"{args.out}_{name}.png", nrow=args.steps)
+        print(f"[gandist] wrote {path}")
+    return 0
+
+
+def cmd_arithmetic(args: argparse.Namespace) -> int:
+    from gandist.generate import load_generator, vector_arithmetic
+    from gandist.viz import save_grid
+
+    gen = load_generator(args.checkpoint)
+    imgs, row = vector_arithmetic(gen, _seeds(args.u), _seeds(args.v), _seeds(args.w))
+    path = save_grid(imgs, args.out, nrow=row)
+    print(f"[gandist] wrote {path}: rows u, v, w (mean-latent image last), then u - v + w and variations")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "generate": cmd_generate,
+    "interpolate": cmd_interpolate,
+    "arithmetic": cmd_arithmetic,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gandist.errors import UserError
+
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        msg = str(exc).strip().splitlines()
+        print(f"gandist {args.command}: error: {msg[-1] if msg else exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.command == "train":
+            print(f"[gandist] wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

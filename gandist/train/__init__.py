@@ -1,0 +1,1 @@
+"""Training: one loop for every family (loop.py), checkpoints (checkpoint.py), EMA, run directory."""

@@ -1,0 +1,94 @@
+"""Pictures people would rather look at: sample grids, 2-D scatters, loss curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Save [N, C, H, W] images in [-1, 1] as one PNG grid (nearest-neighbour upscale for tiny images)."""
+    import torchvision.utils as vutils
+
+    images = images.detach().float().cpu().clamp(-1, 1)
+    if images.shape[-1] < 32:  # 8-16 px digits are unreadable at 1:1
+        factor = math.ceil(32 / images.shape[-1])
+        images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vutils.save_image(images, str(path), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+    return path
+
+
+def save_scatter(
+    points: torch.Tensor,
+    path: str | Path,
+    reference: torch.Tensor | None = None,
+    modes: torch.Tensor | None = None,
+    title: str = "",
+) -> Path:
+    """Scatter of generated 2-D points over real data (and mode centres)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    if reference is not None:
+        r = reference.detach().cpu().numpy()
+        ax.scatter(r[:, 0], r[:, 1], s=4, c="tab:gray", alpha=0.3, label="data")
+    p = points.detach().float().cpu().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=4, c="tab:blue", alpha=0.6, label="generated")
+    if modes is not None:
+        m = modes.cpu().numpy()
+        ax.scatter(m[:, 0], m[:, 1], s=40, marker="x", c="tab:red", label="modes")
+        span = float(abs(m).max()) * 1.5 + 0.5
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_log(log_path: str | Path, out_path: str | Path) -> Path | None:
+    """Loss curves and mean D outputs from a run's log.jsonl."""
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    records = [r for r in records if "d_loss" in r]
+    if not records:
+        return None
+    plt = _plt()
+    steps = [r["step"] for r in records]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    a.plot(steps, [r["d_loss"] for r in records], label="D loss")
+    a.plot(steps, [r["g_loss"] for r in records], label="G loss")
+    for key, label in (("gp", "GP"), ("r1", "R1")):
+        if key in records[0]:
+            a.plot(steps, [r[key] for r in records], label=label, alpha=0.7)
+    a.set_xlabel("generator step")
+    a.set_title("losses")
+    a.legend()
+    b.plot(steps, [r["d_real"] for r in records], label="D(x)")
+    b.plot(steps, [r["d_fake"] for r in records], label="D(G(z))")
+    b.set_xlabel("generator step")
+    b.set_title("mean discriminator output")
+    b.legend()
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path)
+    plt.close(fig)
+    return out_path
