@@ -1,0 +1,148 @@
+"""The command line end to end, on tiny runs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gandist.cli import main
+
+TINY = [
+    "--set",
+    "model.z_dim=8",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--set",
+    "data.resolution=8",
+    "--set",
+    "data.batch_size=8",
+    "--set",
+    "train.steps=4",
+    "--set",
+    "train.ckpt_every=2",
+    "--set",
+    "train.sample_every=2",
+    "--set",
+    "train.log_every=2",
+    "--set",
+    "train.sample_n=4",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "digits_dcgan", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_run_dir(trained):
+    assert (trained / "config.yaml").is_file()
+    records = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "img_per_s", "kimg"):
+        assert key in records[-1]
+
+
+def test_generate_png_and_npz(trained, tmp_path):
+    assert main(["generate", str(trained), "--n", "9", "--seed", "3", "--out", str(tmp_path / "s.png")]) == 0
+    assert Image.open(tmp_path / "s.png").size[0] > 32
+    assert main(["generate", str(trained), "--n", "5", "--seed", "3", "--out", str(tmp_path / "s.npz")]) == 0
+    a = np.load(tmp_path / "s.npz")["samples"]
+    assert a.shape == (5, 1, 8, 8)
+    main(["generate", str(trained), "--n", "5", "--seed", "3", "--out", str(tmp_path / "t.npz")])
+    assert np.array_equal(a, np.load(tmp_path / "t.npz")["samples"])  # seeded
+
+
+def test_interpolate_and_arithmetic(trained, tmp_path):
+    assert (
+        main(["interpolate", str(trained), "--seeds", "1,2,3", "--steps", "5", "--out", str(tmp_path / "i")])
+        == 0
+    )
+    assert (tmp_path / "i_lerp.png").is_file() and (tmp_path / "i_slerp.png").is_file()
+    assert (
+        main(
+            [
+                "arithmetic",
+                str(trained),
+                "--u",
+                "1-3",
+                "--v",
+                "4,5",
+                "--w",
+                "6",
+                "--out",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "a.png").is_file()
+
+
+def test_resume_auto_continues(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "again"
+    shutil.copytree(trained, run)
+    args = [a if a != "train.steps=4" else "train.steps=6" for a in TINY]
+    assert main(["train", "digits_dcgan", "--out", str(run), "--resume", "auto", *args]) == 0
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+
+
+def test_existing_run_needs_resume_flag(trained, capsys):
+    assert main(["train", "digits_dcgan", "--out", str(trained), *TINY]) == 2
+    assert "--resume auto" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--set", "train.stpes=3"], "did you mean 'steps'"),
+        (["train", "--set", "model.name=gan3000"], "valid: dcgan, mlp"),
+        (["train", "nope.yaml"], "not found"),
+        (
+            ["train", "--set", "data.name=folder", "--set", "data.path=/no/such/dir"],
+            "'/no/such/dir' does not exist",
+        ),
+        (["generate", "/no/such/ckpt"], "neither a checkpoint"),
+    ],
+)
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
+    assert main(argv + (["--out", str(tmp_path / "x")] if argv[0] == "train" else [])) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_refused(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "bad"
+    shutil.copytree(trained, run)
+    for ck in (run / "checkpoints").iterdir():
+        (ck / "models.safetensors").write_bytes(b"\0" * 10)
+    assert main(["generate", str(run / "checkpoints" / "000000004"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "checksum" in capsys.readouterr().err
+
+
+def test_points_generate_scatter(tmp_path):
+    out = tmp_path / "pts"
+    args = ["--set", "train.steps=2", "--set", "model.g_width=8", "--set", "model.d_width=8", "--no-progress"]
+    assert main(["train", "ring_wgangp", "--out", str(out), *args]) == 0
+    assert main(["generate", str(out), "--n", "50", "--out", str(tmp_path / "p.npz")]) == 0
+    assert np.load(tmp_path / "p.npz")["samples"].shape == (50, 2)
+    assert main(["generate", str(out), "--n", "50", "--out", str(tmp_path / "p.png")]) == 0
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run(
+        [sys.executable, "-m", "gandist", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and "train" in r.stdout

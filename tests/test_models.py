@@ -1,0 +1,92 @@
+import pytest
+import torch
+from torch import nn
+
+from gandist.config import ModelConfig
+from gandist.models import build_models
+from gandist.models.layers import Maxout, MinibatchStdDev
+
+
+@pytest.mark.parametrize("res", [8, 16, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(res, channels):
+    G, D = build_models(
+        ModelConfig(name="dcgan", z_dim=5, g_width=4, d_width=4), (channels, res, res), "images"
+    )
+    x = G(torch.randn(3, 5))
+    assert x.shape == (3, channels, res, res)
+    assert x.abs().max() <= 1  # tanh output
+    assert D(x).shape == (3,)
+
+
+def test_dcgan_architecture_follows_the_paper():
+    G, D = build_models(ModelConfig(name="dcgan", z_dim=8, g_width=8, d_width=8), (3, 64, 64), "images")
+    g_types = {type(m) for m in G.modules()}
+    d_types = {type(m) for m in D.modules()}
+    assert (
+        nn.ConvTranspose2d in g_types
+        and nn.BatchNorm2d in g_types
+        and nn.ReLU in g_types
+        and nn.Tanh in g_types
+    )
+    assert nn.Linear not in d_types and nn.Linear not in g_types  # no fully connected hidden layers
+    assert not any("Pool" in t.__name__ for t in d_types | g_types)  # strided convolutions, no pooling
+    lrelu = [m for m in D.modules() if isinstance(m, nn.LeakyReLU)]
+    assert lrelu and all(m.negative_slope == 0.2 for m in lrelu)
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.stride == (2, 2) for m in convs[:-1])
+    # the first D layer has no batch norm (DCGAN Sec. 3)
+    seq = list(D.net)
+    assert isinstance(seq[0], nn.Conv2d) and isinstance(seq[1], nn.LeakyReLU)
+    # N(0, 0.02) initialisation
+    w = torch.cat([m.weight.flatten() for m in G.modules() if isinstance(m, nn.ConvTranspose2d)])
+    assert abs(w.std().item() - 0.02) < 0.002
+
+
+def test_critic_without_batch_norm():
+    _, D = build_models(ModelConfig(name="dcgan", d_norm="layer"), (1, 16, 16), "images")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    # per-sample: one sample's output does not depend on the rest of the batch
+    x = torch.randn(4, 1, 16, 16)
+    torch.testing.assert_close(D(x)[:1], D(x[:1]))
+
+
+def test_mlp_points_and_images():
+    cfg = ModelConfig(
+        name="mlp",
+        z_dim=2,
+        g_width=16,
+        d_width=8,
+        g_layers=2,
+        d_layers=2,
+        d_norm="none",
+        maxout_pieces=3,
+        dropout=0.5,
+    )
+    G, D = build_models(cfg, (2,), "points")
+    assert G(torch.randn(5, 2)).shape == (5, 2)
+    assert D(torch.randn(5, 2)).shape == (5,)
+    assert isinstance(G.net[-1], nn.Identity)  # linear output for points
+    G2, _ = build_models(cfg, (1, 8, 8), "images")
+    assert G2(torch.randn(2, 2)).shape == (2, 1, 8, 8)
+
+
+def test_maxout_definition():
+    m = Maxout(3, 2, pieces=4)
+    x = torch.randn(5, 3)
+    lin = m.linear(x).view(5, 2, 4)
+    torch.testing.assert_close(m(x), lin.max(dim=2).values)
+
+
+def test_minibatch_stddev_against_float64_definition():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 4, 5, dtype=torch.float64)
+    out = MinibatchStdDev(4)(x)
+    assert out.shape == (8, 4, 4, 5)
+    for i in range(8):
+        group = x[[j for j in range(8) if j % 2 == i % 2]]  # groups are strided: i, i+M, ...
+        std = (group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+        torch.testing.assert_close(out[i, 3], torch.full((4, 5), std.item(), dtype=torch.float64))
+    torch.testing.assert_close(out[:, :3], x)
+    flat = MinibatchStdDev(2)(torch.randn(6, 7))
+    assert flat.shape == (6, 8)
