@@ -1,4 +1,4 @@
-"""Command line: `gandist train | generate | interpolate | arithmetic`.
+"""Command line: `gandist train | generate | interpolate | arithmetic | health`.
 
 User mistakes (bad config, missing data, corrupt checkpoint) print one clear line and exit 2.
 """
@@ -70,7 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--v", required=True, help="seed group v")
     a.add_argument("--w", required=True, help="seed group w")
     a.add_argument("--out", default="arithmetic.png")
+    h = sub.add_parser("health", help="one-page health report of a run: plots, diagnoses and remedies")
+    h.add_argument("run_dir")
     return p
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from gandist.train.health_report import report
+
+    text, png = report(args.run_dir)
+    print(text)
+    print(f"[gandist] report picture: {png}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -168,6 +179,7 @@ COMMANDS = {
     "generate": cmd_generate,
     "interpolate": cmd_interpolate,
     "arithmetic": cmd_arithmetic,
+    "health": cmd_health,
 }
 
 

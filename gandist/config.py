@@ -98,6 +98,25 @@ class TrainConfig:
 
 
 @dataclass
+class HealthConfig:
+    enabled: bool = True
+    every: int = 25  # evaluate the diagnoses every this many generator steps
+    persist: int = 2  # evaluations in a row a condition must hold (or be gone) to start (or clear)
+    window: int = 200  # steps of history each diagnosis looks at
+    warmup: int = 200  # no diagnosis but non-finite before this step (every GAN starts "collapsed")
+    diversity_every: int = 100  # steps between diversity probes (0 = never)
+    diversity_n: int = 128  # samples in the probe (fixed latents vs a fixed real batch)
+    saturated_accuracy: float = 0.95  # D accuracy (median over the window) that counts as saturated
+    vanishing_ratio: float = 0.05  # ||grad G|| median below this share of its peak = vanishing
+    oscillation_chunks: int = 10  # the window is cut into this many chunks for the oscillation test
+    oscillation_turns: int = 4  # direction changes of the chunk means (of chunks - 2 possible)
+    oscillation_amplitude: float = 0.25  # chunk-mean std relative to (|mean loss| + 0.1)
+    collapse_ratio: float = 0.3  # sample diversity / data diversity below this = collapse suspected
+    duplicate_distance: float = 0.05  # near-duplicate: nearest other sample closer than this x data spread
+    duplicate_excess: float = 0.5  # near-duplicate rate this much above the data's = collapse suspected
+
+
+@dataclass
 class Config:
     name: str = "quickstart"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -105,6 +124,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -328,6 +348,11 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}={value} must be positive")
+    for key in ("every", "persist", "window", "warmup", "diversity_n", "oscillation_chunks"):
+        if getattr(cfg.health, key) < (0 if key == "warmup" else 1):
+            raise ConfigError(f"health.{key}={getattr(cfg.health, key)} must be positive")
+    if cfg.health.diversity_n < 2:
+        raise ConfigError("health.diversity_n must be at least 2")
     if not 0.0 <= cfg.train.ema_beta < 1.0:
         raise ConfigError(f"train.ema_beta={cfg.train.ema_beta} must be in [0, 1)")
     if not 0.0 <= cfg.model.dropout < 1.0:

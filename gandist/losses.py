@@ -60,6 +60,15 @@ class AdversarialLoss:
         raise ValueError(f"unknown loss '{name}'")
 
     @property
+    def decision_boundary(self) -> float | None:
+        """D output separating 'real' from 'fake' decisions; None for Wasserstein critics."""
+        if self.cfg.name in ("minimax", "nonsaturating", "hinge"):
+            return 0.0  # logit 0 = probability 1/2; hinge margins are centred on 0
+        if self.cfg.name == "lsgan":
+            return 0.5 * (self.cfg.lsgan_a + self.cfg.lsgan_b)
+        return None
+
+    @property
     def clips_weights(self) -> bool:
         return self.cfg.name == "wgan"
 

@@ -106,7 +106,15 @@ class Trainer:
         self.fixed_z = torch.randn(
             tc.sample_n, cfg.model.z_dim, generator=torch.Generator().manual_seed(tc.seed + _FIXED_Z_SALT)
         )
-        self.callbacks: list[Any] = []  # objects with on_step(trainer, stats) (e.g. the health monitor)
+        self.callbacks: list[
+            Any
+        ] = []  # objects with on_step(trainer, stats) and optionally on_log(trainer, record)
+        self.health = None
+        if cfg.health.enabled:
+            from gandist.train.health import HealthMonitor
+
+            self.health = HealthMonitor(cfg.health, log_fn=self.log.log, echo=self.strategy.is_main)
+            self.callbacks.append(self.health)
 
     # ---------------------------------------------------------------------------------------------
     # Sampling helpers
@@ -139,7 +147,11 @@ class Trainer:
             "d_real": self.d_output(d_real_),
             "d_fake": self.d_output(d_fake_),
         }
-        stats["d_acc"] = float(((d_real_ > 0).float().mean() + (d_fake_ < 0).float().mean()) / 2)
+        if self.loss.decision_boundary is not None:  # share of reals and fakes D classifies correctly
+            th = self.loss.decision_boundary
+            stats["d_acc"] = float(((d_real_ > th).float().mean() + (d_fake_ < th).float().mean()) / 2)
+        else:  # Wasserstein critics score, not classify: report the critic gap E[D(x)] - E[D(G(z))]
+            stats["critic_gap"] = float(d_real_.mean() - d_fake_.mean())
         total = loss
         if cfg.loss.drift > 0:
             total = total + cfg.loss.drift * d_real.square().mean()
@@ -158,7 +170,8 @@ class Trainer:
             self.skipped += 1
             return stats
         total.backward()
-        stats["d_grad_norm"] = _grad_norm(self.D)
+        if self.health is not None:
+            stats["d_grad_norm"] = _grad_norm(self.D)
         self.opt_d.step()
         self.d_updates += 1
         if self.loss.clips_weights:
@@ -179,7 +192,8 @@ class Trainer:
                 self.skipped += 1
                 return stats
             loss.backward()
-            stats["g_grad_norm"] = _grad_norm(self.G)
+            if self.health is not None:
+                stats["g_grad_norm"] = _grad_norm(self.G)
             self.opt_g.step()
         finally:
             self.D.requires_grad_(True)
@@ -300,10 +314,10 @@ class Trainer:
         with StopRequest() as stop:
             while self.step < tc.steps:
                 stats = self.train_step()
-                for cb in self.callbacks:
-                    cb.on_step(self, stats)
                 for k, v in stats.items():
                     window[k].append(v)
+                for cb in self.callbacks:
+                    cb.on_step(self, stats)
                 if bar is not None:
                     bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
@@ -351,8 +365,11 @@ class Trainer:
 
 
 def _grad_norm(module: nn.Module) -> float:
-    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
+    """Global L2 norm of a module's gradients: one fused multi-tensor kernel and one host sync."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
 
 
 def _postfix(r: dict[str, Any]) -> str:
