@@ -1,3 +1,12 @@
+import os
+
+import torch
+
+# Triton kernels run on CPU through the interpreter; it must be chosen before triton is imported,
+# and gandist imports triton only when a Triton path first runs, so setting it here is early enough.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 
@@ -61,3 +70,11 @@ def tiny_points_cfg():
         return load_config(None, base + list(overrides))
 
     return make
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Force the kernels' chunked multi-pass path (what planes above 2048 elements take) on small planes."""
+    from gandist.kernels import _plane_triton
+
+    monkeypatch.setattr(_plane_triton, "MAX_BLOCK_HW", 16)
