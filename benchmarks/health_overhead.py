@@ -65,11 +65,13 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
-    print(f"monitor off {res['sec_per_step_off']['median'] * 1e3:.2f} ms/step "
-          f"(p20 {res['sec_per_step_off']['p20'] * 1e3:.2f}, p80 {res['sec_per_step_off']['p80'] * 1e3:.2f}), "
-          f"on {res['sec_per_step_on']['median'] * 1e3:.2f} ms/step "
-          f"(p20 {res['sec_per_step_on']['p20'] * 1e3:.2f}, p80 {res['sec_per_step_on']['p80'] * 1e3:.2f}): "
-          f"overhead {100 * res['overhead_ratio_median']:+.1f}%")
+    print(
+        f"monitor off {res['sec_per_step_off']['median'] * 1e3:.2f} ms/step "
+        f"(p20 {res['sec_per_step_off']['p20'] * 1e3:.2f}, p80 {res['sec_per_step_off']['p80'] * 1e3:.2f}), "
+        f"on {res['sec_per_step_on']['median'] * 1e3:.2f} ms/step "
+        f"(p20 {res['sec_per_step_on']['p20'] * 1e3:.2f}, p80 {res['sec_per_step_on']['p80'] * 1e3:.2f}): "
+        f"overhead {100 * res['overhead_ratio_median']:+.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from gandist.train.loop import Trainer
 def test_ring_wgangp_covers_at_least_six_of_eight_modes(tmp_path):
     cfg = load_config("ring_wgangp", ["train.steps=600", "train.seed=0", "train.progress=false"])
     t = Trainer(cfg, tmp_path, log_enabled=False)
-    before = mode_coverage(t.ema.shadow(torch.randn(2500, 2, generator=torch.Generator().manual_seed(5))), "ring")
+    before = mode_coverage(
+        t.ema.shadow(torch.randn(2500, 2, generator=torch.Generator().manual_seed(5))), "ring"
+    )
     t.train(progress=False)
     with torch.no_grad():
         x = t.ema.shadow(torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5)))
