@@ -1,0 +1,64 @@
+"""The benchmark harnesses run in smoke mode on CPU, so they cannot rot between GPU sessions."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_kernel_benchmark_smoke(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks" / "kernels"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_kernels import main
+
+    rows = main(
+        [
+            "--smoke",
+            "--ops",
+            "adain",
+            "gradient_penalty",
+            "--passes",
+            "fwd",
+            "fwd+bwd",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert len(rows) == 2 * 2 * 2 * 2  # ops x resolutions x passes x providers (triton, eager)
+    files = list(tmp_path.glob("kernels-smoke-*.csv"))
+    assert len(files) == 1 and (tmp_path / files[0].with_suffix(".json").name).is_file()
+    with open(files[0]) as f:
+        table = list(csv.DictReader(f))
+    for col in (
+        "median_ms",
+        "p20_ms",
+        "p80_ms",
+        "GBps",
+        "copy_GBps",
+        "pct_of_copy",
+        "speedup_vs_eager",
+        "device",
+        "torch",
+        "triton",
+        "commit",
+        "date",
+    ):
+        assert col in table[0]
+    assert all(float(r["p20_ms"]) <= float(r["median_ms"]) <= float(r["p80_ms"]) for r in table)
+    assert all(float(r["GBps"]) > 0 for r in table)
+
+
+@pytest.mark.slow
+def test_pytest_benchmark_file_runs(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "benchmarks" / "kernels"),
+         "-k", "adain", "--benchmark-disable", "--rootdir", str(ROOT)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 passed" in r.stdout
