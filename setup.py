@@ -24,6 +24,7 @@ setup(
         "scikit-learn>=1.3",
         "scipy>=1.10",
         "pillow>=9",
+        "torch-fidelity>=0.3",  # the TF-ported Inception-v3 architecture FID/IS are defined with
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"],

@@ -37,6 +37,11 @@ class DataSource:
     def shape(self) -> tuple[int, ...]:
         raise NotImplementedError
 
+    @property
+    def size(self) -> int | None:
+        """Number of distinct samples (None for the infinite synthetic mixtures)."""
+        return None
+
     def _draw(self, position: int, n: int) -> torch.Tensor:
         raise NotImplementedError
 

@@ -42,6 +42,10 @@ class Digits(DataSource):
     def shape(self) -> tuple[int, ...]:
         return (1, self.cfg.resolution, self.cfg.resolution)
 
+    @property
+    def size(self) -> int:
+        return len(self.images)
+
     def _draw(self, position: int, n: int) -> torch.Tensor:
         idx = epoch_indices(len(self.images), self.seed, position, n)
         out = self.images[idx]

@@ -96,6 +96,10 @@ class ImageFolder(DataSource):
     def shape(self) -> tuple[int, ...]:
         return (self.cfg.channels or 3, self.cfg.resolution, self.cfg.resolution)
 
+    @property
+    def size(self) -> int:
+        return len(self.files)
+
     def _load(self, position: int, n: int) -> torch.Tensor:
         if self.cfg.num_workers > 0 and n == self.cfg.batch_size:
             # Worker processes prefetch ahead; the stream position stays the count of consumed samples.

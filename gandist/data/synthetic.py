@@ -68,6 +68,10 @@ class Procedural(DataSource):
     def shape(self) -> tuple[int, ...]:
         return (self.cfg.channels or 3, self.cfg.resolution, self.cfg.resolution)
 
+    @property
+    def size(self) -> int:
+        return self.cfg.size
+
     def image(self, index: int) -> torch.Tensor:
         """Image `index` as [3, R, R] in [-1, 1]."""
         r = self.cfg.resolution

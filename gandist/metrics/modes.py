@@ -12,13 +12,8 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
-
-def _as_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
+from gandist.metrics._util import as_numpy
 
 
 def mode_coverage(
@@ -33,7 +28,7 @@ def mode_coverage(
             raise ValueError(f"mode_coverage: dataset must be 'ring' or 'grid', got '{dataset}'")
         cls = DATASETS[dataset]
         modes, std = cls.modes, cls.std
-    x, m = _as_numpy(samples), _as_numpy(modes)
+    x, m = as_numpy(samples, "samples"), as_numpy(modes, "modes")
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"mode_coverage expects samples of shape [N, 2], got {list(x.shape)}")
     d = np.linalg.norm(x[:, None, :] - m[None, :, :], axis=2)  # [N, M]

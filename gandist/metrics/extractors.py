@@ -1,0 +1,245 @@
+"""Feature extractors for FID, IS, KID, precision/recall and nearest neighbours.
+
+| name | for | features | class probabilities | resize |
+|---|---|---|---|---|
+| `inception` | RGB/grey images | 2048-d pool3 of the TF-ported Inception-v3 (torch-fidelity) | 1008-way logits_unbiased | TF1 bilinear to 299x299 |
+| `digits` | digits runs | 128-d penultimate layer of a small CNN gandist trains on scikit-learn's digits | 10-way | bilinear to 16x16 |
+| `points` | 2-D data | the points themselves | - | - |
+| any `nn.Module` | anything | whatever it returns | - | none |
+
+FID is only comparable with the same extractor, resize filter and sample count: every result records
+all three. The Inception weights are read from a local file or the torch hub cache and never
+downloaded at run time; without them the error names the file and where to put it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gandist.errors import UserError
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid / torchmetrics name, same weights
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GANDIST_CACHE", Path.home() / ".cache" / "gandist"))
+
+
+class Extractor:
+    name: str = ""
+    resize: str = "none"
+    dim: int = 0
+    has_probs: bool = False
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x in the training format ([-1, 1] images or points) -> (features [N, D] fp64, probs [N, K] or None)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"extractor": self.name, "resize": self.resize, "feature_dim": self.dim}
+
+
+class PointsExtractor(Extractor):
+    name, resize, dim = "points", "none", 2
+
+    def __call__(self, x):
+        return x.reshape(len(x), -1).double().cpu(), None
+
+
+class ModuleExtractor(Extractor):
+    """Any nn.Module mapping a batch to features [N, D]."""
+
+    def __init__(self, module: nn.Module, name: str | None = None) -> None:
+        self.module = module.eval()
+        self.name = name or f"module:{type(module).__name__}"
+
+    @torch.no_grad()
+    def __call__(self, x):
+        f = self.module(x).reshape(len(x), -1)
+        self.dim = f.shape[1]
+        return f.double().cpu(), None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Digits classifier
+
+
+class DigitsNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x):
+        f = self.body(x)
+        return f, self.head(f)
+
+
+DIGITS_VERSION = 1  # bump when the network or its training changes; the cache key follows
+
+
+def train_digits_classifier(seed: int = 0, epochs: int = 30) -> tuple[DigitsNet, float]:
+    """Train on 1500 of scikit-learn's digits (16 px, [-1, 1]); returns the net and held-out accuracy."""
+    from gandist.data.digits import load_digits_tensor
+
+    x, y = load_digits_tensor(16)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))
+    tr, te = perm[:1500], perm[1500:]
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = DigitsNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        order = tr[torch.randperm(len(tr), generator=g)]
+        for i in range(0, len(order), 64):
+            b = order[i : i + 64]
+            # small random shifts make the classifier robust to generator samples that are off-centre
+            xb = torch.roll(x[b], shifts=tuple(torch.randint(-1, 2, (2,), generator=g).tolist()), dims=(2, 3))
+            loss = F.cross_entropy(net(xb)[1], y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = float((net(x[te])[1].argmax(1) == y[te]).float().mean())
+    return net, acc
+
+
+class DigitsExtractor(Extractor):
+    name, resize, dim, has_probs = f"digits-cnn-v{DIGITS_VERSION}", "bilinear-16", 128, True
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        from safetensors.torch import load_file, save_file
+
+        path = cache_dir() / f"digits_classifier_v{DIGITS_VERSION}.safetensors"
+        meta = path.with_suffix(".json")
+        self.net = DigitsNet()
+        if path.is_file() and meta.is_file():
+            self.net.load_state_dict(load_file(str(path)))
+            self.accuracy = json.loads(meta.read_text())["heldout_accuracy"]
+        else:
+            net, self.accuracy = train_digits_classifier()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file(net.state_dict(), str(tmp))
+            tmp.replace(path)
+            meta.write_text(json.dumps({"heldout_accuracy": self.accuracy, "version": DIGITS_VERSION}))
+            self.net = net
+        self.net = self.net.eval().to(device)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, x):
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise UserError(
+                f"the digits extractor expects greyscale images [N, 1, H, W], got {list(x.shape)}"
+            )
+        x = x.to(self.device).float()
+        if x.shape[-1] != 16:
+            x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+        f, logits = self.net(x)
+        return f.double().cpu(), torch.softmax(logits.double(), dim=1).cpu()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "heldout_accuracy": self.accuracy}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inception-v3 (the TF port FID and IS are defined with)
+
+
+def inception_candidates(explicit: str | Path | None = None) -> list[Path]:
+    out = []
+    if explicit:
+        out.append(Path(explicit))
+    if os.environ.get("GANDIST_INCEPTION_WEIGHTS"):
+        out.append(Path(os.environ["GANDIST_INCEPTION_WEIGHTS"]))
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    out += [cache_dir() / INCEPTION_FILE, hub / INCEPTION_FILE, hub / PYTORCH_FID_FILE]
+    return out
+
+
+def find_inception_weights(explicit: str | Path | None = None) -> Path:
+    candidates = inception_candidates(explicit)
+    if explicit and not Path(explicit).is_file():
+        raise UserError(f"Inception weights '{explicit}' not found")
+    for p in candidates:
+        if p.is_file():
+            return p
+    raise UserError(
+        f"FID/IS/KID on images need the TF-ported Inception-v3 weights ({INCEPTION_FILE}, 91 MB), and this "
+        f"machine has none; gandist never downloads at run time. Fetch {INCEPTION_URL} where there is internet "
+        f"and put it at {cache_dir() / INCEPTION_FILE} (or {candidates[-2]}), or point --inception / "
+        "GANDIST_INCEPTION_WEIGHTS at it. For digits runs use --extractor digits."
+    )
+
+
+class InceptionExtractor(Extractor):
+    name, resize, dim, has_probs = "inception-v3-tf", "tf1-bilinear-299", 2048, True
+
+    def __init__(self, weights: str | Path | None = None, device: torch.device | str = "cpu") -> None:
+        from unittest import mock
+
+        import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+        path = find_inception_weights(weights)
+        try:
+            # weights_only: tensors only, no code is unpickled (torch-fidelity's own loader would unpickle)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+            raise UserError(
+                f"Inception weights '{path}' are unreadable or not a weights file ({exc})"
+            ) from None
+        # Build torch-fidelity's architecture, handing it the state dict where it would download.
+        with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: state):
+            try:
+                self.net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+            except RuntimeError as exc:
+                raise UserError(
+                    f"Inception weights '{path}' do not match the Inception-v3 architecture ({exc})"
+                ) from None
+        self.net = self.net.to(device)
+        self.device = torch.device(device)
+        self.weights = str(path)
+
+    @torch.no_grad()
+    def __call__(self, x):
+        x = x.to(self.device)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        u8 = (
+            ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        )  # the 8-bit images FID is defined on
+        feats, logits = self.net(u8)
+        return feats.double().cpu(), torch.softmax(logits.double(), dim=1).cpu()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "weights": self.weights}
+
+
+def build_extractor(
+    name: str, kind: str, data_name: str, device="cpu", inception: str | None = None
+) -> Extractor:
+    if name == "auto":
+        name = "points" if kind == "points" else "digits" if data_name == "digits" else "inception"
+    if name == "points":
+        return PointsExtractor()
+    if name == "digits":
+        return DigitsExtractor(device)
+    if name == "inception":
+        return InceptionExtractor(inception, device)
+    raise UserError(f"unknown extractor '{name}'; valid: auto, inception, digits, points")

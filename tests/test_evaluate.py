@@ -1,0 +1,200 @@
+"""Evaluation pipeline: extractors, offline behaviour, CLI, and distributed == single-process."""
+
+import json
+import os
+import socket
+from unittest import mock
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from gandist.cli import main
+from gandist.errors import UserError
+from gandist.metrics.extractors import INCEPTION_FILE, InceptionExtractor, find_inception_weights
+
+TINY_RING = [
+    "--set",
+    "train.steps=30",
+    "--set",
+    "model.g_width=16",
+    "--set",
+    "model.d_width=16",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def ring_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ring")
+    assert main(["train", "ring_wgangp", "--out", str(out), *TINY_RING]) == 0
+    return out
+
+
+def test_missing_inception_weights_is_a_clear_offline_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANDIST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GANDIST_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(UserError) as info:
+        find_inception_weights()
+    msg = str(info.value)
+    assert (
+        INCEPTION_FILE in msg and str(tmp_path / "cache" / INCEPTION_FILE) in msg and "never downloads" in msg
+    )
+    with pytest.raises(UserError, match="not found"):
+        find_inception_weights(tmp_path / "nope.pth")
+
+
+def _random_inception_file(path):
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}), \
+         mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None):  # fmt: skip
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+    torch.save(net.state_dict(), path)
+    return net
+
+
+@pytest.mark.slow
+def test_inception_loading_path_with_generated_weights(tmp_path):
+    net = _random_inception_file(tmp_path / INCEPTION_FILE)
+    ex = InceptionExtractor(tmp_path / INCEPTION_FILE)
+    x = torch.rand(2, 1, 20, 20) * 2 - 1  # greyscale in [-1, 1], small: resized to 299 inside
+    feats, probs = ex(x)
+    assert feats.shape == (2, 2048) and probs.shape == (2, 1008)
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, dtype=torch.float64))
+    u8 = ((x.expand(-1, 3, -1, -1) + 1) * 127.5).round().to(torch.uint8)
+    ref, _ = net(u8)
+    torch.testing.assert_close(feats, ref.double())
+    assert ex.describe()["resize"] == "tf1-bilinear-299"
+
+
+def test_corrupt_inception_file(tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"not a weights file")
+    with pytest.raises(UserError, match="unreadable"):
+        InceptionExtractor(tmp_path / "w.pth")
+
+
+@pytest.mark.slow
+def test_digits_classifier_is_accurate_and_real_digits_score_high(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANDIST_CACHE", str(tmp_path))
+    from gandist.data.digits import load_digits_tensor
+    from gandist.metrics import inception_score
+    from gandist.metrics.extractors import DigitsExtractor
+
+    ex = DigitsExtractor()
+    assert ex.accuracy >= 0.95
+    assert (tmp_path / "digits_classifier_v1.safetensors").is_file()
+    again = DigitsExtractor()  # from the cache
+    x, _ = load_digits_tensor(32)
+    f1, p1 = ex(x[:50])
+    f2, p2 = again(x[:50])
+    assert torch.equal(f1, f2)
+    assert inception_score(ex(x)[1], splits=10)[0] > 9.0  # 10 classes, confidently and evenly predicted
+
+
+def test_eval_cli_points(ring_run, capsys):
+    assert main(["eval", str(ring_run), "--metrics", "modes,fid,kid,pr,parzen", "--n", "600"]) == 0
+    res = json.loads((ring_run / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in (
+        "modes",
+        "high_quality",
+        "reverse_kl",
+        "fid",
+        "kid",
+        "precision",
+        "recall",
+        "parzen_ll",
+        "extractor",
+        "resize",
+        "n_fake",
+        "n_real",
+        "fid_reference",
+    ):
+        assert key in res, key
+    assert res["extractor"] == "points" and res["n_fake"] == 600
+    assert main(["eval", str(ring_run), "--metrics", "nn"]) == 2
+    assert main(["eval", str(ring_run), "--metrics", "bogus"]) == 2
+    assert "valid: fid" in capsys.readouterr().err
+
+
+def test_reference_stats_are_cached_and_reused(ring_run, tmp_path):
+    ref = tmp_path / "ring_ref.npz"
+    assert (
+        main(
+            [
+                "eval",
+                str(ring_run),
+                "--metrics",
+                "fid",
+                "--n",
+                "500",
+                "--ref-stats",
+                str(ref),
+                "--out",
+                str(tmp_path / "a.jsonl"),
+            ]
+        )
+        == 0
+    )
+    assert ref.is_file()
+    assert (
+        main(
+            [
+                "eval",
+                str(ring_run),
+                "--metrics",
+                "fid",
+                "--n",
+                "500",
+                "--ref-stats",
+                str(ref),
+                "--out",
+                str(tmp_path / "b.jsonl"),
+            ]
+        )
+        == 0
+    )
+    a = json.loads((tmp_path / "a.jsonl").read_text())
+    b = json.loads((tmp_path / "b.jsonl").read_text())
+    assert a["fid"] == pytest.approx(b["fid"], rel=1e-12)
+    assert b["fid_reference"]["stats_file"] == str(ref) and b["fid_reference"]["extractor"] == "points"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, run_dir, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from gandist.generate import load_generator
+        from gandist.metrics.evaluate import evaluate
+
+        gen = load_generator(run_dir)
+        res = evaluate(gen.G, gen.cfg, gen.kind, ["modes", "fid", "kid", "pr", "parzen"], n=1100, seed=3)
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(res, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_rank_gloo_evaluation_equals_single_process(ring_run, tmp_path):
+    from gandist.generate import load_generator
+    from gandist.metrics.evaluate import evaluate
+
+    out = tmp_path / "dist.json"
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(ring_run), str(out)), nprocs=2, join=True, start_method="spawn"
+    )
+    dist_res = json.loads(out.read_text())
+    gen = load_generator(ring_run)
+    single = evaluate(gen.G, gen.cfg, gen.kind, ["modes", "fid", "kid", "pr", "parzen"], n=1100, seed=3)
+    for key in ("fid", "kid", "precision", "recall", "modes", "high_quality", "reverse_kl", "parzen_ll"):
+        assert dist_res[key] == pytest.approx(single[key], rel=1e-12, abs=1e-12), key
