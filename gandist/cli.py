@@ -1,4 +1,4 @@
-"""Command line: `gandist train | generate | interpolate | arithmetic | health`.
+"""Command line: `gandist train | generate | interpolate | arithmetic | eval | health`.
 
 User mistakes (bad config, missing data, corrupt checkpoint) print one clear line and exit 2.
 """
@@ -70,9 +70,56 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--v", required=True, help="seed group v")
     a.add_argument("--w", required=True, help="seed group w")
     a.add_argument("--out", default="arithmetic.png")
+    e = sub.add_parser("eval", help="evaluate a checkpoint: fid,is,kid,pr,nn,modes,parzen")
+    e.add_argument("checkpoint")
+    e.add_argument("--metrics", default="fid,kid", help="comma list of fid,is,kid,pr,nn,modes,parzen")
+    e.add_argument("--n", type=int, default=10000, help="generated samples (published FIDs use 50000)")
+    e.add_argument("--n-real", type=int, default=None, help="real samples (default: min(n, dataset size))")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--extractor", default="auto", choices=["auto", "inception", "digits", "points"])
+    e.add_argument("--inception", default=None, help="path to the TF-ported Inception-v3 weights file")
+    e.add_argument("--data", default=None, help="override the dataset folder (data.path) of the run")
+    e.add_argument(
+        "--ref-stats", default=None, help=".npz of reference statistics: used if present, written if not"
+    )
+    e.add_argument(
+        "--out", default=None, help="append the result (JSON line) to this file; default: RUN/metrics.jsonl"
+    )
+
     h = sub.add_parser("health", help="one-page health report of a run: plots, diagnoses and remedies")
     h.add_argument("run_dir")
     return p
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    import torch
+
+    from gandist.generate import load_generator
+    from gandist.metrics.evaluate import evaluate, write_result
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        # torchrun: every rank generates and extracts its share; rank 0 reports
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    gen = load_generator(args.checkpoint)
+    gen.G.to(device)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    run_dir = gen.path.parent.parent
+    res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
+                   extractor=args.extractor, inception=args.inception, device=device, out_dir=run_dir,
+                   data_path=args.data, reference_stats=args.ref_stats)  # fmt: skip
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return 0
+    res = {"checkpoint": str(gen.path), "step": gen.step, **res}
+    write_result(res, args.out or run_dir / "metrics.jsonl")
+    print(json.dumps(res, indent=1))
+    return 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -180,6 +227,7 @@ COMMANDS = {
     "interpolate": cmd_interpolate,
     "arithmetic": cmd_arithmetic,
     "health": cmd_health,
+    "eval": cmd_eval,
 }
 
 

@@ -117,6 +117,17 @@ class HealthConfig:
 
 
 @dataclass
+class MetricsConfig:
+    every: int = 0  # evaluate G_ema every this many generator steps, and at the end (0 = never)
+    names: str = "auto"  # comma list of fid,is,kid,pr,modes,parzen; auto: modes,fid for 2-D data, fid,is,kid for digits, fid otherwise
+    n: int = 2000  # generated samples per evaluation
+    extractor: str = "auto"  # auto | inception | digits | points
+    inception: str = (
+        ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)
+    )
+
+
+@dataclass
 class Config:
     name: str = "quickstart"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,6 +136,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -353,6 +365,14 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"health.{key}={getattr(cfg.health, key)} must be positive")
     if cfg.health.diversity_n < 2:
         raise ConfigError("health.diversity_n must be at least 2")
+    if cfg.metrics.every < 0 or cfg.metrics.n < 2:
+        raise ConfigError("metrics.every must be >= 0 and metrics.n >= 2")
+    _one_of("metrics.extractor", cfg.metrics.extractor, ("auto", "inception", "digits", "points"))
+    if cfg.metrics.names != "auto":
+        from gandist.metrics.evaluate import METRICS
+
+        for m in cfg.metrics.names.split(","):
+            _one_of("metrics.names", m.strip(), METRICS)
     if not 0.0 <= cfg.train.ema_beta < 1.0:
         raise ConfigError(f"train.ema_beta={cfg.train.ema_beta} must be in [0, 1)")
     if not 0.0 <= cfg.model.dropout < 1.0:

@@ -92,3 +92,24 @@ def plot_log(log_path: str | Path, out_path: str | Path) -> Path | None:
     fig.savefig(out_path)
     plt.close(fig)
     return out_path
+
+
+def plot_metrics(path: str | Path, out_path: str | Path) -> Path | None:
+    """One panel per metric over training steps, from metrics.jsonl."""
+    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    keys = [k for k in ("fid", "kid", "is", "modes", "high_quality", "reverse_kl", "precision", "recall")
+            if any(k in r for r in records)]  # fmt: skip
+    if not records or not keys:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), dpi=100, squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        pts = [(r["step"], r[k]) for r in records if k in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        ax.set_title(k)
+        ax.set_xlabel("generator step")
+    fig.suptitle(f"extractor {records[-1].get('extractor')}, {records[-1].get('n_fake')} samples", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
+    return Path(out_path)

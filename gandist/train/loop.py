@@ -291,6 +291,37 @@ class Trainer:
         return save_grid(out, path)
 
     # ---------------------------------------------------------------------------------------------
+    # Periodic evaluation
+
+    def metric_names(self) -> list[str]:
+        names = self.cfg.metrics.names
+        if names == "auto":
+            if self.data.kind == "points":
+                return ["modes", "fid"] if self.cfg.data.name in ("ring", "grid") else ["fid"]
+            return ["fid", "is", "kid"] if self.cfg.data.name == "digits" else ["fid"]
+        return [m.strip() for m in names.split(",") if m.strip()]
+
+    def run_metrics(self) -> dict[str, Any] | None:
+        from gandist.metrics.evaluate import evaluate
+
+        m = self.cfg.metrics
+        if not hasattr(self, "_extractor"):
+            from gandist.metrics.extractors import build_extractor
+
+            self._extractor = build_extractor(
+                m.extractor, self.data.kind, self.cfg.data.name, self.device, m.inception or None
+            )
+        res = evaluate(self.ema.shadow, self.cfg, self.data.kind, self.metric_names(), n=m.n, seed=self.cfg.train.seed,
+                       extractor=self._extractor, device=self.device, out_dir=self.run_dir)  # fmt: skip
+        res = {"step": self.step, **res}
+        self.log.log(res, file="metrics.jsonl")
+        if self.log.enabled:
+            from gandist.viz import plot_metrics
+
+            plot_metrics(self.log.dir / "metrics.jsonl", self.log.dir / "metrics.png")
+        return res
+
+    # ---------------------------------------------------------------------------------------------
     # The loop
 
     def train(self, progress: bool | None = None) -> dict[str, Any]:
@@ -300,6 +331,7 @@ class Trainer:
         progress = tc.progress if progress is None else progress
         self.log.write_config(dump_config(self.cfg))
         self.log.truncate_after(self.step)
+        self.log.truncate_after(self.step, file="metrics.jsonl")
         if self.step == 0:
             if self.log.enabled and self.data.kind == "images":
                 from gandist.viz import save_grid
@@ -338,6 +370,10 @@ class Trainer:
                     t_tick = now
                 if self.step % tc.sample_every == 0 or self.step == tc.steps:
                     self.save_samples(f"step_{self.step:07d}")
+                if self.cfg.metrics.every and (
+                    self.step % self.cfg.metrics.every == 0 or self.step == tc.steps
+                ):
+                    self.run_metrics()
                 if stop.signal is not None:
                     interrupted = signal.Signals(stop.signal).name
                     break
