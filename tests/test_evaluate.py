@@ -198,3 +198,12 @@ def test_two_rank_gloo_evaluation_equals_single_process(ring_run, tmp_path):
     single = evaluate(gen.G, gen.cfg, gen.kind, ["modes", "fid", "kid", "pr", "parzen"], n=1100, seed=3)
     for key in ("fid", "kid", "precision", "recall", "modes", "high_quality", "reverse_kl", "parzen_ll"):
         assert dist_res[key] == pytest.approx(single[key], rel=1e-12, abs=1e-12), key
+
+
+def test_periodic_evaluation_during_training(tmp_path):
+    args = [*TINY_RING, "--set", "metrics.every=10", "--set", "metrics.n=300"]
+    assert main(["train", "ring_wgangp", "--out", str(tmp_path), *args]) == 0
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30]
+    assert all({"modes", "fid", "extractor"} <= set(r) for r in records)
+    assert (tmp_path / "metrics.png").is_file()
