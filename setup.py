@@ -28,7 +28,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"],
-        "dali": ["nvidia-dali-cuda120>=1.40"],
+        "dali": ["nvidia-dali-cuda130>=1.40"],  # matches torch 2.14's CUDA 13; CPU pipelines need no GPU
         "deepspeed": ["deepspeed>=0.15"],
     },
     entry_points={"console_scripts": ["gandist=gandist.cli:main"]},

@@ -1,4 +1,4 @@
-"""Command line: `gandist train | generate | interpolate | arithmetic | eval | health`.
+"""Command line: `gandist train | generate | interpolate | arithmetic | eval | prepare | health`.
 
 User mistakes (bad config, missing data, corrupt checkpoint) print one clear line and exit 2.
 """
@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="append the result (JSON line) to this file; default: RUN/metrics.jsonl"
     )
 
+    pr = sub.add_parser("prepare", help="turn a folder of images into a verified training dataset")
+    pr.add_argument("src", help="folder of images (searched recursively)")
+    pr.add_argument("dst", help="output dataset folder (rerun to resume an interrupted run)")
+    pr.add_argument("--resolution", type=int, required=True)
+    pr.add_argument("--format", default="jpeg", choices=["jpeg", "npy"])
+    pr.add_argument(
+        "--quality", type=int, default=95, help="JPEG quality (>= 95 keeps artefacts below GAN noise)"
+    )
+    pr.add_argument("--filter", default="lanczos", choices=["lanczos", "bicubic", "bilinear", "box"])
+    pr.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    pr.add_argument("--no-progress", action="store_true")
+
     h = sub.add_parser("health", help="one-page health report of a run: plots, diagnoses and remedies")
     h.add_argument("run_dir")
     return p
@@ -119,6 +131,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     res = {"checkpoint": str(gen.path), "step": gen.step, **res}
     write_result(res, args.out or run_dir / "metrics.jsonl")
     print(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from gandist.data.prepare import Options, prepare
+
+    opts = Options(args.resolution, args.format, args.quality, args.filter)
+    m = prepare(args.src, args.dst, opts, workers=args.workers, progress=not args.no_progress)
+    print(
+        f"[gandist] {m['count']} images at {m['resolution']}x{m['resolution']} ({m['format']}, {m['filter']}) in "
+        f"{args.dst}; {m['skipped']} skipped (see {args.dst}/report.txt)"
+    )
     return 0
 
 
@@ -228,6 +252,7 @@ COMMANDS = {
     "arithmetic": cmd_arithmetic,
     "health": cmd_health,
     "eval": cmd_eval,
+    "prepare": cmd_prepare,
 }
 
 

@@ -78,6 +78,11 @@ class DataConfig:
     num_workers: int = 0  # folder only: DataLoader worker processes
     mirror: bool = False  # random horizontal flips
     size: int = 10000  # procedural only: number of distinct images
+    loader: str = (
+        "torch"  # folder only: torch (PIL workers) | dali (DALI pipeline; GPU decode when CUDA is used)
+    )
+    verify: str = "size"  # prepared datasets: check files against manifest.json by size, or full (sha256)
+    dali_threads: int = 2  # DALI CPU threads per process
 
 
 @dataclass
@@ -344,6 +349,12 @@ def validate(cfg: Config) -> None:
     _one_of("model.d_norm", cfg.model.d_norm, ("batch", "layer", "none"))
     _one_of("model.output", cfg.model.output, ("auto", "tanh", "sigmoid", "linear"))
     _one_of("optim.decay", cfg.optim.decay, ("none", "linear"))
+    _one_of("data.loader", cfg.data.loader, ("torch", "dali"))
+    _one_of("data.verify", cfg.data.verify, ("size", "full"))
+    if cfg.data.loader == "dali" and cfg.data.name != "folder":
+        raise ConfigError(
+            f"data.loader=dali reads image folders; data.name={cfg.data.name} is generated in memory"
+        )
     positive = {
         "data.batch_size": cfg.data.batch_size,
         "train.steps": cfg.train.steps,

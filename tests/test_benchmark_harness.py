@@ -62,3 +62,14 @@ def test_pytest_benchmark_file_runs(tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 passed" in r.stdout
+
+
+@pytest.mark.slow
+def test_loader_benchmark_smoke(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    sys.path.insert(0, str(ROOT / "benchmarks" / "data"))
+    from bench_loaders import main
+
+    rows = main(["--smoke", "--out", str(tmp_path)])
+    assert rows[0]["torch_img_per_s"]["median"] > 0 and rows[0]["dali_img_per_s"]["median"] > 0
+    assert len(list(tmp_path.glob("loaders-smoke-*.json"))) == 1

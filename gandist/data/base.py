@@ -67,6 +67,10 @@ class DataSource:
 def build_dataset(cfg: DataConfig, seed: int) -> DataSource:
     if cfg.name not in DATASETS:
         raise ConfigError(f"unknown dataset '{cfg.name}'; valid: {', '.join(sorted(DATASETS))}")
+    if cfg.name == "folder" and cfg.loader == "dali":
+        from gandist.data.dali import DaliFolder
+
+        return DaliFolder(cfg, seed)
     return DATASETS[cfg.name](cfg, seed)
 
 

@@ -12,7 +12,7 @@ from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
 from gandist.errors import DataError
 from gandist.registry import register
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".npy"}
 
 
 def scan_images(root: str | Path) -> list[Path]:
@@ -30,10 +30,30 @@ def scan_images(root: str | Path) -> list[Path]:
     return files
 
 
+def dataset_files(root: str | Path, verify: str = "size") -> list[Path]:
+    """The images of a folder: a prepared dataset's manifest (verified) or a recursive scan."""
+    root = Path(root)
+    if (root / "manifest.json").is_file():
+        from gandist.data.prepare import verify_manifest
+
+        manifest = verify_manifest(root, full=verify == "full")
+        return [root / f["file"] for f in manifest["files"]]
+    return scan_images(root)
+
+
 def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
     """Decode, convert to RGB/L, centre-crop to a square and resize (Lanczos): uint8 [C, R, R]."""
     from PIL import Image, UnidentifiedImageError
 
+    if path.suffix == ".npy":  # prepared lossless data: uint8 [R, R, 3]
+        import numpy as np
+
+        arr = torch.from_numpy(np.load(path, allow_pickle=False))
+        img = arr.permute(2, 0, 1).contiguous()
+        if img.shape[1] != resolution:
+            img = torch.nn.functional.interpolate(img[None].float(), size=(resolution, resolution), mode="bicubic",
+                                                  antialias=True)[0].round().clamp(0, 255).to(torch.uint8)  # fmt: skip
+        return img.float().mean(0, keepdim=True).round().to(torch.uint8) if channels == 1 else img
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
@@ -83,11 +103,11 @@ class ImageFolder(DataSource):
             raise ConfigError(f"data.resolution={cfg.resolution} must be at least 4")
         if cfg.channels not in (0, 1, 3):
             raise ConfigError(f"data.channels={cfg.channels}: use 1 (greyscale) or 3 (RGB)")
-        scan_images(cfg.path)
+        dataset_files(cfg.path, "size")  # cheap here; the source verifies as configured when built
 
     def __init__(self, cfg: DataConfig, seed: int) -> None:
         super().__init__(cfg, seed)
-        self.files = scan_images(cfg.path)
+        self.files = dataset_files(cfg.path, cfg.verify)
         self.dataset = _Images(self.files, cfg.resolution, cfg.channels or 3)
         self._iter = None
         self._iter_position = -1

@@ -1,0 +1,203 @@
+"""DALI image source (`data.loader: dali`): decode, resize, mirror and normalise inside a DALI pipeline.
+
+Which file goes into which batch is decided here, in Python, by the same stateless stream as every
+other source (global position p -> epoch permutation of the sorted file list, seeded), and handed to
+DALI through `fn.external_source` together with each sample's output size and mirror flag. So:
+
+* sharding: rank r of W takes positions [s*B*W + r*B, s*B*W + (r+1)*B) of step s: disjoint shards,
+  together covering every epoch, one pipeline per rank;
+* resume: the whole state is the position; a rebuilt pipeline continues the identical sequence;
+* resolution: the output size of batch k comes from `resolution_at(k)`, a function of the batch
+  index. DALI prefetches `prefetch_queue_depth` batches ahead, so a size decided from the trainer's
+  *current* state would land that many batches late; a size that is a function of the batch index is
+  exact. `set_resolution(res, from_batch)` changes the schedule and returns the first batch that
+  will really have the new size (never one already prefetched).
+
+Decoding runs on the GPU (`device="mixed"`, nvJPEG) when the pipeline has a device, on CPU threads
+with `device_id=None`. Output: float [N, C, R, R] in [-1, 1], on the pipeline's device.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from gandist.config import DataConfig
+from gandist.data.base import DataSource, epoch_indices, position_generator
+from gandist.data.folder import dataset_files
+from gandist.errors import DataError
+
+
+def _dali():
+    try:
+        import nvidia.dali as dali
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+    except ImportError:
+        raise DataError(
+            "data.loader=dali needs NVIDIA DALI: pip install -e '.[dali]' (or use data.loader=torch)"
+        ) from None
+    return dali, fn, types
+
+
+class DaliFolder(DataSource):
+    def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1, device_id: int | None = None,
+                 prefetch: int = 2, resolution_at: Callable[[int], int] | None = None) -> None:  # fmt: skip
+        super().__init__(cfg, seed)
+        self.files = dataset_files(cfg.path, cfg.verify)
+        self.rank, self.world = rank, world
+        self.device_id = (
+            device_id
+            if device_id is not None
+            else (torch.cuda.current_device() if torch.cuda.is_available() else None)
+        )
+        self.prefetch = prefetch
+        self.channels = cfg.channels or 3
+        self._schedule: list[tuple[int, int]] = [(0, cfg.resolution)]  # (from batch, resolution), sorted
+        if resolution_at is not None:
+            self._fixed_schedule = resolution_at
+        else:
+            self._fixed_schedule = None
+        self.batches_served = 0  # batches handed to the trainer by this pipeline
+        self._pipe = None
+        self._pipe_start = 0  # position (this rank's samples) at which the current pipeline started
+        self._requested = 0  # batches DALI has asked the callback for (>= served: the prefetch)
+        self._lock = (
+            threading.Lock()
+        )  # the callback runs on a DALI thread: schedule and request count move together
+
+    # -- schedule ------------------------------------------------------------------------------
+    def resolution_at(self, batch: int) -> int:
+        if self._fixed_schedule is not None:
+            return int(self._fixed_schedule(batch))
+        res = self._schedule[0][1]
+        for start, r in self._schedule:
+            if batch >= start:
+                res = r
+        return res
+
+    def set_resolution(self, resolution: int, from_batch: int | None = None) -> int:
+        """Switch to `resolution` from batch `from_batch` (default: as soon as possible). Batches DALI
+        has already prefetched keep their size; returns the first batch that will have the new one."""
+        with self._lock:
+            first = max(
+                from_batch if from_batch is not None else 0, self._batch_of(self._requested_position())
+            )
+            self._schedule = [(s, r) for s, r in self._schedule if s < first] + [(first, resolution)]
+        return first
+
+    def _requested_position(self) -> int:
+        return self._pipe_start + self._requested * self.cfg.batch_size
+
+    def _batch_of(self, position: int) -> int:
+        return position // self.cfg.batch_size
+
+    # -- DataSource interface -----------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        r = self.resolution_at(self._batch_of(self.position))
+        return (self.channels, r, r)
+
+    @property
+    def size(self) -> int:
+        return len(self.files)
+
+    def global_positions(self, position: int, n: int) -> list[int]:
+        """This rank's local sample positions [position, position + n) -> global stream positions."""
+        b = self.cfg.batch_size
+        out = []
+        for p in range(position, position + n):
+            step, k = divmod(p, b)
+            out.append(step * b * self.world + self.rank * b + k)
+        return out
+
+    def indices(self, position: int, n: int) -> list[int]:
+        return [
+            epoch_indices(len(self.files), self.seed, g, 1)[0] for g in self.global_positions(position, n)
+        ]
+
+    def _source(self, info):
+        """DALI external_source callback: encoded bytes, output size and mirror flag per sample."""
+        b = self.cfg.batch_size
+        batch = self._batch_of(self._pipe_start) + info.iteration
+        with self._lock:
+            self._requested = info.iteration + 1
+            r = float(self.resolution_at(batch))
+        pos = batch * b
+        idx = self.indices(pos, b)
+        data = [np.fromfile(self.files[i], dtype=np.uint8) for i in idx]
+        sizes = [np.array([r, r], dtype=np.float32) for _ in idx]
+        if self.cfg.mirror:
+            g = position_generator(self.seed, pos, salt=2)
+            flips = (torch.rand(b, generator=g) < 0.5).tolist()
+        else:
+            flips = [False] * b
+        return data, sizes, [np.array(int(f), dtype=np.int32) for f in flips]
+
+    def _build(self):
+        dali, fn, types = _dali()
+        mixed = self.device_id is not None
+        pipe = dali.Pipeline(batch_size=self.cfg.batch_size, num_threads=self.cfg.dali_threads,
+                             device_id=self.device_id, prefetch_queue_depth=self.prefetch, seed=self.seed,
+                             )  # fmt: skip
+        with pipe:
+            encoded, sizes, flips = fn.external_source(source=self._source, num_outputs=3, batch=True,
+                                                       batch_info=True, dtype=[types.UINT8, types.FLOAT, types.INT32])  # fmt: skip
+            out_type = types.GRAY if self.channels == 1 else types.RGB
+            images = fn.decoders.image(encoded, device="mixed" if mixed else "cpu", output_type=out_type)
+            images = fn.resize(images, size=sizes, interp_type=types.INTERP_LANCZOS3, antialias=True)
+            images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mirror=flips,
+                                              mean=[127.5] * self.channels, std=[127.5] * self.channels)  # fmt: skip
+            pipe.set_outputs(images)
+        pipe.build()
+        return pipe
+
+    def _ensure_pipeline(self) -> None:
+        if (
+            self._pipe is None
+            or self._pipe_start + self.batches_served * self.cfg.batch_size != self.position
+        ):
+            self._pipe = self._build_at(self.position)
+
+    def _build_at(self, position: int):
+        if position % self.cfg.batch_size:
+            raise DataError(
+                "the DALI source serves whole batches; its position must be a multiple of data.batch_size"
+            )
+        self._pipe_start, self.batches_served, self._requested = position, 0, 0
+        return self._build()
+
+    def sample(self, n: int) -> torch.Tensor:
+        if n != self.cfg.batch_size:
+            return self.peek(n, self.position)  # off-size requests (pictures, evaluation) bypass the pipeline
+        self._ensure_pipeline()
+        (out,) = self._pipe.run()
+        self.batches_served += 1
+        self.position += n
+        return _to_torch(out)
+
+    def _draw(self, position: int, n: int) -> torch.Tensor:
+        """Off-pipeline reads (evaluation, reference grids) decode with PIL, as the torch loader does."""
+        from gandist.data.folder import load_image
+
+        r = self.resolution_at(self._batch_of(position))
+        imgs = torch.stack([load_image(self.files[i], r, self.channels) for i in self.indices(position, n)])
+        return imgs.float() / 127.5 - 1.0
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self._pipe = None  # rebuilt at the restored position on the next batch
+
+
+def _to_torch(tl) -> torch.Tensor:
+    if hasattr(tl, "as_cpu") and type(tl).__name__.endswith("GPU"):
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        t = tl.as_tensor()
+        out = torch.empty(t.shape(), dtype=torch.float32, device="cuda")
+        feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream())
+        return out
+    return torch.from_numpy(np.array(tl.as_tensor()))
