@@ -132,6 +132,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
+    prov = provenance()  # taken before the runs: the commit that is measured
     jobs = [(v, s) for v in args.variants for s in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = []
@@ -140,7 +141,6 @@ def main() -> None:
             print(f"{r['variant']:16} seed {r['seed']}: {r['modes']} modes, {r['high_quality_pct']:.1f}% HQ, "
                   f"KL {r['reverse_kl']:.3f}, {r['cpu_minutes']:.1f} CPU min", flush=True)  # fmt: skip
     rows = summarise(runs)
-    prov = provenance()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality_2d.json").write_text(json.dumps({"provenance": prov, "summary": rows, "published": PUBLISHED,

@@ -128,6 +128,9 @@ class ImageFolder(DataSource):
                     self.dataset,
                     batch_sampler=_StreamBatches(len(self.files), self.seed, position, n),
                     num_workers=self.cfg.num_workers,
+                    # spawn, not fork: forking a process whose torch/OpenMP thread pools have run can
+                    # deadlock the children; spawned workers pay a one-off start-up instead
+                    multiprocessing_context="spawn",
                     persistent_workers=False,
                 )
                 self._iter = iter(loader)

@@ -153,18 +153,19 @@ def prepare(
     from tqdm import tqdm
 
     bar = tqdm(total=len(files), initial=len(done), unit="img", disable=not progress, desc="prepare")
-    with open(journal, "a") as jf:
-        if workers == 1 or len(jobs) < 16:
-            results = map(_process, jobs)
-        else:
-            pool = ProcessPoolExecutor(workers or os.cpu_count())
-            results = pool.map(_process, jobs, chunksize=8)
-        for rec in results:
-            done[rec["index"]] = rec
-            jf.write(json.dumps(rec) + "\n")
-            jf.flush()
-            bar.update(1)
-    bar.close()
+    pool = None if workers == 1 or len(jobs) < 16 else ProcessPoolExecutor(workers or os.cpu_count())
+    try:
+        results = map(_process, jobs) if pool is None else pool.map(_process, jobs, chunksize=8)
+        with open(journal, "a") as jf:
+            for rec in results:
+                done[rec["index"]] = rec
+                jf.write(json.dumps(rec) + "\n")
+                jf.flush()
+                bar.update(1)
+    finally:
+        if pool is not None:  # shut the workers down: a live pool thread makes later fork()s deadlock-prone
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     kept = [done[i] for i in sorted(done) if "file" in done[i]]
     skipped = [done[i] for i in sorted(done) if "skipped" in done[i]]
     manifest = {**settings, "count": len(kept), "skipped": len(skipped),
