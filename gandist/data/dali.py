@@ -19,8 +19,10 @@ with `device_id=None`. Output: float [N, C, R, R] in [-1, 1], on the pipeline's 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,6 +50,9 @@ class DaliFolder(DataSource):
                  prefetch: int = 2, resolution_at: Callable[[int], int] | None = None) -> None:  # fmt: skip
         super().__init__(cfg, seed)
         self.files = dataset_files(cfg.path, cfg.verify)
+        manifest = Path(cfg.path) / "manifest.json"
+        # the stored resolution of a prepared dataset (resizing to it is skipped); unknown for raw folders
+        self.native = float(json.loads(manifest.read_text())["resolution"]) if manifest.is_file() else -1.0
         self.rank, self.world = rank, world
         self.device_id = (
             device_id
@@ -135,23 +140,29 @@ class DaliFolder(DataSource):
             flips = (torch.rand(b, generator=g) < 0.5).tolist()
         else:
             flips = [False] * b
-        return data, sizes, [np.array(int(f), dtype=np.int32) for f in flips]
+        resize = [np.array(r != self.native, dtype=np.bool_) for _ in idx]
+        return data, sizes, [np.array(int(f), dtype=np.int32) for f in flips], resize
 
     def _build(self):
         dali, fn, types = _dali()
         mixed = self.device_id is not None
-        pipe = dali.Pipeline(batch_size=self.cfg.batch_size, num_threads=self.cfg.dali_threads,
-                             device_id=self.device_id, prefetch_queue_depth=self.prefetch, seed=self.seed,
-                             )  # fmt: skip
-        with pipe:
-            encoded, sizes, flips = fn.external_source(source=self._source, num_outputs=3, batch=True,
-                                                       batch_info=True, dtype=[types.UINT8, types.FLOAT, types.INT32])  # fmt: skip
-            out_type = types.GRAY if self.channels == 1 else types.RGB
-            images = fn.decoders.image(encoded, device="mixed" if mixed else "cpu", output_type=out_type)
-            images = fn.resize(images, size=sizes, interp_type=types.INTERP_LANCZOS3, antialias=True)
-            images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mirror=flips,
-                                              mean=[127.5] * self.channels, std=[127.5] * self.channels)  # fmt: skip
-            pipe.set_outputs(images)
+        channels = self.channels
+
+        @dali.pipeline_def(enable_conditionals=True)
+        def graph():
+            encoded, sizes, flips, resize = fn.external_source(
+                source=self._source, num_outputs=4, batch=True, batch_info=True,
+                dtype=[types.UINT8, types.FLOAT, types.INT32, types.BOOL],
+            )  # fmt: skip
+            images = fn.decoders.image(encoded, device="mixed" if mixed else "cpu",
+                                       output_type=types.GRAY if channels == 1 else types.RGB)  # fmt: skip
+            if resize:  # per sample: only when the target differs from the prepared resolution
+                images = fn.resize(images, size=sizes, interp_type=types.INTERP_LANCZOS3, antialias=True)
+            # mirror + HWC -> CHW, still uint8: 4x fewer bytes to hand over than float
+            return fn.crop_mirror_normalize(images, dtype=types.UINT8, output_layout="CHW", mirror=flips)
+
+        pipe = graph(batch_size=self.cfg.batch_size, num_threads=self.cfg.dali_threads, device_id=self.device_id,
+                     prefetch_queue_depth=self.prefetch, seed=self.seed)  # fmt: skip
         pipe.build()
         return pipe
 
@@ -193,11 +204,13 @@ class DaliFolder(DataSource):
 
 
 def _to_torch(tl) -> torch.Tensor:
-    if hasattr(tl, "as_cpu") and type(tl).__name__.endswith("GPU"):
+    """DALI uint8 CHW batch -> float [-1, 1] torch tensor (the torch loader's exact formula)."""
+    if type(tl).__name__.endswith("GPU"):
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         t = tl.as_tensor()
-        out = torch.empty(t.shape(), dtype=torch.float32, device="cuda")
+        out = torch.empty(t.shape(), dtype=torch.uint8, device="cuda")
         feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream())
-        return out
-    return torch.from_numpy(np.array(tl.as_tensor()))
+    else:
+        out = torch.from_numpy(np.array(tl.as_tensor()))  # one copy: DALI reuses its buffers
+    return out.float() / 127.5 - 1.0
