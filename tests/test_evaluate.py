@@ -121,45 +121,31 @@ def test_eval_cli_points(ring_run, capsys):
 
 def test_reference_stats_are_cached_and_reused(ring_run, tmp_path):
     ref = tmp_path / "ring_ref.npz"
-    assert (
-        main(
-            [
-                "eval",
-                str(ring_run),
-                "--metrics",
-                "fid",
-                "--n",
-                "500",
-                "--ref-stats",
-                str(ref),
-                "--out",
-                str(tmp_path / "a.jsonl"),
-            ]
+    results = []
+    for name in ("first", "second"):  # the first run writes the statistics, the second reads them
+        out = tmp_path / f"{name}.jsonl"
+        assert (
+            main(
+                [
+                    "eval",
+                    str(ring_run),
+                    "--metrics",
+                    "fid",
+                    "--n",
+                    "500",
+                    "--ref-stats",
+                    str(ref),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
         )
-        == 0
-    )
-    assert ref.is_file()
-    assert (
-        main(
-            [
-                "eval",
-                str(ring_run),
-                "--metrics",
-                "fid",
-                "--n",
-                "500",
-                "--ref-stats",
-                str(ref),
-                "--out",
-                str(tmp_path / "b.jsonl"),
-            ]
-        )
-        == 0
-    )
-    a = json.loads((tmp_path / "a.jsonl").read_text())
-    b = json.loads((tmp_path / "b.jsonl").read_text())
-    assert a["fid"] == pytest.approx(b["fid"], rel=1e-12)
-    assert b["fid_reference"]["stats_file"] == str(ref) and b["fid_reference"]["extractor"] == "points"
+        results.append(json.loads(out.read_text()))
+        assert ref.is_file()
+    assert results[0]["fid"] == pytest.approx(results[1]["fid"], rel=1e-12)
+    assert results[1]["fid_reference"]["stats_file"] == str(ref)
+    assert results[1]["fid_reference"]["extractor"] == "points"
 
 
 def _free_port():
