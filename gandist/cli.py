@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint: fid,is,kid,pr,nn,modes,parzen")
     e.add_argument("checkpoint")
     e.add_argument("--metrics", default="fid,kid", help="comma list of fid,is,kid,pr,nn,modes,parzen")
-    e.add_argument("--n", type=int, default=10000, help="generated samples (published FIDs use 50000)")
+    e.add_argument("--n", "--num-samples", dest="n", type=int, default=10000,
+                   help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
+                   "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
     e.add_argument("--n-real", type=int, default=None, help="real samples (default: min(n, dataset size))")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--extractor", default="auto", choices=["auto", "inception", "digits", "points"])

@@ -13,6 +13,13 @@ import torch
 from gandist.config import load_config
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Cached reference statistics and the digits classifier go to a per-session folder, not ~/.cache."""
+    os.environ["GANDIST_CACHE"] = str(tmp_path_factory.mktemp("gandist-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_defaults():
     # The loop switches deterministic algorithms on for CPU runs; keep tests independent of each other.

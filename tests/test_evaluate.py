@@ -193,3 +193,39 @@ def test_periodic_evaluation_during_training(tmp_path):
     assert [r["step"] for r in records] == [10, 20, 30]
     assert all({"modes", "fid", "extractor"} <= set(r) for r in records)
     assert (tmp_path / "metrics.png").is_file()
+
+
+@pytest.mark.distributed
+def test_torchrun_dash_m_gandist_eval(ring_run, tmp_path):
+    """`torchrun -m gandist eval` with 2 CPU ranks writes one result, equal to the single-process one."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "torchrun.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gandist", "eval",
+           str(ring_run), "--metrics", "modes,fid,kid", "--num-samples", "700", "--seed", "5", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1  # rank 0 alone reports
+    single = tmp_path / "single.jsonl"
+    assert (
+        main(
+            [
+                "eval",
+                str(ring_run),
+                "--metrics",
+                "modes,fid,kid",
+                "--n",
+                "700",
+                "--seed",
+                "5",
+                "--out",
+                str(single),
+            ]
+        )
+        == 0
+    )
+    a, b = json.loads(lines[0]), json.loads(single.read_text())
+    for key in ("fid", "kid", "modes", "high_quality", "reverse_kl"):
+        assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-12), key

@@ -149,6 +149,10 @@ def evaluate(
     if info.rank != 0:
         return result
     if "fid" in metrics:
+        if reference_stats is None:
+            files = getattr(data, "files", None)  # image folders: a changed set of files changes the key
+            fingerprint = f"{len(files)}:{sum(f.stat().st_size for f in files)}" if files else ""
+            reference_stats = default_stats_path(cfg.data.name, data_cfg, ex.name, n_real, seed, fingerprint)
         mu_f, s_f = feature_stats(ff)
         if reference_stats and Path(reference_stats).is_file():
             mu_r, s_r, meta = load_stats(reference_stats)
@@ -206,6 +210,21 @@ def evaluate(
         result["nn_min_pixel_distance"] = float(np.min(nn_res["pixel_distances"][:, 0]))
     result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def default_stats_path(
+    dataset: str, data_cfg, extractor: str, n_real: int, seed: int, fingerprint: str = ""
+) -> Path:
+    """Where a dataset's reference statistics are cached: keyed by everything they depend on."""
+    import hashlib
+
+    from gandist.metrics.extractors import cache_dir
+
+    where = str(Path(data_cfg.path).resolve()) if data_cfg.path else ""
+    key = hashlib.sha256(
+        f"{dataset}|{where}|{data_cfg.resolution}|{data_cfg.channels}|{extractor}|{n_real}|{seed}|{fingerprint}".encode()
+    ).hexdigest()[:16]
+    return cache_dir() / "stats" / f"{dataset}-{data_cfg.resolution}px-{extractor}-n{n_real}-{key}.npz"
 
 
 def write_result(result: dict[str, Any], path: str | Path) -> None:
