@@ -32,6 +32,9 @@ VARIANTS = {
     "ring_wgangp": ("ring_wgangp", []),
     "grid_gan": ("grid_gan", []),
     "grid_wgangp": ("grid_wgangp", []),
+    # longer training: high quality keeps rising while the learning rate decays
+    "ring_wgangp_6k": ("ring_wgangp", ["train.steps=6000"]),
+    "grid_wgangp_w256_6k": ("grid_wgangp", ["train.steps=6000", "model.g_width=256", "model.d_width=256"]),
     # gandist extras: minibatch standard deviation in D (PGGAN), linear decay and an EMA generator
     "ring_gan+mbstd": ("ring_gan", ["model.minibatch_std=4", "optim.lr_g=0.0005", "optim.lr_d=0.0005",
                                     "optim.decay=linear", "train.ema_beta=0.99", "train.steps=3000"]),

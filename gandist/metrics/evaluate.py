@@ -74,9 +74,14 @@ def generate_and_extract(
     G, z_dim: int, n: int, seed: int, extractor: Extractor, device, info: DistInfo, keep_samples: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Features [n, D], probs [n, K] or None, and the first `keep_samples` samples (for pictures)."""
+    from tqdm import tqdm
+
     n_chunks = -(-n // CHUNK)
     feats, probs, kept = [], [], []
-    for j in range(info.rank, n_chunks, info.world):
+    mine = range(info.rank, n_chunks, info.world)
+    for j in tqdm(
+        mine, desc="generate + extract", unit="chunk", disable=info.rank != 0 or len(mine) < 4, leave=False
+    ):
         m = min(CHUNK, n - j * CHUNK)
         with torch.no_grad():
             x = G(latent_chunk(seed, j, m, z_dim).to(device))
@@ -96,9 +101,14 @@ def generate_and_extract(
 
 def real_features(data, n: int, extractor: Extractor, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of the first n real samples of the stream (seeded), split over ranks like the fakes."""
+    from tqdm import tqdm
+
     n_chunks = -(-n // CHUNK)
     feats = []
-    for j in range(info.rank, n_chunks, info.world):
+    mine = range(info.rank, n_chunks, info.world)
+    for j in tqdm(
+        mine, desc="real features", unit="chunk", disable=info.rank != 0 or len(mine) < 4, leave=False
+    ):
         m = min(CHUNK, n - j * CHUNK)
         feats.append((j, extractor(data.peek(m, position=j * CHUNK))[0]))
     return _gather_rows(feats, n_chunks, info), data.peek(min(n, 2000))
