@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -74,14 +75,18 @@ def build_dataset(cfg: DataConfig, seed: int) -> DataSource:
     return DATASETS[cfg.name](cfg, seed)
 
 
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(n_items: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The order of epoch `epoch`: computed once, not per batch (a randperm of 70k files per call adds up)."""
+    return tuple(torch.randperm(n_items, generator=position_generator(seed, epoch, salt=1)).tolist())
+
+
 def epoch_indices(n_items: int, seed: int, position: int, n: int) -> list[int]:
+    """Items at global stream positions [position, position + n): a fresh permutation every epoch."""
     out: list[int] = []
-    cache: dict[int, torch.Tensor] = {}
     for p in range(position, position + n):
         epoch, offset = divmod(p, n_items)
-        if epoch not in cache:
-            cache[epoch] = torch.randperm(n_items, generator=position_generator(seed, epoch, salt=1))
-        out.append(int(cache[epoch][offset]))
+        out.append(_epoch_permutation(n_items, seed, epoch)[offset])
     return out
 
 
