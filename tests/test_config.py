@@ -56,11 +56,14 @@ def test_section_and_value_confusion():
         ("data.batch_size=0", r"data.batch_size=0 must be positive"),
         ("data.resolution=20", r"data.resolution=20.*digits are served at"),
         ("train.ema_beta=1.0", r"ema_beta"),
+        ("model.latent=mix", r"model.latent='mix'.*did you mean 'mixture'.*valid: normal, mixture"),
+        ("model.latent=mixture model.latent_components=1", r"latent_components=1 must be at least 2"),
+        ("model.latent=mixture model.z_dim=1", r"z\[:, 0\] to pick the component.*z_dim must be >= 2"),
     ],
 )
 def test_impossible_configs_fail_with_one_line(override, message):
     with pytest.raises(ConfigError, match=message) as info:
-        load_config(None, [override])
+        load_config(None, override.split())
     assert "\n" not in str(info.value)
 
 

@@ -88,6 +88,7 @@ def _all_state(t: Trainer) -> dict:
         (),
         ("loss.name=wgan-gp", "model.d_norm=layer", "train.d_steps=2"),
         ("data.mirror=true", "loss.r1_gamma=1.0"),
+        ("model.latent=mixture", "model.latent_components=4"),
     ],
 )
 def test_resume_at_half_equals_uninterrupted_bit_for_bit(tiny_cfg, tmp_path, extra):

@@ -4,7 +4,7 @@ from torch import nn
 
 from gandist.config import ModelConfig
 from gandist.models import build_models
-from gandist.models.layers import Maxout, MinibatchStdDev
+from gandist.models.layers import Maxout, MinibatchStdDev, MixtureLatent
 
 
 @pytest.mark.parametrize("res", [8, 16, 32, 64])
@@ -90,3 +90,42 @@ def test_minibatch_stddev_against_float64_definition():
     torch.testing.assert_close(out[:, :3], x)
     flat = MinibatchStdDev(2)(torch.randn(6, 7))
     assert flat.shape == (6, 8)
+
+
+def test_mixture_latent_components_are_the_normal_quantile_bins():
+    K, z_dim, std = 8, 4, 0.25
+    prior = MixtureLatent(z_dim, K, std)
+    assert prior.out_dim == K + z_dim - 1
+    # bin k of Phi(z0) is [k/K, (k+1)/K): its midpoint maps to k, and just inside each edge stays inside
+    k = torch.arange(K, dtype=torch.float64)
+    for frac in (0.5, 1e-6, 1 - 1e-6):
+        z = torch.zeros(K, z_dim, dtype=torch.float64)
+        z[:, 0] = torch.special.ndtri((k + frac) / K)
+        assert prior.component(z).tolist() == list(range(K))
+    # with z ~ N(0, I) every component has probability 1/K: chi-square against the uniform histogram
+    n = 80_000
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(prior.component(z), minlength=K).double()
+    chi2 = ((counts - n / K) ** 2 / (n / K)).sum().item()
+    assert chi2 < 24.3  # 0.999 quantile of chi-square with K - 1 = 7 degrees of freedom
+    out = prior(z)
+    assert out.shape == (n, K + z_dim - 1)
+    onehot = out[:, :K]
+    assert torch.equal(onehot.sum(1), torch.ones(n)) and torch.equal(onehot.argmax(1), prior.component(z))
+    torch.testing.assert_close(out[:, K:], std * z[:, 1:])
+
+
+@pytest.mark.parametrize("name, shape, kind", [("mlp", (2,), "points"), ("dcgan", (1, 16, 16), "images")])
+def test_mixture_latent_generator_keeps_the_z_interface(name, shape, kind):
+    cfg = ModelConfig(name=name, z_dim=3, g_width=8, d_width=8, latent="mixture", latent_components=5)
+    G, D = build_models(cfg, shape, kind)
+    assert G.z_dim == 3 and isinstance(G.prior, MixtureLatent)
+    z = torch.randn(4, 3)
+    x = G(z)
+    assert x.shape == (4, *shape) and D(x).shape == (4,)
+    # the wrapped network sees the one-hot code and the scaled continuous part, nothing else
+    G.eval()
+    torch.testing.assert_close(G(z), G.net(G.prior(z)))
+    first = next(m for m in G.net.modules() if isinstance(m, (nn.Linear, nn.ConvTranspose2d)))
+    fan_in = first.in_features if isinstance(first, nn.Linear) else first.in_channels
+    assert fan_in == 5 + 3 - 1

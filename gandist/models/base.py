@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from gandist.config import ConfigError, DataConfig, ModelConfig
@@ -22,4 +24,10 @@ class ModelFamily:
 def build_models(cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> tuple[nn.Module, nn.Module]:
     if cfg.name not in MODELS:
         raise ConfigError(f"unknown model '{cfg.name}'; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[cfg.name].build(cfg, shape, kind)
+    if cfg.latent == "normal":
+        return MODELS[cfg.name].build(cfg, shape, kind)
+    from gandist.models.layers import LatentPriorGenerator, MixtureLatent
+
+    prior = MixtureLatent(cfg.z_dim, cfg.latent_components, cfg.latent_std)
+    G, D = MODELS[cfg.name].build(dataclasses.replace(cfg, z_dim=prior.out_dim), shape, kind)
+    return LatentPriorGenerator(prior, G), D

@@ -51,3 +51,42 @@ def output_activation(name: str, kind: str) -> nn.Module:
     if name == "auto":
         name = "tanh" if kind == "images" else "linear"
     return {"tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "linear": nn.Identity()}[name]
+
+
+class MixtureLatent(nn.Module):
+    """A K-component mixture latent drawn from a standard normal z, so every caller still samples
+    z ~ N(0, I) and the mapping is a deterministic part of G.
+
+    The component is k = floor(K * Phi(z[:, 0])), uniform over 0..K-1; the output is
+    [one_hot(k), std * z[:, 1:]]. G's first layer turns the one-hot into a learned per-component offset,
+    so this is a Gaussian mixture with learned means (DeLiGAN, Gurumurthy et al. 2017; GM-GAN,
+    Ben-Yosef & Weinshall 2018). A continuous G fed a connected latent must put mass between
+    disconnected data modes (Tanielian et al. 2020 bound it below); the gaps between components
+    carry no mass, so with enough components G need not interpolate between modes.
+    """
+
+    def __init__(self, z_dim: int, components: int, std: float = 0.1) -> None:
+        super().__init__()
+        self.z_dim, self.components, self.std = z_dim, components, std
+        self.out_dim = components + z_dim - 1
+
+    def component(self, z: torch.Tensor) -> torch.Tensor:
+        u = 0.5 * (1.0 + torch.erf(z[:, 0].double() / 2.0**0.5))  # Phi in float64: exact bin edges
+        return (u * self.components).floor().long().clamp_(0, self.components - 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        onehot = nn.functional.one_hot(self.component(z), self.components).to(z.dtype)
+        return torch.cat([onehot, z[:, 1:] * self.std], dim=1)
+
+
+class LatentPriorGenerator(nn.Module):
+    """G = net(prior(z)); keeps `z_dim` and `shape` of the wrapped generator's interface."""
+
+    def __init__(self, prior: MixtureLatent, net: nn.Module) -> None:
+        super().__init__()
+        self.prior, self.net = prior, net
+        self.z_dim, self.shape = prior.z_dim, net.shape
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.dim() == 2 and z.shape[1] == self.z_dim, f"G expects [N, {self.z_dim}], got {list(z.shape)}"
+        return self.net(self.prior(z))
