@@ -40,8 +40,8 @@ class ModelConfig:
     output: str = (
         "auto"  # G output nonlinearity: auto (tanh for images, linear for points) | tanh | sigmoid | linear
     )
-    latent: str = "normal"  # normal | mixture: K-component latent drawn from z ~ N(0, I) (see models/layers.py)
-    latent_components: int = 64  # mixture only: K, need not equal the number of data modes
+    latent: str = "normal"  # normal | mixture (K components drawn from z ~ N(0, I), models/layers.py)
+    latent_components: int = 1024  # mixture only: K, much larger than the number of data modes
     latent_std: float = 0.1  # mixture only: scale of the continuous part z[:, 1:] beside the one-hot code
 
 

@@ -40,6 +40,9 @@ VARIANTS = {
                                     "optim.decay=linear", "train.ema_beta=0.99", "train.steps=3000"]),
     "grid_gan+mbstd": ("grid_gan", ["model.minibatch_std=4", "optim.lr_g=0.0005", "optim.lr_d=0.0005",
                                     "optim.decay=linear", "train.ema_beta=0.99", "train.steps=3000"]),
+    # mixture latent (1024 components) + minibatch std: no bridges between the disconnected modes
+    "ring_wgangp_mix": ("ring_wgangp_mix", []),
+    "grid_wgangp_mix": ("grid_wgangp_mix", []),
 }  # fmt: skip
 
 
@@ -113,8 +116,14 @@ def plot(runs: list[dict], out: Path) -> None:
     from gandist.data import DATASETS
 
     shown = [r for r in runs if r["samples"] is not None]
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4), dpi=100, squeeze=False)
-    for ax, r in zip(axes[0], shown):
+    rows = [[r for r in shown if r["dataset"] == ds] for ds in ("ring", "grid")]
+    rows = [row for row in rows if row]
+    cols = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.2 * cols, 3.4 * len(rows)), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, r in ((axes[i, j], r) for i, row in enumerate(rows) for j, r in enumerate(row)):
+        ax.set_axis_on()
         x = np.array(r["samples"])
         m = DATASETS[r["dataset"]].modes.numpy()
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4)

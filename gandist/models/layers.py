@@ -62,7 +62,10 @@ class MixtureLatent(nn.Module):
     so this is a Gaussian mixture with learned means (DeLiGAN, Gurumurthy et al. 2017; GM-GAN,
     Ben-Yosef & Weinshall 2018). A continuous G fed a connected latent must put mass between
     disconnected data modes (Tanielian et al. 2020 bound it below); the gaps between components
-    carry no mass, so with enough components G need not interpolate between modes.
+    carry no mass, so G need not interpolate between modes. K need not match the number of modes M,
+    but K should be much larger: equal shares need K/M components per mode, and when M does not
+    divide K a few components straddle two modes and draw the bridge between them; their share of
+    the mass is at most about M/K.
     """
 
     def __init__(self, z_dim: int, components: int, std: float = 0.1) -> None:
