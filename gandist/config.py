@@ -352,12 +352,15 @@ def validate(cfg: Config) -> None:
     _one_of("model.d_norm", cfg.model.d_norm, ("batch", "layer", "none"))
     _one_of("model.output", cfg.model.output, ("auto", "tanh", "sigmoid", "linear"))
     _one_of("model.latent", cfg.model.latent, ("normal", "mixture"))
-    if cfg.model.latent == "mixture" and cfg.model.latent_components < 2:
-        raise ConfigError(f"model.latent_components={cfg.model.latent_components} must be at least 2")
-    if cfg.model.latent == "mixture" and cfg.model.latent_std < 0:
-        raise ConfigError(f"model.latent_std={cfg.model.latent_std} must be >= 0")
-    if cfg.model.latent == "mixture" and cfg.model.z_dim < 2:
-        raise ConfigError("model.latent=mixture uses z[:, 0] to pick the component: model.z_dim must be >= 2")
+    if cfg.model.latent == "mixture":
+        if cfg.model.latent_components < 2:
+            raise ConfigError(f"model.latent_components={cfg.model.latent_components} must be at least 2")
+        if cfg.model.latent_std < 0:
+            raise ConfigError(f"model.latent_std={cfg.model.latent_std} must be >= 0")
+        if cfg.model.z_dim < 2:
+            raise ConfigError(
+                "model.latent=mixture uses z[:, 0] to pick the component: model.z_dim must be >= 2"
+            )
     _one_of("optim.decay", cfg.optim.decay, ("none", "linear"))
     _one_of("data.loader", cfg.data.loader, ("torch", "dali"))
     _one_of("data.verify", cfg.data.verify, ("size", "full"))
