@@ -84,7 +84,7 @@ class StopRequest:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, log_enabled: bool = True) -> None:
         self.cfg = cfg
-        self.strategy = build_strategy(cfg.train)
+        self.strategy = build_strategy(cfg.train.strategy, cfg.train.device)
         self.device = self.strategy.device
         self.run_dir = Path(run_dir)
         tc = cfg.train
