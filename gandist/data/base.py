@@ -8,15 +8,9 @@ from typing import Any
 import torch
 
 from gandist.config import ConfigError, DataConfig
+from gandist.rng import position_generator  # noqa: F401  (re-exported for the sources)
 
 DATASETS: dict[str, type[DataSource]] = {}
-
-
-def position_generator(seed: int, position: int, salt: int = 0) -> torch.Generator:
-    """A CPU generator that is a pure function of (seed, position, salt): resumable randomness."""
-    # Large odd multipliers spread nearby (seed, position) pairs over the 63-bit seed space.
-    mixed = (seed * 0x9E3779B97F4A7C15 + position * 0xBF58476D1CE4E5B9 + salt * 0x94D049BB133111EB) % (2**63)
-    return torch.Generator().manual_seed(mixed)
 
 
 class DataSource:
