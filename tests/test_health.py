@@ -1,13 +1,24 @@
-"""Training health: constructed runs with known outcomes are diagnosed at the right time."""
+"""Training health: hysteresis on synthetic sequences, batch-vs-stepwise equivalence, advice that
+reads the run's settings, and constructed runs with known outcomes diagnosed at the right time."""
 
+import dataclasses
+import itertools
 import json
 import math
+import re
 
 import pytest
 import torch
 
-from gandist.config import HealthConfig, load_config
-from gandist.train.health import HealthMonitor, oscillation_score, pairwise_stats
+from gandist.config import Config, HealthConfig, load_config
+from gandist.train.health import (
+    DIAGNOSES,
+    HealthMonitor,
+    advise,
+    flatten_settings,
+    oscillation_score,
+    pairwise_stats,
+)
 from gandist.train.loop import Trainer
 
 
@@ -28,6 +39,12 @@ def test_pairwise_stats_against_definition():
     assert dup == pytest.approx(2 / 3)  # samples 1 and 2 are each other's near-duplicate
 
 
+def test_flatten_settings_dotted_keys():
+    s = flatten_settings(dataclasses.asdict(Config()))
+    assert s["loss.name"] == Config().loss.name and s["optim.beta1"] == Config().optim.beta1
+    assert s["health.every"] == HealthConfig().every and not any(isinstance(v, dict) for v in s.values())
+
+
 def test_oscillation_rule_on_synthetic_sequences():
     cfg = HealthConfig(warmup=0, window=200, every=10)
     g = torch.Generator().manual_seed(0)
@@ -37,7 +54,7 @@ def test_oscillation_rule_on_synthetic_sequences():
     trend = [2.0 - i / 200 + n for i, n in enumerate(noise)]  # converging: monotone, no turns
     verdict = {}
     for name, seq in (("wave", wave), ("flat", flat), ("trend", trend)):
-        m = HealthMonitor(cfg, echo=False)
+        m = HealthMonitor(cfg, {}, echo=False)
         for i, v in enumerate(seq, 1):
             m.observe(i, {"g_loss": v, "d_loss": 1.0 + noise[i - 1]})
         verdict[name] = m.conditions(len(seq))["oscillation"]
@@ -46,34 +63,284 @@ def test_oscillation_rule_on_synthetic_sequences():
     assert turns >= 4 and amp > 3 * noise_level
 
 
-def test_single_noisy_evaluation_does_not_flap():
-    m = HealthMonitor(HealthConfig(warmup=0, window=20, every=1, persist=2), echo=False)
-    m.diversity = {"diversity": 0.1, "dup_rate": 0.0, "dup_rate_real": 0.0}
-    assert m.evaluate(1) == []  # one evaluation below the threshold: not yet
-    m.diversity["diversity"] = 0.9
-    assert m.evaluate(2) == [] and m.evaluate(3) == []
-    m.diversity["diversity"] = 0.1
-    m.evaluate(4)
-    assert [e["state"] for e in m.evaluate(5)] == ["start"]
+# -- hysteresis ------------------------------------------------------------------------------------
+
+REAL = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
 
 
-def test_vanishing_rule_needs_saturation_and_collapsed_gradient():
-    cfg = HealthConfig(warmup=0, window=20, every=5)
-    m = HealthMonitor(cfg, echo=False)
-    for i in range(1, 41):  # healthy phase: D at chance, strong G gradients
-        m.observe(i, {"d_acc": 0.6, "g_grad_norm": 1.0})
-        m.evaluate(i)
-    assert not m.active
-    for i in range(41, 81):  # D wins and G's gradient dies
-        m.observe(i, {"d_acc": 1.0, "g_grad_norm": 1e-4})
-        m.evaluate(i)
-    assert "vanishing_gradients" in m.active
-    m2 = HealthMonitor(cfg, echo=False)
-    for i in range(1, 81):  # saturated D but G still gets gradients: not this diagnosis
-        m2.observe(i, {"d_acc": 1.0, "g_grad_norm": 1.0})
-        m2.evaluate(i)
-    assert "vanishing_gradients" not in m2.active
+def _probe_monitor(spreads, **health):
+    """A monitor whose probe returns the real batch scaled by spreads[k] at its k-th call: the sample
+    diversity is that spread exactly, so the mode_collapse condition per probe is set by the test."""
+    calls = itertools.count()
+    # duplicate_excess above 1 switches the near-duplicate rule off: the spread alone decides
+    health = {
+        "warmup": 0,
+        "every": 10,
+        "diversity_every": 10,
+        "window": 40,
+        "persist": 2,
+        "duplicate_excess": 1.1,
+        **health,
+    }
+    cfg = HealthConfig(**health)
+    return HealthMonitor(cfg, {}, sample=lambda: REAL * spreads[next(calls)], reference=REAL, echo=False)
 
+
+def _drive_probes(m, n):
+    events = []
+    for k in range(1, n + 1):
+        step = 10 * k
+        m.observe(step, {"g_loss": 1.0})
+        assert m.due(step)
+        events += m.update(step)
+    return [(e["state"], e["step"]) for e in events]
+
+
+def test_condition_flickering_at_threshold_raises_at_most_once():
+    # collapse_ratio 0.3: spreads just below (0.29) and just above (0.31) the threshold, in runs of
+    # on-probes long enough to raise (2) separated by off-runs shorter than the clear window (4 probes).
+    on, off = 0.29, 0.31
+    pattern = [on, on, off, on, off, off, on, on, off, off, off, on, on, off, on, off, off, on]
+    m = _probe_monitor(pattern)
+    assert m.clear_after("mode_collapse") == 4
+    assert _drive_probes(m, len(pattern)) == [("start", 20)]
+    assert "mode_collapse" in m.active
+
+
+def test_condition_held_for_persist_raises_and_clears_only_after_a_window():
+    on, off = 0.1, 1.0
+    # held for persist - 1 probes only: nothing
+    assert _drive_probes(_probe_monitor([on, off, on, off, on, off]), 6) == []
+    # held for persist (2) probes: raised at the second; absent for 3 probes (< window 40 / 10): still
+    # active; absent for 4 probes: cleared at the fourth
+    pattern = [off, on, on, off, off, off, on, off, off, off, off, off]
+    events = _drive_probes(_probe_monitor(pattern), len(pattern))
+    assert events == [("start", 30), ("clear", 110)]
+
+
+def test_persist_and_window_set_the_hysteresis():
+    on, off = 0.1, 1.0
+    pattern = [on, on, on, off, off, off, off, off, off, off]
+    assert _drive_probes(_probe_monitor(pattern, persist=3), 10) == [("start", 30), ("clear", 70)]
+    m = _probe_monitor(pattern)
+    m.cfg.window = 60  # 6 probes without the condition before it clears
+    assert _drive_probes(m, 10) == [("start", 20), ("clear", 90)]
+
+
+def test_flickering_loss_statistic_raises_at_most_once():
+    # D accuracy swinging around the saturation threshold (period 30 steps) with a collapsed G
+    # gradient: the raw rule's verdict flips every few evaluations; the diagnosis starts once.
+    cfg = HealthConfig(warmup=0, window=20, every=5, persist=2)
+    m, raw = HealthMonitor(cfg, {}, echo=False), HealthMonitor(cfg, {}, echo=False)
+    verdicts, starts = [], 0
+    for i in range(1, 801):
+        acc = cfg.saturated_accuracy + 0.03 * math.sin(2 * math.pi * i / 30)
+        stats = {"d_acc": acc, "g_grad_norm": 1.0 if i <= 40 else 1e-4}
+        m.observe(i, stats)
+        raw.observe(i, stats)
+        if m.due(i):
+            verdicts.append(raw.conditions(i)["vanishing_gradients"])
+            starts += sum(e["state"] == "start" for e in m.update(i))
+    # premise: the verdict flickers, faster than the clear window
+    flips = sum(a != b for a, b in zip(verdicts, verdicts[1:]))
+    off_runs = [len(r) for r in "".join("x" if v else " " for v in verdicts[20:]).split("x") if r]
+    assert flips >= 20 and max(off_runs) < m.clear_after("vanishing_gradients"), (flips, off_runs)
+    assert starts == 1
+
+
+def test_non_finite_is_immediate():
+    m = HealthMonitor(HealthConfig(warmup=0, every=10), {}, echo=False)
+    events = []
+    for i in range(1, 41):
+        m.observe(i, {"g_loss": float("nan") if i == 13 else 1.0})
+        if m.due(i) or i == 13:
+            events += [(e["state"], e["step"]) for e in m.update(i, nonfinite=i == 13)]
+    # raised at the step itself (off the evaluation grid), cleared at the first evaluation `every`
+    # steps later without one
+    assert events == [("start", 13), ("clear", 30)]
+
+
+# -- batch vs stepwise -----------------------------------------------------------------------------
+
+
+def _synthetic_run(n=1200):
+    """Per-step statistics with an oscillating stretch, a saturated-D stretch and a NaN burst, and a
+    probe whose spread collapses in the middle: every diagnosis starts and clears at least once."""
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randn(n, 4, generator=g).mul(0.05).tolist()
+    steps = []
+    for i in range(1, n + 1):
+        e = noise[i - 1]
+        wave = 0.8 * math.sin(2 * math.pi * i / 40) if 200 <= i < 500 else 0.0
+        saturated = 600 <= i < 800
+        stats = {
+            "g_loss": 1.0 + wave + e[0],
+            "d_loss": 1.0 + e[1],
+            "d_acc": (1.0 if saturated else 0.6) + 0.01 * e[2],
+            "g_grad_norm": (1e-4 if saturated else 1.0) * (1 + e[3]),
+        }
+        if 900 <= i < 905:
+            stats["d_loss"] = float("nan")
+        steps.append((i, stats, not math.isfinite(sum(stats.values()))))
+    return steps
+
+
+def _sample_fn():
+    calls = itertools.count()
+    return lambda: REAL * (0.1 if 4 <= next(calls) < 9 else 1.0)
+
+
+def _run(mode):
+    cfg = HealthConfig(warmup=100, every=10, diversity_every=30, window=100, persist=2)
+    m = HealthMonitor(cfg, {}, sample=_sample_fn(), reference=REAL, echo=False)
+    pending, records = [], []
+    for step, stats, nonfinite in _synthetic_run():
+        if mode == "stepwise":
+            m.observe(step, stats)
+            if m.due(step) or nonfinite:
+                m.update(step, nonfinite)
+        elif mode == "update_every_step":  # update must be a no-op where nothing is due
+            m.observe(step, stats)
+            m.update(step, nonfinite)
+        else:  # the rewritten loop: statistics read back only where due or non-finite
+            pending.append((step, stats))
+            if m.due(step) or nonfinite:
+                for s, st in pending:
+                    m.observe(s, st)
+                pending.clear()
+                m.update(step, nonfinite)
+        if step % 50 == 0:
+            record = {"step": step}
+            m.annotate(record)
+            records.append(record)
+    return m.events, records
+
+
+def test_batched_observe_gives_the_same_decisions_as_stepwise():
+    events, records = _run("stepwise")
+    names = {(e["diagnosis"], e["state"]) for e in events}
+    for d in DIAGNOSES:  # the comparison covers every diagnosis raising and clearing
+        assert {(d, "start"), (d, "clear")} <= names, (d, sorted(names))
+    assert _run("batched") == (events, records)
+    assert _run("update_every_step") == (events, records)
+
+
+# -- advice ----------------------------------------------------------------------------------------
+
+BASE = flatten_settings(dataclasses.asdict(Config()))
+
+# Settings covering what each remedy reads: every loss, Adam momentum at 0.9/0.5/0, both decays, one
+# and several D steps, minibatch std off/on, R1 off/on, EMA off/weak/strong and in its other spelling,
+# both latents and both model families, and a family without some keys.
+VARIANTS = {
+    "loss.name": ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"],
+    "optim.beta1": [0.9, 0.5, 0.0],
+    "optim.decay": ["none", "linear"],
+    "train.d_steps": [1, 5],
+    "model.minibatch_std": [0, 2, 4],
+    "loss.r1_gamma": [0.0, 10.0],
+    "loss.gp_weight": [0.1, 10.0],
+    "train.ema_beta": [0.0, 0.99, 0.999],
+    "model.latent": ["normal", "mixture"],
+    "model.name": ["mlp", "dcgan"],
+    "loss.drift": [0.0, 0.001],
+}
+
+
+def _settings_table():
+    table = [dict(BASE)]
+    for key, values in VARIANTS.items():
+        for v in values:
+            table.append({**BASE, key: v})
+    for loss, beta1, decay, k, mbstd, r1, ema in itertools.product(
+        ["minimax", "nonsaturating", "wgan-gp"],
+        [0.5, 0.0],
+        ["none", "linear"],
+        [1, 5],
+        [0, 4],
+        [0.0, 10.0],
+        [0.99, 0.999],
+    ):
+        table.append({**BASE, "loss.name": loss, "optim.beta1": beta1, "optim.decay": decay, "train.d_steps": k,
+                      "model.minibatch_std": mbstd, "loss.r1_gamma": r1, "train.ema_beta": ema})  # fmt: skip
+    other_family = {
+        k: v for k, v in BASE.items() if k not in ("model.minibatch_std", "model.dropout", "train.ema_beta")
+    }
+    table += [other_family, {**other_family, "train.ema_kimg": 0.0}, {**other_family, "train.ema_kimg": 10.0}]
+    table.append({**BASE, "optim.name": "rmsprop"})
+    return table
+
+
+def _same(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return (
+            isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9)
+        )
+    return a == b
+
+
+# An expert would not say these to a run whose settings already satisfy the predicate.
+NEVER = [
+    ("loss.name", lambda s: s.get("loss.name") == "wgan-gp", lambda v: v == "wgan-gp"),
+    ("loss.name", lambda s: s.get("loss.name") != "minimax", lambda v: v == "nonsaturating"),
+    ("model.minibatch_std", lambda s: s.get("model.minibatch_std", 0) >= 2, lambda v: True),
+    ("model.minibatch_std", lambda s: "model.minibatch_std" not in s, lambda v: True),
+    ("optim.beta1", lambda s: s.get("optim.beta1") == 0.0, lambda v: True),
+    ("optim.beta1", lambda s: s.get("optim.name") != "adam", lambda v: True),
+    ("optim.decay", lambda s: s.get("optim.decay") == "linear", lambda v: True),
+    ("train.ema_beta", lambda s: s.get("train.ema_beta", 0) >= 0.999, lambda v: True),
+    ("train.ema_kimg", lambda s: s.get("train.ema_kimg", 0) > 0 or "train.ema_beta" in s, lambda v: True),
+    ("model.latent", lambda s: s.get("model.latent") == "mixture", lambda v: True),
+    ("loss.r1_gamma", lambda s: s.get("loss.name") in ("wgan", "wgan-gp"), lambda v: True),
+    ("model.dropout", lambda s: s.get("model.name") != "mlp", lambda v: True),
+]
+
+
+@pytest.mark.parametrize("name", sorted(DIAGNOSES))
+def test_advice_never_repeats_the_current_setting(name):
+    for settings in _settings_table():
+        advice = advise(name, settings)
+        assert advice, f"{name}: no remedy left for {settings}"
+        for a in advice:
+            written = dict(re.findall(r"\b([a-z_0-9]+\.[a-z_0-9]+)=([^\s,;)]+)", a.text))
+            assert set(written) == set(a.sets), (a.text, a.sets)  # the text names what it sets
+            for key, value in a.sets.items():
+                assert not (key in settings and _same(settings[key], value)), (name, key, value, a.text)
+                for setting, holds, forbidden in NEVER:
+                    if key == setting and holds(settings):
+                        assert not forbidden(value), (name, key, value, settings.get(key), a.text)
+
+
+def test_advice_moves_on_to_the_next_remedy():
+    collapse = {**BASE, "model.minibatch_std": 4, "loss.name": "wgan-gp", "train.d_steps": 5}
+    first = advise("mode_collapse", collapse)[0].sets
+    assert first == {"model.latent": "mixture"}
+    assert advise("mode_collapse", {**collapse, "model.latent": "mixture"})[0].sets == {"train.d_steps": 10}
+    assert advise("mode_collapse", {**BASE, "model.minibatch_std": 0})[0].sets == {"model.minibatch_std": 4}
+    assert advise("vanishing_gradients", {**BASE, "loss.name": "minimax"})[0].sets == {
+        "loss.name": "nonsaturating"
+    }
+    beta = [a.sets.get("optim.beta1") for a in advise("oscillation", {**BASE, "optim.beta1": 0.9})]
+    assert 0.5 in beta
+    beta = [a.sets.get("optim.beta1") for a in advise("oscillation", {**BASE, "optim.beta1": 0.5})]
+    assert 0.0 in beta
+    gp = [a.sets for a in advise("oscillation", {**BASE, "loss.name": "wgan-gp", "loss.gp_weight": 0.1})]
+    assert {"loss.gp_weight": 1.0} in gp
+
+
+def test_start_event_and_echo_use_the_filtered_remedies(capsys):
+    settings = {**BASE, "loss.name": "wgan-gp", "model.minibatch_std": 4, "train.d_steps": 5}
+    m = _probe_monitor([0.1] * 4)
+    m.settings, m.echo = settings, True
+    _drive_probes(m, 2)
+    (event,) = m.events
+    assert event["remedies"] == [a.text for a in advise("mode_collapse", settings)]
+    assert event["suggested"] == [a.sets for a in advise("mode_collapse", settings)]
+    err = capsys.readouterr().err
+    assert "model.latent=mixture" in err and "wgan-gp" not in err and "minibatch_std" not in err
+
+
+# -- constructed runs ------------------------------------------------------------------------------
 
 HEALTH = ["health.every=25", "health.window=100", "health.warmup=150", "health.diversity_every=25"]
 
@@ -112,6 +379,9 @@ def test_minimax_with_overpowered_discriminator_is_diagnosed_vanishing(tmp_path)
     assert start >= 150  # not during warm-up
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert any("vanishing_gradients" in r.get("health", "") for r in log if "d_loss" in r)
+    (event,) = [r for r in log if r.get("diagnosis") == "vanishing_gradients" and r["state"] == "start"]
+    assert event["suggested"][0] == {"loss.name": "nonsaturating"}  # the run uses minimax
+    assert {"train.d_steps": 2} in event["suggested"]  # fewer than its 5 D steps
 
 
 @pytest.mark.slow
@@ -130,16 +400,22 @@ def test_single_point_generator_is_mode_collapse_and_clears(tmp_path):
     t.train(progress=False)
     events = _events(tmp_path)
     assert [(n, s) for n, s, _ in events] == [("mode_collapse", "start")], events
-    h = cfg.health  # the first evaluation after warm-up, held for `persist` evaluations
-    assert events[0][2] == h.warmup + h.every * (h.persist - 1)
-    # the condition goes away: restore the generator, continue, and the diagnosis clears
+    h = cfg.health  # the first probe after warm-up, held for `persist` probes
+    assert events[0][2] == h.warmup + h.diversity_every * (h.persist - 1)
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    (event,) = [r for r in log if r.get("event") == "health"]
+    assert all(s.get("loss.name") != "wgan-gp" for s in event["suggested"])  # the run uses WGAN-GP
+    assert event["suggested"][0] == {"model.minibatch_std": 4}
+    # the condition goes away: restore the generator, continue, and the diagnosis clears only after
+    # a whole window of probes without it
     t.G.load_state_dict(saved)
     last.weight.requires_grad_(True)
     t.ema.shadow.load_state_dict(saved)
-    cfg.train.steps = 400
+    cfg.train.steps = 450
     t.train(progress=False)
     events = _events(tmp_path)
-    assert ("mode_collapse", "clear") in [(n, s) for n, s, _ in events], events
+    assert [(n, s) for n, s, _ in events] == [("mode_collapse", "start"), ("mode_collapse", "clear")], events
+    assert events[1][2] == 300 + h.diversity_every * t.health.clear_after("mode_collapse")
 
 
 def test_injected_nan_is_diagnosed_then_clears(tmp_path):
@@ -193,4 +469,5 @@ def test_health_cli_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "health.png").is_file()
     assert "mode_collapse" in out  # an untrained 120-step generator is still a blob at warm-up 0
+    assert "wgan-gp" not in out.split("mode_collapse", 1)[1]  # remedies filtered for a WGAN-GP run
     assert main(["health", str(tmp_path / "nope")]) == 2

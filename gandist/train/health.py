@@ -1,26 +1,52 @@
 """Training health: watch a run for the classic GAN failure modes and say what to do.
 
-Fed by the training loop from statistics it computes anyway (losses, mean D outputs, D accuracy,
-gradient norms), plus a diversity probe every `health.diversity_every` steps: G_ema on a fixed batch
-of latents, its mean pairwise distance and near-duplicate rate in pixel space, next to the same
-statistics of a fixed batch of real data. Diagnoses:
+Fed by the training loop with statistics it computes anyway (losses, mean D outputs, D accuracy,
+gradient norms), plus a diversity probe every `health.diversity_every` steps: G_ema's samples on a
+fixed batch of latents (the `sample` function the loop hands over), their mean pairwise distance and
+near-duplicate rate in pixel space, next to the same statistics of a fixed batch of real data
+(`reference`). Diagnoses:
 
   vanishing_gradients  D classifies (almost) everything right and ||grad G|| has collapsed
   oscillation          the losses swing up and down by far more than their noise, without settling
   mode_collapse        samples far less diverse than real data, or many near-duplicates
   non_finite           NaN or Inf in a loss (the loop skipped those updates)
 
-Each diagnosis is logged once when it starts and once when it clears (log.jsonl, stderr, the
-progress bar), with remedies. Everything here is local arithmetic on floats the process already
-holds: no collectives, no extra device synchronisation beyond the probe's one forward pass.
+How the loop drives it (statistics stay on the device inside a step, DESIGN.md):
+
+    monitor = HealthMonitor(cfg.health, flatten_settings(dataclasses.asdict(cfg)), sample, reference, log_fn)
+    after each step: if monitor.due(step) or the step was skipped as non-finite, read the pending
+        per-step statistics back in one sync, monitor.observe(s, stats) for each pending step s in
+        order, then monitor.update(step, nonfinite)
+    each log record: monitor.annotate(record)
+
+`observe` only records; every decision is taken in `update`, so handing the statistics over step by
+step or in batches before `update` gives the same events.
+
+Hysteresis. A statistical diagnosis is raised once its condition has held at `health.persist`
+observations in a row, and cleared only once it has been absent over a whole `health.window` of steps
+(the span of history the conditions look at; at least `persist` observations). An observation is a
+regular evaluation (every `health.every` steps) for the loss-based diagnoses and a fresh diversity
+probe for mode_collapse, whose evidence changes only when the probe runs. A condition flickering at
+its threshold is therefore raised at most once and stays raised while it flickers. non_finite is
+raised at the step it happens and cleared at the first evaluation `every` steps later without one.
+
+Advice reads the run's settings: each diagnosis has an ordered list of remedies, each remedy names the
+setting it recommends and returns nothing when that is already in effect, so the list a run sees
+starts with the first remedy it has not tried, with concrete values (halve this learning rate, from
+0.0005 to 0.00025).
+
+Everything here is local arithmetic on host floats: no collectives and no device synchronisation
+beyond the probe's one forward pass and its read-back, every `diversity_every` steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import sys
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +54,251 @@ import torch
 
 from gandist.config import HealthConfig
 
+Settings = Mapping[str, Any]
+
+
+def flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping (e.g. `dataclasses.asdict(cfg)`) as dotted keys: {"loss.name": ...}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_settings(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# Advice: ordered remedies that read the run's settings
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One remedy made concrete for a run: the settings to change (dotted key -> new value; empty for
+    advice outside the config) and the sentence to print, which names every `key=value` it sets."""
+
+    sets: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """An entry of a diagnosis's ordered remedy list. `key` is the setting it recommends (None: advice
+    outside the config, always given). `propose(settings)` returns the advice for a run with these
+    settings, or None when the remedy is already in effect there, or cannot be expressed because the
+    run's config has no such key (another model family, another spelling)."""
+
+    key: str | None
+    propose: Callable[[Settings], Advice | None]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _kv(**sets: Any) -> str:
+    return ", ".join(f"{k.replace('__', '.')}={_fmt(v)}" for k, v in sets.items())
+
+
+def _num(s: Settings, key: str) -> float | None:
+    v = s.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _advice(text: str, **sets: Any) -> Advice:
+    """`sets` spelled with '__' for '.', e.g. optim__lr_d=1e-4; `text` has a {sets} slot."""
+    dotted = {k.replace("__", "."): v for k, v in sets.items()}
+    return Advice(dotted, text.format(sets=_kv(**sets)))
+
+
+def _fixed(text: str) -> Remedy:
+    return Remedy(None, lambda s: Advice({}, text))
+
+
+def _nonsaturating(s: Settings) -> Advice | None:
+    # Only the minimax generator loss saturates when D wins (Goodfellow et al. 2014, Sec. 3); the
+    # non-saturating, least-squares, hinge and Wasserstein losses already keep G's gradient alive.
+    if s.get("loss.name") != "minimax":
+        return None
+    return _advice(
+        "use the non-saturating generator loss ({sets}) instead of minimax", loss__name="nonsaturating"
+    )
+
+
+def _fewer_d_steps(s: Settings) -> Advice | None:
+    k = s.get("train.d_steps")
+    if not isinstance(k, int) or k <= 1:
+        return None
+    return _advice(f"take fewer D steps per G step ({{sets}}; now {k})", train__d_steps=max(1, k // 2))
+
+
+def _lower_lr_d(s: Settings) -> Advice | None:
+    lr = _num(s, "optim.lr_d")
+    if lr is None or lr <= 0:
+        return None
+    return _advice(f"halve the discriminator's learning rate ({{sets}}; now {_fmt(lr)})", optim__lr_d=lr / 2)
+
+
+def _lower_lr_g(s: Settings) -> Advice | None:
+    lr = _num(s, "optim.lr_g")
+    if lr is None or lr <= 0:
+        return None
+    return _advice(f"halve the generator's learning rate ({{sets}}; now {_fmt(lr)})", optim__lr_g=lr / 2)
+
+
+def _lower_both_lrs(s: Settings) -> Advice | None:
+    g, d = _num(s, "optim.lr_g"), _num(s, "optim.lr_d")
+    if g is None or d is None or g <= 0 or d <= 0:
+        return None
+    return _advice(
+        f"halve both learning rates ({{sets}}; now {_fmt(g)} and {_fmt(d)})",
+        optim__lr_g=g / 2,
+        optim__lr_d=d / 2,
+    )
+
+
+def _linear_decay(s: Settings) -> Advice | None:
+    decay = s.get("optim.decay")
+    if decay is None or decay == "linear":
+        return None
+    return _advice("let both learning rates fall linearly to 0 over the run ({sets})", optim__decay="linear")
+
+
+def _lower_beta1(s: Settings) -> Advice | None:
+    # Less Adam momentum damps the rotation of simultaneous gradient play: DCGAN lowered beta1 from 0.9
+    # to 0.5 (Radford et al. 2016), WGAN-GP and StyleGAN go to 0 (Gulrajani et al. 2017; Karras et al. 2019).
+    beta1 = _num(s, "optim.beta1")
+    if s.get("optim.name", "adam") != "adam" or beta1 is None or beta1 <= 0.0:
+        return None
+    new = 0.5 if beta1 > 0.5 else 0.0
+    return _advice(f"lower Adam's momentum ({{sets}}; now {_fmt(beta1)})", optim__beta1=new)
+
+
+def _r1(s: Settings, strengthen: bool) -> Advice | None:
+    """R1 on reals (Mescheder et al. 2018; gamma 10 is their default). A run that has it already is told
+    to strengthen it tenfold when `strengthen`, else nothing."""
+    gamma = _num(s, "loss.r1_gamma")
+    if gamma is None:
+        return None
+    if gamma <= 0:
+        return _advice("regularise D with R1 on the reals ({sets})", loss__r1_gamma=10.0)
+    if not strengthen:
+        return None
+    return _advice(f"strengthen R1 ({{sets}}; now {_fmt(gamma)})", loss__r1_gamma=gamma * 10)
+
+
+def _penalty(s: Settings) -> Advice | None:
+    """A smoother D: the gradient penalty for Wasserstein critics (stronger if it is on already, up to
+    the paper's lambda 10, Gulrajani et al. 2017), R1 for the classifying losses."""
+    name = s.get("loss.name")
+    if name == "wgan":
+        return _advice("replace weight clipping with the gradient penalty ({sets})", loss__name="wgan-gp")
+    if name == "wgan-gp":
+        w = _num(s, "loss.gp_weight")
+        if w is None or w >= 10.0:
+            return None
+        return _advice(
+            f"strengthen the gradient penalty ({{sets}}; now {_fmt(w)})", loss__gp_weight=min(10.0, w * 10)
+        )
+    return _r1(s, strengthen=True)
+
+
+def _penalty_vanishing(s: Settings) -> Advice | None:
+    return _r1(s, strengthen=True) if s.get("loss.name") not in ("wgan", "wgan-gp") else _penalty(s)
+
+
+def _smaller_d(s: Settings) -> Advice | None:
+    w = s.get("model.d_width")
+    if not isinstance(w, int) or w < 16:
+        return None
+    return _advice(f"shrink D's capacity ({{sets}}; now {w})", model__d_width=w // 2)
+
+
+def _dropout(s: Settings) -> Advice | None:
+    # Input/hidden dropout exists in the MLP discriminator only (Goodfellow et al. 2014).
+    p = _num(s, "model.dropout")
+    if s.get("model.name") != "mlp" or p is None or p >= 0.5:
+        return None
+    return _advice(f"add dropout to D ({{sets}}; now {_fmt(p)})", model__dropout=0.5)
+
+
+def _ema(s: Settings) -> Advice | None:
+    # Either spelling: a decay per step (train.ema_beta) or a half-life in thousands of images
+    # (train.ema_kimg, StyleGAN2's 10 kimg).
+    if "train.ema_beta" in s:
+        beta = _num(s, "train.ema_beta")
+        if beta is None or beta >= 0.999:
+            return None
+        return _advice(
+            f"average the generator and judge G_ema ({{sets}}; now {_fmt(beta)})", train__ema_beta=0.999
+        )
+    kimg = _num(s, "train.ema_kimg")
+    if kimg is None or kimg > 0:
+        return None
+    return _advice("average the generator and judge G_ema ({sets})", train__ema_kimg=10.0)
+
+
+def _minibatch_std(s: Settings) -> Advice | None:
+    # Group size 4 (Karras et al. 2018, Sec. 3); a group of 1 has no spread to measure, so < 2 is off.
+    g = s.get("model.minibatch_std")
+    if not isinstance(g, int) or g >= 2:
+        return None
+    return _advice(
+        "let D see the batch's spread: minibatch standard deviation ({sets})", model__minibatch_std=4
+    )
+
+
+def _mixture_latent(s: Settings) -> Advice | None:
+    if s.get("model.latent") != "normal":
+        return None
+    return _advice(
+        "feed G a mixture latent, so it need not bridge disconnected modes ({sets})", model__latent="mixture"
+    )
+
+
+def _wgan_gp(s: Settings) -> Advice | None:
+    name, k = s.get("loss.name"), s.get("train.d_steps")
+    if name is None or name == "wgan-gp":
+        return None
+    if isinstance(k, int) and k < 5:  # n_critic 5, Gulrajani et al. 2017, Alg. 1
+        return _advice(
+            "use a Wasserstein critic with gradient penalty ({sets})", loss__name="wgan-gp", train__d_steps=5
+        )
+    return _advice("use a Wasserstein critic with gradient penalty ({sets})", loss__name="wgan-gp")
+
+
+def _more_d_steps(s: Settings) -> Advice | None:
+    k = s.get("train.d_steps")
+    if not isinstance(k, int) or k < 1:
+        return None
+    return _advice(f"train D more per G step ({{sets}}; now {k})", train__d_steps=2 * k)
+
+
+def _drift(s: Settings) -> Advice | None:
+    # A Wasserstein critic's outputs are unbounded; the drift term eps * E[D(x)^2] keeps them near 0
+    # (epsilon_drift 0.001, PGGAN Sec. A.1).
+    d = _num(s, "loss.drift")
+    if s.get("loss.name") not in ("wgan", "wgan-gp") or d is None or d > 0:
+        return None
+    return _advice("keep the critic's outputs near 0 with the drift term ({sets})", loss__drift=0.001)
+
+
+def _stabilise_d(s: Settings) -> Advice | None:
+    if s.get("loss.name") in ("wgan", "wgan-gp"):
+        return _drift(s)
+    return _r1(s, strengthen=False)
+
 
 @dataclass(frozen=True)
 class Diagnosis:
     name: str
     message: str
-    remedies: tuple[str, ...]
+    remedies: tuple[Remedy, ...]
 
 
 DIAGNOSES = {
@@ -43,44 +308,63 @@ DIAGNOSES = {
             "vanishing_gradients",
             "discriminator saturated, generator gradients vanishing",
             (
-                "use the non-saturating generator loss (loss.name=nonsaturating) instead of minimax",
-                "lower the discriminator learning rate (optim.lr_d) or take fewer D steps (train.d_steps)",
-                "regularise D: R1 (loss.r1_gamma=1..10) or a gradient penalty (loss.name=wgan-gp)",
-                "shrink D's capacity (model.d_width) or add dropout (model.dropout)",
+                Remedy("loss.name", _nonsaturating),
+                Remedy("train.d_steps", _fewer_d_steps),
+                Remedy("optim.lr_d", _lower_lr_d),
+                Remedy("loss.r1_gamma", _penalty_vanishing),
+                Remedy("model.d_width", _smaller_d),
+                Remedy("model.dropout", _dropout),
             ),
         ),
         Diagnosis(
             "oscillation",
             "losses oscillating, not converging",
             (
-                "lower both learning rates (optim.lr_g, optim.lr_d) or use optim.decay=linear",
-                "lower Adam's beta1 (optim.beta1=0.0 or 0.5)",
-                "add a gradient penalty or R1 (loss.name=wgan-gp, loss.r1_gamma)",
-                "average the generator (train.ema_beta=0.999) and judge samples from G_ema",
+                Remedy("optim.lr_g", _lower_both_lrs),
+                Remedy("optim.decay", _linear_decay),
+                Remedy("optim.beta1", _lower_beta1),
+                Remedy("loss.r1_gamma", _penalty),
+                Remedy("train.ema_beta", _ema),
             ),
         ),
         Diagnosis(
             "mode_collapse",
             "mode collapse suspected: samples much less diverse than the data",
             (
-                "add minibatch standard deviation to D (model.minibatch_std=4)",
-                "use a Wasserstein loss with gradient penalty (loss.name=wgan-gp)",
-                "lower the generator learning rate (optim.lr_g) or raise D steps (train.d_steps)",
-                "check the data: a dataset of near-identical images also looks collapsed",
+                Remedy("model.minibatch_std", _minibatch_std),
+                Remedy("model.latent", _mixture_latent),
+                Remedy("loss.name", _wgan_gp),
+                Remedy("train.d_steps", _more_d_steps),
+                Remedy("optim.lr_g", _lower_lr_g),
+                _fixed("check the data: a dataset of near-identical samples also looks collapsed"),
             ),
         ),
         Diagnosis(
             "non_finite",
             "non-finite values (NaN/Inf) in the losses; those updates were skipped",
             (
-                "lower the learning rates (optim.lr_g, optim.lr_d)",
-                "check the data for NaN/Inf or unnormalised values",
-                "use a penalty (loss.r1_gamma, loss.name=wgan-gp) to keep D smooth",
-                "resume from the last good checkpoint (--resume PATH)",
+                Remedy("optim.lr_g", _lower_both_lrs),
+                _fixed("check the data for NaN/Inf or unnormalised values"),
+                Remedy("loss.r1_gamma", _stabilise_d),
+                _fixed("resume from the last good checkpoint (--resume PATH)"),
             ),
         ),
     )
 }
+
+
+def advise(name: str, settings: Settings) -> list[Advice]:
+    """The remedies of diagnosis `name` not yet in effect for a run with `settings`, in order."""
+    out: list[Advice] = []
+    for remedy in DIAGNOSES[name].remedies:
+        advice = remedy.propose(settings)
+        if advice is not None and (not advice.sets or all(a.sets != advice.sets for a in out)):
+            out.append(advice)
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# Statistics
 
 
 def pairwise_stats(x: torch.Tensor, dup_scale: float) -> tuple[float, float]:
@@ -110,33 +394,95 @@ def oscillation_score(values: list[float], chunks: int) -> tuple[int, float, flo
     return turns, float(means.std()), noise
 
 
+# -------------------------------------------------------------------------------------------------
+# The monitor
+
+
 class HealthMonitor:
-    def __init__(self, cfg: HealthConfig, log_fn=None, echo: bool = True) -> None:
+    """Watches one run. `settings`: the run's resolved config as dotted keys (`flatten_settings`);
+    `sample()`: G_ema's samples [N, ...] on the probe's fixed latents (the loop owns them);
+    `reference`: a fixed batch of real samples [N, ...] of the same shape. Without `sample` there is no
+    diversity probe and no mode_collapse diagnosis. `log_fn(event)` receives every start/clear event.
+
+    `settings=None` is the legacy adapter's construction (`on_step` fills settings, sample and
+    reference from the trainer); it goes away with the current loop."""
+
+    def __init__(
+        self,
+        cfg: HealthConfig,
+        settings: Settings | None = None,
+        sample: Callable[[], torch.Tensor] | None = None,
+        reference: torch.Tensor | None = None,
+        log_fn: Callable[[dict[str, Any]], None] | None = None,
+        echo: bool = True,
+    ) -> None:
         self.cfg = cfg
-        self.history: dict[str, deque] = {}
-        self.active: dict[str, int] = {}  # diagnosis -> step it started
-        self._streak: dict[str, int] = {}  # evaluations in a row whose condition disagrees with the state
-        self.events: list[dict[str, Any]] = []
+        self.settings: dict[str, Any] | None = dict(settings) if settings is not None else None
+        self.sample = sample
+        self.reference = reference
         self.log_fn = log_fn
         self.echo = echo
+        self.history: dict[str, deque] = {}
+        self.active: dict[str, int] = {}  # diagnosis -> step it started
+        self._streak: dict[str, int] = {}  # observations in a row whose condition disagrees with the state
+        self.events: list[dict[str, Any]] = []
         self.grad_peak = 0.0
         self.last_nonfinite = -(10**9)
         self.diversity: dict[str, float] = {}
+        self._fresh_probe = False  # a probe ran since the last regular evaluation
         self._real_stats: tuple[float, float] | None = None
-        self._probe_z: torch.Tensor | None = None
+        self._dup_scale = 0.0
 
     # -- inputs ----------------------------------------------------------------------------------
-    def _push(self, key: str, value: float) -> None:
-        self.history.setdefault(key, deque(maxlen=self.cfg.window)).append(value)
-
-    def observe(self, step: int, stats: dict[str, float]) -> None:
-        """Record one step's statistics (no trainer needed: tests feed synthetic sequences)."""
-        finite = all(math.isfinite(v) for v in stats.values())
-        if not finite:
+    def observe(self, step: int, stats: Mapping[str, float]) -> None:
+        """Record one step's statistics (host floats). Decides nothing: call once per step, in order,
+        step by step or in batches before `update`."""
+        if not all(math.isfinite(v) for v in stats.values()):
             self.last_nonfinite = step
         for k, v in stats.items():
             if math.isfinite(v):
-                self._push(k, v)
+                self.history.setdefault(k, deque(maxlen=self.cfg.window)).append(float(v))
+
+    def due(self, step: int) -> bool:
+        """Must the loop hand over the pending per-step statistics at this step (an evaluation or a
+        probe is due)?"""
+        c = self.cfg
+        if not c.enabled:
+            return False
+        return step % c.every == 0 or self._probe_due(step)
+
+    def _probe_due(self, step: int) -> bool:
+        every = self.cfg.diversity_every
+        return bool(every) and self.sample is not None and step % every == 0
+
+    def update(self, step: int, nonfinite: bool = False) -> list[dict[str, Any]]:
+        """Probe (calls `sample()`) when due, evaluate when due or when this step was non-finite
+        (`nonfinite`, or a non-finite value observed at this step). Returns the events raised/cleared."""
+        if not self.cfg.enabled:
+            return []
+        if nonfinite:
+            self.last_nonfinite = step
+        if self._probe_due(step):
+            self.probe()
+        regular = step % self.cfg.every == 0
+        if not regular and self.last_nonfinite != step:
+            return []
+        return self.evaluate(step, regular=regular)
+
+    def annotate(self, record: dict[str, Any]) -> None:
+        """Add the latest diversity figures and the active diagnoses to a log record."""
+        record.update(self.diversity)
+        record["health"] = ",".join(sorted(self.active))
+
+    @torch.no_grad()
+    def probe(self) -> dict[str, float]:
+        """One forward pass of G_ema on the fixed latents and one read-back (the only device sync here)."""
+        fake = self.sample()
+        ref = self.reference
+        assert ref is not None and fake.shape[1:] == ref.shape[1:], (
+            f"probe samples {list(fake.shape)} and reference {None if ref is None else list(ref.shape)} differ"
+        )
+        return self.set_diversity(fake, ref)
 
     def set_diversity(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
         if self._real_stats is None:
@@ -150,30 +496,8 @@ class HealthMonitor:
             "dup_rate": fake_dup,
             "dup_rate_real": real_dup,
         }
+        self._fresh_probe = True
         return self.diversity
-
-    # -- trainer hooks -----------------------------------------------------------------------------
-    def on_step(self, trainer, stats: dict[str, float]) -> None:
-        step = trainer.step
-        self.observe(step, stats)
-        if self.cfg.diversity_every and step % self.cfg.diversity_every == 0:
-            self.probe(trainer)
-        if step % self.cfg.every == 0 or not math.isfinite(sum(stats.values())):
-            self.evaluate(step)
-
-    def on_log(self, trainer, record: dict[str, Any]) -> None:
-        record.update(self.diversity)
-        record["health"] = ",".join(sorted(self.active))
-
-    @torch.no_grad()
-    def probe(self, trainer) -> None:
-        n = self.cfg.diversity_n
-        if self._probe_z is None:
-            g = torch.Generator().manual_seed(trainer.cfg.train.seed + 104729)
-            self._probe_z = torch.randn(n, trainer.cfg.model.z_dim, generator=g)
-            self._probe_real = trainer.data.peek(n, position=0)
-        fake = trainer.ema.shadow(self._probe_z.to(trainer.device))
-        self.set_diversity(fake, self._probe_real)
 
     # -- decisions ---------------------------------------------------------------------------------
     def _median(self, key: str) -> float | None:
@@ -182,9 +506,13 @@ class HealthMonitor:
             return None
         return statistics.median(h)
 
-    def conditions(self, step: int) -> dict[str, bool]:
+    def conditions(self, step: int, regular: bool = True) -> dict[str, bool | None]:
+        """Each diagnosis's condition now: True/False, or None when there is no fresh evidence (an
+        off-cycle evaluation for a non-finite step; mode_collapse without a probe since the last one)."""
         c = self.cfg
-        out = {"non_finite": step - self.last_nonfinite < c.every}
+        out: dict[str, bool | None] = {"non_finite": step - self.last_nonfinite < c.every}
+        if not regular:
+            return {**out, "vanishing_gradients": None, "oscillation": None, "mode_collapse": None}
         warm = step >= c.warmup
         acc, gnorm = self._median("d_acc"), self._median("g_grad_norm")
         if gnorm is not None:
@@ -211,31 +539,45 @@ class HealthMonitor:
                 ):
                     osc = True
         out["oscillation"] = osc
-        div = self.diversity
-        out["mode_collapse"] = bool(
-            warm
-            and div
-            and (
-                div["diversity"] < c.collapse_ratio
-                or div["dup_rate"] - div["dup_rate_real"] > c.duplicate_excess
+        if self._fresh_probe:
+            self._fresh_probe = False
+            div = self.diversity
+            out["mode_collapse"] = bool(
+                warm
+                and (
+                    div["diversity"] < c.collapse_ratio
+                    or div["dup_rate"] - div["dup_rate_real"] > c.duplicate_excess
+                )
             )
-        )
+        else:
+            out["mode_collapse"] = None
         return out
 
-    def evaluate(self, step: int) -> list[dict[str, Any]]:
-        """Compare the conditions with the active set; log starts and clears."""
+    def clear_after(self, name: str) -> int:
+        """Observations in a row without the condition before `name` clears: a whole `window` of steps,
+        counted in the diagnosis's own cadence, and never fewer than `persist`."""
+        c = self.cfg
+        cadence = c.every
+        if name == "mode_collapse" and c.diversity_every:
+            cadence = max(c.every, c.diversity_every)
+        return max(c.persist, math.ceil(c.window / cadence))
+
+    def evaluate(self, step: int, regular: bool = True) -> list[dict[str, Any]]:
+        """Compare the conditions with the active set through the hysteresis; log starts and clears."""
         if not self.cfg.enabled:
             return []
         new_events = []
-        for name, on in self.conditions(step).items():
+        for name, on in self.conditions(step, regular).items():
+            if on is None:
+                continue
             if on == (name in self.active):
                 self._streak[name] = 0
                 continue
-            # Hysteresis: non-finite values are reported at once; the statistical diagnoses must hold
-            # (or be gone) for `persist` evaluations in a row, so noise near a threshold does not flap.
             self._streak[name] = self._streak.get(name, 0) + 1
-            if name != "non_finite" and self._streak[name] < self.cfg.persist:
-                continue
+            if name != "non_finite":  # non-finite values are reported (and cleared) at once
+                needed = self.cfg.persist if on else self.clear_after(name)
+                if self._streak[name] < needed:
+                    continue
             self._streak[name] = 0
             if on:
                 self.active[name] = step
@@ -255,9 +597,13 @@ class HealthMonitor:
             "message": d.message,
         }
         if state == "start":
-            event["remedies"] = list(d.remedies)
-            event.update({k: v for k, v in self._evidence().items()})
-            text = f"[gandist health] step {step}: {d.message}. Try: " + "; ".join(d.remedies[:2])
+            advice = advise(name, self.settings or {})
+            event["remedies"] = [a.text for a in advice]
+            event["suggested"] = [a.sets for a in advice]
+            event.update(self._evidence())
+            text = f"[gandist health] step {step}: {d.message}."
+            if advice:
+                text += " Try: " + "; ".join(a.text for a in advice[:2])
         else:
             event["since"] = since
             text = f"[gandist health] step {step}: cleared '{d.message}' (active since step {since})"
@@ -281,3 +627,36 @@ class HealthMonitor:
                 out[f"median_{key}"] = m
         out.update({f"probe_{k}": v for k, v in self.diversity.items()})
         return out
+
+    # -- legacy adapter: the current loop's callback protocol; deleted when the new loop lands ---------
+    def _bind_legacy(self, trainer) -> None:
+        """Fill whatever the constructor was not given from the trainer: settings from its config, the
+        probe's latents from the 'health_probe' stream, the reference from data position 0."""
+        from gandist.rng import stream
+
+        tc = trainer.cfg
+        if self.settings is None:
+            self.settings = flatten_settings(dataclasses.asdict(tc))
+        n = self.cfg.diversity_n
+        if self.sample is None and self.cfg.diversity_every:
+            z = torch.randn(n, tc.model.z_dim, generator=stream(tc.train.seed, "health_probe")).to(
+                trainer.device
+            )
+            self.sample = lambda: trainer.ema.shadow(z)
+        if self.reference is None:
+            self.reference = trainer.data.peek(n, position=0)
+        self._bound = True
+
+    def on_step(self, trainer, stats: dict[str, float]) -> None:
+        """Legacy adapter: the current loop hands over each step's host floats."""
+        if not getattr(self, "_bound", False):
+            self._bind_legacy(trainer)
+        step = trainer.step
+        self.observe(step, stats)
+        nonfinite = self.last_nonfinite == step
+        if self.due(step) or nonfinite:
+            self.update(step, nonfinite)
+
+    def on_log(self, trainer, record: dict[str, Any]) -> None:
+        """Legacy adapter: annotate the current loop's log record."""
+        self.annotate(record)

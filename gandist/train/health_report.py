@@ -46,11 +46,13 @@ def summary_text(run_dir: Path, ticks, events) -> str:
     lines = [f"health of {run_dir} ({last} generator steps)"]
     if not spans:
         lines.append("healthy: no diagnosis was raised")
+    # The remedies each start event logged: filtered against the run's settings when it was raised.
+    remedies = {(e["diagnosis"], e["step"]): e.get("remedies", []) for e in events if e["state"] == "start"}
     for name, start, end in spans:
         d = DIAGNOSES[name]
         status = f"steps {start}-{end}" if end is not None else f"since step {start}, still active at the end"
         lines.append(f"- {name}: {d.message} ({status})")
-        for remedy in d.remedies:
+        for remedy in remedies.get((name, start), []):
             lines.append(f"    * {remedy}")
     if ticks and "diversity" in ticks[-1]:
         lines.append(
