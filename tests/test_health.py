@@ -61,6 +61,13 @@ def test_oscillation_rule_on_synthetic_sequences():
     assert verdict == {"wave": True, "flat": False, "trend": False}
     turns, amp, noise_level = oscillation_score(wave[-200:], 10)
     assert turns >= 4 and amp > 3 * noise_level
+    # G's loss under a Wasserstein critic carries the critic's free offset: the same wave in g_loss
+    # alone is no oscillation for wgan-gp, and still one for the non-saturating loss
+    for loss, expected in (("wgan-gp", False), ("wgan", False), ("nonsaturating", True), ("hinge", True)):
+        m = HealthMonitor(cfg, {"loss.name": loss}, echo=False)
+        for i, v in enumerate(wave, 1):
+            m.observe(i, {"g_loss": v, "d_loss": 1.0 + noise[i - 1]})
+        assert m.conditions(len(wave))["oscillation"] is expected, loss
 
 
 # -- hysteresis ------------------------------------------------------------------------------------

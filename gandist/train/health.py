@@ -526,7 +526,7 @@ class HealthMonitor:
         )
         osc = False
         if warm:
-            for key in ("g_loss", "d_loss"):
+            for key in self._oscillation_keys():
                 h = self.history.get(key)
                 if h is None or len(h) < c.window:
                     continue
@@ -552,6 +552,15 @@ class HealthMonitor:
         else:
             out["mode_collapse"] = None
         return out
+
+    def _oscillation_keys(self) -> tuple[str, ...]:
+        """The losses the oscillation rule reads. A Wasserstein critic is defined up to an additive
+        constant, and G's loss -E[D(G(z))] carries that constant: it drifts with the critic's offset
+        (the drift PGGAN's epsilon_drift term exists to hold, Sec. A.1) without any change in play.
+        The critic's own loss E[D(G(z))] - E[D(x)] is offset-free, so for critics it alone is read."""
+        if (self.settings or {}).get("loss.name") in ("wgan", "wgan-gp"):
+            return ("d_loss",)
+        return ("g_loss", "d_loss")
 
     def clear_after(self, name: str) -> int:
         """Observations in a row without the condition before `name` clears: a whole `window` of steps,
