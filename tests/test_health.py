@@ -308,6 +308,9 @@ def test_advice_never_repeats_the_current_setting(name):
     for settings in _settings_table():
         advice = advise(name, settings)
         assert advice, f"{name}: no remedy left for {settings}"
+        for remedy in DIAGNOSES[name].remedies:  # each remedy recommends only the settings it names
+            a = remedy.propose(settings)
+            assert a is None or set(a.sets) <= set(remedy.keys), (remedy.keys, a)
         for a in advice:
             written = dict(re.findall(r"\b([a-z_0-9]+\.[a-z_0-9]+)=([^\s,;)]+)", a.text))
             assert set(written) == set(a.sets), (a.text, a.sets)  # the text names what it sets

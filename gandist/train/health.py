@@ -84,12 +84,12 @@ class Advice:
 
 @dataclass(frozen=True)
 class Remedy:
-    """An entry of a diagnosis's ordered remedy list. `key` is the setting it recommends (None: advice
-    outside the config, always given). `propose(settings)` returns the advice for a run with these
-    settings, or None when the remedy is already in effect there, or cannot be expressed because the
-    run's config has no such key (another model family, another spelling)."""
+    """An entry of a diagnosis's ordered remedy list. `keys`: the settings it may recommend (empty:
+    advice outside the config, always given). `propose(settings)` returns the advice for a run with
+    these settings, or None when the remedy is already in effect there, or cannot be expressed because
+    the run's config has no such key (another model family, another spelling)."""
 
-    key: str | None
+    keys: tuple[str, ...]
     propose: Callable[[Settings], Advice | None]
 
 
@@ -101,8 +101,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _kv(**sets: Any) -> str:
-    return ", ".join(f"{k.replace('__', '.')}={_fmt(v)}" for k, v in sets.items())
+def _kv(sets: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in sets.items())
 
 
 def _num(s: Settings, key: str) -> float | None:
@@ -110,14 +110,13 @@ def _num(s: Settings, key: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _advice(text: str, **sets: Any) -> Advice:
-    """`sets` spelled with '__' for '.', e.g. optim__lr_d=1e-4; `text` has a {sets} slot."""
-    dotted = {k.replace("__", "."): v for k, v in sets.items()}
-    return Advice(dotted, text.format(sets=_kv(**sets)))
+def _advice(text: str, sets: dict[str, Any]) -> Advice:
+    """`text` has a {sets} slot, filled with the `key=value` pairs of `sets`."""
+    return Advice(sets, text.format(sets=_kv(sets)))
 
 
 def _fixed(text: str) -> Remedy:
-    return Remedy(None, lambda s: Advice({}, text))
+    return Remedy((), lambda s: Advice({}, text))
 
 
 def _nonsaturating(s: Settings) -> Advice | None:
@@ -126,7 +125,7 @@ def _nonsaturating(s: Settings) -> Advice | None:
     if s.get("loss.name") != "minimax":
         return None
     return _advice(
-        "use the non-saturating generator loss ({sets}) instead of minimax", loss__name="nonsaturating"
+        "use the non-saturating generator loss ({sets}) instead of minimax", {"loss.name": "nonsaturating"}
     )
 
 
@@ -134,21 +133,23 @@ def _fewer_d_steps(s: Settings) -> Advice | None:
     k = s.get("train.d_steps")
     if not isinstance(k, int) or k <= 1:
         return None
-    return _advice(f"take fewer D steps per G step ({{sets}}; now {k})", train__d_steps=max(1, k // 2))
+    return _advice(f"take fewer D steps per G step ({{sets}}; now {k})", {"train.d_steps": max(1, k // 2)})
 
 
 def _lower_lr_d(s: Settings) -> Advice | None:
     lr = _num(s, "optim.lr_d")
     if lr is None or lr <= 0:
         return None
-    return _advice(f"halve the discriminator's learning rate ({{sets}}; now {_fmt(lr)})", optim__lr_d=lr / 2)
+    return _advice(
+        f"halve the discriminator's learning rate ({{sets}}; now {_fmt(lr)})", {"optim.lr_d": lr / 2}
+    )
 
 
 def _lower_lr_g(s: Settings) -> Advice | None:
     lr = _num(s, "optim.lr_g")
     if lr is None or lr <= 0:
         return None
-    return _advice(f"halve the generator's learning rate ({{sets}}; now {_fmt(lr)})", optim__lr_g=lr / 2)
+    return _advice(f"halve the generator's learning rate ({{sets}}; now {_fmt(lr)})", {"optim.lr_g": lr / 2})
 
 
 def _lower_both_lrs(s: Settings) -> Advice | None:
@@ -157,8 +158,7 @@ def _lower_both_lrs(s: Settings) -> Advice | None:
         return None
     return _advice(
         f"halve both learning rates ({{sets}}; now {_fmt(g)} and {_fmt(d)})",
-        optim__lr_g=g / 2,
-        optim__lr_d=d / 2,
+        {"optim.lr_g": g / 2, "optim.lr_d": d / 2},
     )
 
 
@@ -166,7 +166,9 @@ def _linear_decay(s: Settings) -> Advice | None:
     decay = s.get("optim.decay")
     if decay is None or decay == "linear":
         return None
-    return _advice("let both learning rates fall linearly to 0 over the run ({sets})", optim__decay="linear")
+    return _advice(
+        "let both learning rates fall linearly to 0 over the run ({sets})", {"optim.decay": "linear"}
+    )
 
 
 def _lower_beta1(s: Settings) -> Advice | None:
@@ -176,7 +178,7 @@ def _lower_beta1(s: Settings) -> Advice | None:
     if s.get("optim.name", "adam") != "adam" or beta1 is None or beta1 <= 0.0:
         return None
     new = 0.5 if beta1 > 0.5 else 0.0
-    return _advice(f"lower Adam's momentum ({{sets}}; now {_fmt(beta1)})", optim__beta1=new)
+    return _advice(f"lower Adam's momentum ({{sets}}; now {_fmt(beta1)})", {"optim.beta1": new})
 
 
 def _r1(s: Settings, strengthen: bool) -> Advice | None:
@@ -186,10 +188,10 @@ def _r1(s: Settings, strengthen: bool) -> Advice | None:
     if gamma is None:
         return None
     if gamma <= 0:
-        return _advice("regularise D with R1 on the reals ({sets})", loss__r1_gamma=10.0)
+        return _advice("regularise D with R1 on the reals ({sets})", {"loss.r1_gamma": 10.0})
     if not strengthen:
         return None
-    return _advice(f"strengthen R1 ({{sets}}; now {_fmt(gamma)})", loss__r1_gamma=gamma * 10)
+    return _advice(f"strengthen R1 ({{sets}}; now {_fmt(gamma)})", {"loss.r1_gamma": gamma * 10})
 
 
 def _penalty(s: Settings) -> Advice | None:
@@ -197,13 +199,14 @@ def _penalty(s: Settings) -> Advice | None:
     the paper's lambda 10, Gulrajani et al. 2017), R1 for the classifying losses."""
     name = s.get("loss.name")
     if name == "wgan":
-        return _advice("replace weight clipping with the gradient penalty ({sets})", loss__name="wgan-gp")
+        return _advice("replace weight clipping with the gradient penalty ({sets})", {"loss.name": "wgan-gp"})
     if name == "wgan-gp":
         w = _num(s, "loss.gp_weight")
         if w is None or w >= 10.0:
             return None
         return _advice(
-            f"strengthen the gradient penalty ({{sets}}; now {_fmt(w)})", loss__gp_weight=min(10.0, w * 10)
+            f"strengthen the gradient penalty ({{sets}}; now {_fmt(w)})",
+            {"loss.gp_weight": min(10.0, w * 10)},
         )
     return _r1(s, strengthen=True)
 
@@ -216,7 +219,7 @@ def _smaller_d(s: Settings) -> Advice | None:
     w = s.get("model.d_width")
     if not isinstance(w, int) or w < 16:
         return None
-    return _advice(f"shrink D's capacity ({{sets}}; now {w})", model__d_width=w // 2)
+    return _advice(f"shrink D's capacity ({{sets}}; now {w})", {"model.d_width": w // 2})
 
 
 def _dropout(s: Settings) -> Advice | None:
@@ -224,7 +227,7 @@ def _dropout(s: Settings) -> Advice | None:
     p = _num(s, "model.dropout")
     if s.get("model.name") != "mlp" or p is None or p >= 0.5:
         return None
-    return _advice(f"add dropout to D ({{sets}}; now {_fmt(p)})", model__dropout=0.5)
+    return _advice(f"add dropout to D ({{sets}}; now {_fmt(p)})", {"model.dropout": 0.5})
 
 
 def _ema(s: Settings) -> Advice | None:
@@ -235,12 +238,12 @@ def _ema(s: Settings) -> Advice | None:
         if beta is None or beta >= 0.999:
             return None
         return _advice(
-            f"average the generator and judge G_ema ({{sets}}; now {_fmt(beta)})", train__ema_beta=0.999
+            f"average the generator and judge G_ema ({{sets}}; now {_fmt(beta)})", {"train.ema_beta": 0.999}
         )
     kimg = _num(s, "train.ema_kimg")
     if kimg is None or kimg > 0:
         return None
-    return _advice("average the generator and judge G_ema ({sets})", train__ema_kimg=10.0)
+    return _advice("average the generator and judge G_ema ({sets})", {"train.ema_kimg": 10.0})
 
 
 def _minibatch_std(s: Settings) -> Advice | None:
@@ -249,7 +252,7 @@ def _minibatch_std(s: Settings) -> Advice | None:
     if not isinstance(g, int) or g >= 2:
         return None
     return _advice(
-        "let D see the batch's spread: minibatch standard deviation ({sets})", model__minibatch_std=4
+        "let D see the batch's spread: minibatch standard deviation ({sets})", {"model.minibatch_std": 4}
     )
 
 
@@ -257,7 +260,8 @@ def _mixture_latent(s: Settings) -> Advice | None:
     if s.get("model.latent") != "normal":
         return None
     return _advice(
-        "feed G a mixture latent, so it need not bridge disconnected modes ({sets})", model__latent="mixture"
+        "feed G a mixture latent, so it need not bridge disconnected modes ({sets})",
+        {"model.latent": "mixture"},
     )
 
 
@@ -267,16 +271,17 @@ def _wgan_gp(s: Settings) -> Advice | None:
         return None
     if isinstance(k, int) and k < 5:  # n_critic 5, Gulrajani et al. 2017, Alg. 1
         return _advice(
-            "use a Wasserstein critic with gradient penalty ({sets})", loss__name="wgan-gp", train__d_steps=5
+            "use a Wasserstein critic with gradient penalty ({sets})",
+            {"loss.name": "wgan-gp", "train.d_steps": 5},
         )
-    return _advice("use a Wasserstein critic with gradient penalty ({sets})", loss__name="wgan-gp")
+    return _advice("use a Wasserstein critic with gradient penalty ({sets})", {"loss.name": "wgan-gp"})
 
 
 def _more_d_steps(s: Settings) -> Advice | None:
     k = s.get("train.d_steps")
     if not isinstance(k, int) or k < 1:
         return None
-    return _advice(f"train D more per G step ({{sets}}; now {k})", train__d_steps=2 * k)
+    return _advice(f"train D more per G step ({{sets}}; now {k})", {"train.d_steps": 2 * k})
 
 
 def _drift(s: Settings) -> Advice | None:
@@ -285,7 +290,7 @@ def _drift(s: Settings) -> Advice | None:
     d = _num(s, "loss.drift")
     if s.get("loss.name") not in ("wgan", "wgan-gp") or d is None or d > 0:
         return None
-    return _advice("keep the critic's outputs near 0 with the drift term ({sets})", loss__drift=0.001)
+    return _advice("keep the critic's outputs near 0 with the drift term ({sets})", {"loss.drift": 0.001})
 
 
 def _stabilise_d(s: Settings) -> Advice | None:
@@ -308,34 +313,34 @@ DIAGNOSES = {
             "vanishing_gradients",
             "discriminator saturated, generator gradients vanishing",
             (
-                Remedy("loss.name", _nonsaturating),
-                Remedy("train.d_steps", _fewer_d_steps),
-                Remedy("optim.lr_d", _lower_lr_d),
-                Remedy("loss.r1_gamma", _penalty_vanishing),
-                Remedy("model.d_width", _smaller_d),
-                Remedy("model.dropout", _dropout),
+                Remedy(("loss.name",), _nonsaturating),
+                Remedy(("train.d_steps",), _fewer_d_steps),
+                Remedy(("optim.lr_d",), _lower_lr_d),
+                Remedy(("loss.r1_gamma", "loss.name", "loss.gp_weight"), _penalty_vanishing),
+                Remedy(("model.d_width",), _smaller_d),
+                Remedy(("model.dropout",), _dropout),
             ),
         ),
         Diagnosis(
             "oscillation",
             "losses oscillating, not converging",
             (
-                Remedy("optim.lr_g", _lower_both_lrs),
-                Remedy("optim.decay", _linear_decay),
-                Remedy("optim.beta1", _lower_beta1),
-                Remedy("loss.r1_gamma", _penalty),
-                Remedy("train.ema_beta", _ema),
+                Remedy(("optim.lr_g", "optim.lr_d"), _lower_both_lrs),
+                Remedy(("optim.decay",), _linear_decay),
+                Remedy(("optim.beta1",), _lower_beta1),
+                Remedy(("loss.r1_gamma", "loss.name", "loss.gp_weight"), _penalty),
+                Remedy(("train.ema_beta", "train.ema_kimg"), _ema),
             ),
         ),
         Diagnosis(
             "mode_collapse",
             "mode collapse suspected: samples much less diverse than the data",
             (
-                Remedy("model.minibatch_std", _minibatch_std),
-                Remedy("model.latent", _mixture_latent),
-                Remedy("loss.name", _wgan_gp),
-                Remedy("train.d_steps", _more_d_steps),
-                Remedy("optim.lr_g", _lower_lr_g),
+                Remedy(("model.minibatch_std",), _minibatch_std),
+                Remedy(("model.latent",), _mixture_latent),
+                Remedy(("loss.name", "train.d_steps"), _wgan_gp),
+                Remedy(("train.d_steps",), _more_d_steps),
+                Remedy(("optim.lr_g",), _lower_lr_g),
                 _fixed("check the data: a dataset of near-identical samples also looks collapsed"),
             ),
         ),
@@ -343,9 +348,9 @@ DIAGNOSES = {
             "non_finite",
             "non-finite values (NaN/Inf) in the losses; those updates were skipped",
             (
-                Remedy("optim.lr_g", _lower_both_lrs),
+                Remedy(("optim.lr_g", "optim.lr_d"), _lower_both_lrs),
                 _fixed("check the data for NaN/Inf or unnormalised values"),
-                Remedy("loss.r1_gamma", _stabilise_d),
+                Remedy(("loss.r1_gamma", "loss.drift"), _stabilise_d),
                 _fixed("resume from the last good checkpoint (--resume PATH)"),
             ),
         ),
