@@ -187,16 +187,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"run directory '{run_dir}' already has checkpoints; add --resume auto to continue it, "
             "or choose another --out"
         )
-    trainer = Trainer(cfg, run_dir)
-    if resume_from is not None:
-        trainer.load(resume_from)
-        print(f"[gandist] resumed from {resume_from} at step {trainer.step}", file=sys.stderr)
-    print(
-        f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
-        f"{cfg.train.steps} steps on {trainer.device}; run directory {run_dir}",
-        file=sys.stderr,
-    )
-    summary = trainer.train()
+    from gandist.train.strategy import build_strategy
+
+    with build_strategy(cfg.train.strategy, cfg.train.device) as strategy:
+        trainer = Trainer(cfg, run_dir, strategy=strategy)
+        if resume_from is not None:
+            trainer.load(resume_from)
+            print(f"[gandist] resumed from {resume_from} at step {trainer.step}", file=sys.stderr)
+        print(
+            f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
+            f"{cfg.train.steps} steps on {strategy.describe()}; run directory {run_dir}",
+            file=sys.stderr,
+        )
+        summary = trainer.train()
     if summary["interrupted"]:
         print(
             f"[gandist] stopped by {summary['interrupted']} at step {summary['step']}; checkpoint "

@@ -1,19 +1,34 @@
 """One typed config tree: nested dataclasses, loaded from YAML, overridden with `--set a.b=value`.
 
-Strict by design: an unknown key is an error naming the nearest valid key, a value of the wrong type
-is an error naming the expected type. The resolved tree is written into every run directory and
-every checkpoint, so a run can always be rebuilt from its own files.
+Strict by design: an unknown key is an error naming the nearest valid key (as a full dotted key), a
+value of the wrong type is an error naming the expected type, a value out of range is an error naming
+the range. The resolved tree is written into every run directory and every checkpoint, so a run can
+always be rebuilt from its own files.
+
+Three sections belong to the components they configure and are chosen by name through a registry:
+
+| section | chosen by | its classes live in |
+|---|---|---|
+| `model` | `model.name` (the model family) | `gandist/models/config.py` |
+| `loss` | the model family's objective (`loss.name` then picks the adversarial loss) | `gandist/objectives/config.py` |
+| `data` | `data.name` (the data source) | `gandist/data/config.py` |
+
+Each such class carries its own range metadata and its own `check(cfg)`. The other sections (`optim`,
+`train`, `health`, `metrics`) are defined here. This module imports nothing from the rest of gandist
+but `errors`, and neither it nor the component config modules import torch: a config loads anywhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -24,83 +39,163 @@ class ConfigError(UserError, ValueError):
     """A user mistake in a config file or override; the message names the key and the fix."""
 
 
-@dataclass
-class ModelConfig:
-    name: str = "dcgan"  # mlp | dcgan
-    z_dim: int = 64
-    g_width: int = 64  # DCGAN: channels of the last G feature map (doubles towards 4x4); MLP: hidden units
-    d_width: int = 64  # DCGAN: channels of the first D feature map; MLP: hidden units
-    g_layers: int = 3  # MLP only: hidden layers of G
-    d_layers: int = 2  # MLP only: hidden layers of D
-    g_norm: str = "batch"  # batch | none
-    d_norm: str = "batch"  # batch | layer | none  (WGAN-GP: no batch norm in the critic)
-    maxout_pieces: int = 0  # MLP D: maxout units as in Goodfellow et al. 2014 (0 = LeakyReLU 0.2)
-    dropout: float = 0.0  # MLP D input/hidden dropout, as in Goodfellow et al. 2014
-    minibatch_std: int = 0  # group size of the minibatch standard deviation feature in D (0 = off)
-    output: str = (
-        "auto"  # G output nonlinearity: auto (tanh for images, linear for points) | tanh | sigmoid | linear
-    )
-    latent: str = "normal"  # normal | mixture (K components drawn from z ~ N(0, I), models/layers.py)
-    latent_components: int = 1024  # mixture only: K, much larger than the number of data modes
-    latent_std: float = 0.1  # mixture only: scale of the continuous part z[:, 1:] beside the one-hot code
+# ---------------------------------------------------------------------------------------------------
+# Declaring settings: a default plus its valid range, checked for every section at load time.
+
+
+def setting(
+    default: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field whose value must satisfy the given bounds or be one of `choices`."""
+    return field(default=default, metadata={"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices})
+
+
+def one_of(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
+    """Raise ConfigError naming the closest valid value when `value` is not in `valid`."""
+    if value not in valid:
+        close = difflib.get_close_matches(value, list(valid), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{key}='{value}' is not known{hint}; valid: {', '.join(valid)}")
+
+
+def _check_field(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if value is None:
+        return
+    if meta.get("choices"):
+        one_of(key, value, meta["choices"])
+        return
+    bounds = [(op, meta.get(op)) for op in ("gt", "ge", "lt", "le") if meta.get(op) is not None]
+    if not bounds or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    ok = {"gt": lambda b: value > b, "ge": lambda b: value >= b, "lt": lambda b: value < b, "le": lambda b: value <= b}
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value} must be a finite number")
+    if all(ok[op](b) for op, b in bounds):
+        return
+    words = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    lower = [f"{words[op]} {b:g}" for op, b in bounds if op in ("gt", "ge")]
+    upper = [f"{words[op]} {b:g}" for op, b in bounds if op in ("lt", "le")]
+    if bounds == [("gt", 0)]:
+        rule = "must be positive"
+    elif lower and upper:
+        lo, hi = dict(bounds).get("gt", dict(bounds).get("ge")), dict(bounds).get("lt", dict(bounds).get("le"))
+        rule = f"must be in {'(' if 'gt' in dict(bounds) else '['}{lo:g}, {hi:g}{')' if 'lt' in dict(bounds) else ']'}"
+    else:
+        rule = "must be " + " and ".join(lower + upper)
+    raise ConfigError(f"{key}={value} {rule}")
+
+
+def check_ranges(section: Any, prefix: str) -> None:
+    """Check every field of a section dataclass against its `setting(...)` metadata."""
+    for f in dataclasses.fields(section):
+        _check_field(f"{prefix}.{f.name}", getattr(section, f.name), f.metadata)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Component-owned sections and their registry
 
 
 @dataclass
-class LossConfig:
-    name: str = "nonsaturating"  # minimax | nonsaturating | lsgan | wgan | wgan-gp | hinge
-    gp_weight: float = 10.0  # WGAN-GP lambda, Gulrajani et al. 2017 Alg. 1
-    clip: float = 0.01  # WGAN weight clipping c, Arjovsky et al. 2017 Alg. 1
-    r1_gamma: float = 0.0  # R1 on reals, Mescheder et al. 2018 (0 = off)
-    reg_interval: int = 1  # apply GP/R1 every this many D steps (lazy regularization, StyleGAN2)
-    drift: float = 0.0  # epsilon_drift * E[D(x)^2], PGGAN Sec. A.1 uses 0.001 (0 = off)
-    lsgan_a: float = 0.0  # LSGAN target for fakes in the D loss (Mao et al. 2017, Eq. 9)
-    lsgan_b: float = 1.0  # LSGAN target for reals in the D loss
-    lsgan_c: float = 1.0  # LSGAN target the generator wants D to output for fakes
+class Section:
+    """Base of the `model`, `loss` and `data` sections; subclasses register under a name."""
+
+    registered_name: ClassVar[str] = ""
+
+    def check(self, cfg: Config) -> None:
+        """Cross-field and cross-section rules; raise ConfigError with one line naming the keys."""
+
+
+# section -> registered name -> dataclass. Filled by the component config modules below.
+SECTIONS: dict[str, dict[str, type[Section]]] = {"model": {}, "loss": {}, "data": {}}
+DEFAULT_NAMES = {"model": "dcgan", "data": "digits"}
+# Torch-free modules that declare the component sections; imported (by name) on first use.
+COMPONENT_MODULES = ("gandist.models.config", "gandist.objectives.config", "gandist.data.config")
+_loaded = False
+
+
+def register_section(section: str, name: str):
+    """Class decorator: `@register_section("model", "dcgan")` on a Section dataclass."""
+
+    def add(cls: type[Section]) -> type[Section]:
+        if name in SECTIONS[section]:
+            raise KeyError(f"{section} '{name}' is registered twice")
+        SECTIONS[section][name] = cls
+        cls.registered_name = name
+        return cls
+
+    return add
+
+
+def _components() -> dict[str, dict[str, type[Section]]]:
+    global _loaded
+    if not _loaded:
+        for module in COMPONENT_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+    return SECTIONS
+
+
+def section_class(section: str, name: str) -> type[Section]:
+    """The registered class for `section` named `name` (model family, data source, objective)."""
+    registry = _components()[section]
+    if name not in registry:
+        one_of(f"{section}.name", name, sorted(registry))
+    return registry[name]
+
+
+def make_section(section: str, name: str, **values: Any) -> Section:
+    """A component section by its registered name, e.g. `make_section("data", "digits", resolution=16)`."""
+    return section_class(section, name)(**values)
+
+
+def _loss_section_name(model_cls: type[Section]) -> str:
+    return getattr(model_cls, "objective", "classic")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fixed sections
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # adam | rmsprop | sgd
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5  # DCGAN paper: 0.5 stabilises training
-    beta2: float = 0.999
-    eps: float = 1e-8
-    momentum: float = 0.0  # sgd only
-    decay: str = "none"  # none | linear: both learning rates fall linearly to 0 over train.steps
-    # (the schedule of the official WGAN-GP code); a function of the step, so resume stays exact
-
-
-@dataclass
-class DataConfig:
-    name: str = "digits"  # ring | grid | digits | procedural | folder
-    path: str = ""  # folder only: root of PNG/JPEG images (searched recursively)
-    resolution: int = 16  # image side in pixels (ignored by the 2-D sets)
-    channels: int = 0  # 0 = the dataset's own (digits 1, procedural/folder 3)
-    batch_size: int = 64
-    num_workers: int = 0  # folder only: DataLoader worker processes
-    mirror: bool = False  # random horizontal flips
-    size: int = 10000  # procedural only: number of distinct images
-    loader: str = (
-        "torch"  # folder only: torch (PIL workers) | dali (DALI pipeline; GPU decode when CUDA is used)
-    )
-    verify: str = "size"  # prepared datasets: check files against manifest.json by size, or full (sha256)
-    dali_threads: int = 2  # DALI CPU threads per process
+    name: str = setting("adam", choices=("adam", "rmsprop", "sgd"))
+    lr_g: float = setting(2e-4, gt=0)
+    lr_d: float = setting(2e-4, gt=0)
+    beta1: float = setting(0.5, ge=0, lt=1)  # DCGAN paper: 0.5 stabilises training
+    beta2: float = setting(0.999, ge=0, lt=1)
+    eps: float = setting(1e-8, gt=0)
+    momentum: float = setting(0.0, ge=0, lt=1)  # sgd only
+    alpha: float = setting(0.99, ge=0, lt=1)  # rmsprop only: smoothing of the squared-gradient average
+    decay: str = setting("none", choices=("none", "linear"))  # linear: both learning rates fall to 0
+    # over train.steps (the schedule of the official WGAN-GP code); a function of the step, so resume stays exact
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000  # total generator steps
-    d_steps: int = 1  # k discriminator steps per generator step (Goodfellow et al. Alg. 1); WGAN n_critic=5
+    steps: int = setting(2000, gt=0)  # total generator steps
+    d_steps: int = setting(1, gt=0)  # k discriminator steps per generator step (Goodfellow et al. Alg. 1); WGAN n_critic=5
+    micro_batch: int = setting(0, ge=0)  # 0: whole batches; else accumulate gradients over chunks of this size
     seed: int = 0
-    strategy: str = "single"  # single
-    device: str = "auto"  # auto | cpu | cuda
-    ema_beta: float = 0.999  # G_ema <- beta * G_ema + (1 - beta) * G after every G step (0 = no EMA)
-    log_every: int = 50
-    sample_every: int = 500
-    ckpt_every: int = 1000
-    keep_ckpts: int = 3  # newest complete checkpoints kept on disk (0 = keep all)
-    sample_n: int = 64  # samples in each fixed-z grid (2-D data: points in each scatter)
+    strategy: str = setting("single", choices=("single",))
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"))
+    # G_ema: half-life in thousands of generator images (StyleGAN2's ema_kimg; 0 = an exact copy of G),
+    # optionally ramped up as half-life <= images seen x ema_rampup (StyleGAN2-ADA uses 0.05).
+    ema_kimg: float = setting(10.0, ge=0)
+    ema_rampup: float = setting(0.0, ge=0)
+    # The per-step decay beta of the classic configs, G_ema <- beta G_ema + (1 - beta) G; when set it is
+    # expressed as ema_kimg = batch * ln(1/2) / ln(beta) / 1000 at load (beta = 0: ema_kimg = 0).
+    ema_beta: float | None = setting(None, ge=0, lt=1)
+    log_every: int = setting(50, gt=0)
+    sample_every: int = setting(500, gt=0)
+    ckpt_every: int = setting(1000, gt=0)
+    keep_ckpts: int = setting(3, ge=0)  # newest complete checkpoints kept on disk (0 = keep all)
+    sample_n: int = setting(64, gt=0)  # samples in each fixed-z grid (2-D data: points in each scatter)
     deterministic: bool = True  # torch.use_deterministic_algorithms on CPU runs
     progress: bool = True  # progress bar on stderr
 
@@ -108,52 +203,63 @@ class TrainConfig:
 @dataclass
 class HealthConfig:
     enabled: bool = True
-    every: int = 25  # evaluate the diagnoses every this many generator steps
-    persist: int = 2  # evaluations in a row a condition must hold (or be gone) to start (or clear)
-    window: int = 200  # steps of history each diagnosis looks at
-    warmup: int = 200  # no diagnosis but non-finite before this step (every GAN starts "collapsed")
-    diversity_every: int = 100  # steps between diversity probes (0 = never)
-    diversity_n: int = 128  # samples in the probe (fixed latents vs a fixed real batch)
-    saturated_accuracy: float = 0.95  # D accuracy (median over the window) that counts as saturated
-    vanishing_ratio: float = 0.05  # ||grad G|| median below this share of its peak = vanishing
-    oscillation_chunks: int = 10  # the window is cut into this many chunks for the oscillation test
-    oscillation_turns: int = 4  # direction changes of the chunk means (of chunks - 2 possible)
-    oscillation_amplitude: float = 0.25  # chunk-mean std relative to (|mean loss| + 0.1)
-    collapse_ratio: float = 0.3  # sample diversity / data diversity below this = collapse suspected
-    duplicate_distance: float = 0.05  # near-duplicate: nearest other sample closer than this x data spread
-    duplicate_excess: float = 0.5  # near-duplicate rate this much above the data's = collapse suspected
+    every: int = setting(25, gt=0)  # evaluate the diagnoses every this many generator steps
+    persist: int = setting(2, gt=0)  # evaluations in a row a condition must hold (or be gone) to start (or clear)
+    window: int = setting(200, gt=0)  # steps of history each diagnosis looks at
+    warmup: int = setting(200, ge=0)  # no diagnosis but non-finite before this step (every GAN starts "collapsed")
+    diversity_every: int = setting(100, ge=0)  # steps between diversity probes (0 = never)
+    diversity_n: int = setting(128, ge=2)  # samples in the probe (fixed latents vs a fixed real batch)
+    saturated_accuracy: float = setting(0.95, gt=0, le=1)  # D accuracy (median over the window) that counts as saturated
+    vanishing_ratio: float = setting(0.05, gt=0, lt=1)  # ||grad G|| median below this share of its peak = vanishing
+    oscillation_chunks: int = setting(10, ge=3)  # the window is cut into this many chunks for the oscillation test
+    oscillation_turns: int = setting(4, gt=0)  # direction changes of the chunk means (of chunks - 2 possible)
+    oscillation_amplitude: float = setting(0.25, gt=0)  # chunk-mean std relative to (|mean loss| + 0.1)
+    collapse_ratio: float = setting(0.3, gt=0, lt=1)  # sample diversity / data diversity below this = collapse suspected
+    duplicate_distance: float = setting(0.05, gt=0)  # near-duplicate: nearest other sample closer than this x data spread
+    duplicate_excess: float = setting(0.5, gt=0, le=1)  # near-duplicate rate this much above the data's = collapse suspected
 
 
 @dataclass
 class MetricsConfig:
-    every: int = 0  # evaluate G_ema every this many generator steps, and at the end (0 = never)
+    every: int = setting(0, ge=0)  # evaluate G_ema every this many generator steps, and at the end (0 = never)
     names: str = "auto"  # comma list of fid,is,kid,pr,modes,parzen; auto: modes,fid for 2-D data, fid,is,kid for digits, fid otherwise
-    n: int = 2000  # generated samples per evaluation
-    extractor: str = "auto"  # auto | inception | digits | points
-    inception: str = (
-        ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)
-    )
+    n: int = setting(2000, ge=2)  # generated samples per evaluation
+    extractor: str = setting("auto", choices=("auto", "inception", "digits", "points"))
+    inception: str = ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)
+
+
+def _default_section(section: str) -> Any:
+    return section_class(section, DEFAULT_NAMES[section])()
+
+
+def _default_loss() -> Any:
+    model_cls = section_class("model", DEFAULT_NAMES["model"])
+    return section_class("loss", _loss_section_name(model_cls))()
 
 
 @dataclass
 class Config:
     name: str = "quickstart"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    model: Any = field(default_factory=lambda: _default_section("model"))
+    loss: Any = field(default_factory=_default_loss)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: Any = field(default_factory=lambda: _default_section("data"))
     train: TrainConfig = field(default_factory=TrainConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    COMPONENTS: ClassVar[tuple[str, ...]] = ("model", "loss", "data")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Conversion between plain dicts and the typed tree
 
 
-def _nearest(key: str, valid: list[str]) -> str:
+def _nearest(key: str, valid: list[str], prefix: str) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; valid keys: {', '.join(prefix + v for v in valid)}"
 
 
 def _type_name(tp: Any) -> str:
@@ -174,7 +280,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 pass
-        raise ConfigError(f"config key '{key}': expected {tp}, got {type(value).__name__} {value!r}")
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        raise ConfigError(f"config key '{key}': expected {names}, got {type(value).__name__} {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {type(value).__name__} {value!r}")
@@ -206,7 +313,17 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+# Keys of the single flat sections of gandist 0.1, which every checkpoint of that version dumped whatever
+# its family or data source; reading such a checkpoint's config drops them where the component has no such key.
+_LEGACY_KEYS = {
+    "model": {"name", "z_dim", "g_width", "d_width", "g_layers", "d_layers", "g_norm", "d_norm", "maxout_pieces",
+              "dropout", "minibatch_std", "output", "latent", "latent_components", "latent_std"},
+    "data": {"name", "path", "resolution", "channels", "batch_size", "num_workers", "mirror", "size", "loader",
+             "verify", "dali_threads"},
+}  # fmt: skip
+
+
+def from_dict(cls: type, data: Any, prefix: str = "", legacy: bool = False) -> Any:
     """Build dataclass `cls` from a nested dict, strictly."""
     if not isinstance(data, dict):
         raise ConfigError(
@@ -218,31 +335,102 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in hints:
-            raise ConfigError(f"unknown config key '{full}'{_nearest(str(key), valid)}")
+            raise ConfigError(f"unknown config key '{full}'{_nearest(str(key), valid, prefix)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value if value is not None else {}, f"{full}.")
+            kwargs[key] = from_dict(tp, value if value is not None else {}, f"{full}.", legacy)
         else:
             kwargs[key] = _coerce(value, tp, full)
     return cls(**kwargs)
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def _component(section: str, name: str, values: dict[str, Any], legacy: bool, model_name: str = "") -> Any:
+    """Build the registered class of a component section from its values (without 'name' for loss)."""
+    cls = section_class(section, name)
+    valid = {f.name for f in dataclasses.fields(cls)}
+    values = dict(values)
+    if legacy and section in _LEGACY_KEYS:
+        values = {k: v for k, v in values.items() if k in valid or k not in _LEGACY_KEYS[section]}
+    for key in values:
+        if key not in valid:
+            owners = sorted(n for n, c in SECTIONS[section].items() if key in {f.name for f in dataclasses.fields(c)})
+            which = f"{section}.name={name}" if section != "loss" else f"model.name={model_name}"
+            elsewhere = f" (it belongs to {section}.name={', '.join(owners)})" if owners and section != "loss" else ""
+            hint = _nearest(str(key), sorted(valid), f"{section}.")
+            raise ConfigError(f"unknown config key '{section}.{key}' for {which}{elsewhere}{hint}")
+    return from_dict(cls, values, f"{section}.", legacy)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+def build_config(tree: dict[str, Any], legacy: bool = False) -> Config:
+    """The typed tree from a plain nested dict: component sections resolved by name, everything checked."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"a config must be a mapping at the top level, got {tree!r}")
+    top = {f.name for f in dataclasses.fields(Config)}
+    for key in tree:
+        if key not in top:
+            raise ConfigError(f"unknown config key '{key}'{_nearest(str(key), sorted(top), '')}")
+    for key in Config.COMPONENTS:
+        if tree.get(key) is not None and not isinstance(tree[key], dict):
+            raise ConfigError(f"config section '{key}' must be a mapping, got {tree[key]!r}")
+    fixed = {k: v for k, v in tree.items() if k not in Config.COMPONENTS}
+    cfg = from_dict(Config, fixed, "", legacy)
+    model = dict(tree.get("model") or {})
+    model_name = _coerce(model.get("name", DEFAULT_NAMES["model"]), str, "model.name")
+    model_cls = section_class("model", model_name)
+    model.pop("name", None)
+    cfg.model = _component("model", model_name, model, legacy)
+    cfg.loss = _component("loss", _loss_section_name(model_cls), dict(tree.get("loss") or {}), legacy, model_name)
+    data = dict(tree.get("data") or {})
+    data_name = _coerce(data.pop("name", DEFAULT_NAMES["data"]), str, "data.name")
+    cfg.data = _component("data", data_name, data, legacy)
+    return cfg
+
+
+def section_name(cfg_section: Any) -> str:
+    """The registered name of a component section instance (e.g. 'dcgan' for the model section)."""
+    name = type(cfg_section).registered_name
+    if not name:
+        raise KeyError(f"{type(cfg_section).__name__} is not a registered config section")
+    return name
+
+
+@dataclass
+class NamedSection(Section):
+    """A section chosen by its `name` key (`model.name`, `data.name`): the name is the class's."""
+
+    @property
+    def name(self) -> str:
+        return type(self).registered_name
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict; component sections carry their registered name first (model.name, data.name)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("model", "data"):
+            out[f.name] = {"name": section_name(value), **dataclasses.asdict(value)}
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = dataclasses.asdict(value)
         else:
-            out[k] = v
+            out[f.name] = value
+    return out
+
+
+def flat_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as dotted keys -> values (for tools that read settings, e.g. health advice)."""
+    out: dict[str, Any] = {}
+    for sec, values in to_dict(cfg).items():
+        if isinstance(values, dict):
+            out.update({f"{sec}.{k}": v for k, v in values.items()})
+        else:
+            out[sec] = values
     return out
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
-    """Apply one `a.b=value` override to a plain dict tree (value parsed as YAML), checking the path."""
+    """Apply one `a.b=value` override to a plain dict tree (value parsed as YAML), checking the path
+    as far as it can be checked before every component name is known."""
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like key=value, e.g. train.steps=500")
     key, raw = assignment.split("=", 1)
@@ -250,48 +438,66 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{assignment}': value is not valid YAML ({exc})") from None
+        raise ConfigError(f"override '{assignment}': value is not valid YAML ({_yaml_problem(exc)})") from None
     parts = key.split(".")
-    cls: Any = Config
-    node = tree
-    for i, part in enumerate(parts):
-        hints = _hints(cls)
+    hints = _hints(Config)
+    top = sorted(hints)
+    if parts[0] not in hints:
+        close = difflib.get_close_matches(parts[0], top, n=1, cutoff=0.5)
+        if close:  # suggest the whole dotted key the user meant
+            meant = ".".join([close[0], *parts[1:]])
+            raise ConfigError(f"unknown config key '{key}' (no section '{parts[0]}'); did you mean '{meant}'?")
+        raise ConfigError(f"unknown config key '{key}'{_nearest(parts[0], top, '')}")
+    if len(parts) == 1:
+        if parts[0] in Config.COMPONENTS or dataclasses.is_dataclass(hints[parts[0]]):
+            raise ConfigError(f"config key '{key}' is a section; set one of its keys, e.g. {key}.<key>=...")
+        tree[key] = value
+        return
+    if parts[0] not in Config.COMPONENTS and not dataclasses.is_dataclass(hints[parts[0]]):
+        raise ConfigError(f"config key '{parts[0]}' is a value, not a section; cannot set '{key}'")
+    if len(parts) > 2:
+        raise ConfigError(f"config key '{'.'.join(parts[:2])}' is a value, not a section; cannot set '{key}'")
+    node = tree.setdefault(parts[0], {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"config section '{parts[0]}' must be a mapping, got {node!r}")
+    if parts[0] not in Config.COMPONENTS:  # fixed sections: check the key now
+        cls = hints[parts[0]]
         valid = [f.name for f in dataclasses.fields(cls)]
-        path = ".".join(parts[: i + 1])
-        if part not in hints:
-            suggestion = _nearest(part, valid)
-            raise ConfigError(f"unknown config key '{path}'{suggestion}")
-        tp = hints[part]
-        if i < len(parts) - 1:
-            if not dataclasses.is_dataclass(tp):
-                raise ConfigError(f"config key '{path}' is a value, not a section; cannot set '{key}'")
-            node = node.setdefault(part, {})
-            cls = tp
-        else:
-            if dataclasses.is_dataclass(tp):
-                raise ConfigError(
-                    f"config key '{path}' is a section; set one of its keys, e.g. {path}.<key>=..."
-                )
-            node[part] = value
+        if parts[1] not in valid:
+            raise ConfigError(f"unknown config key '{key}'{_nearest(parts[1], valid, parts[0] + '.')}")
+    node[parts[1]] = value
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (None = the quickstart), apply `--set` overrides, validate everything."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = resolve_config_path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-        tree = loaded
+    """Load a YAML config (None = the defaults), apply `--set` overrides, validate everything."""
+    tree: dict[str, Any] = read_yaml_file(resolve_config_path(path)) if path is not None else {}
     for assignment in overrides:
         apply_override(tree, assignment)
-    cfg = from_dict(Config, tree)
+    cfg = build_config(tree)
     validate(cfg)
     return cfg
 
@@ -301,6 +507,10 @@ def configs_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "configs"
 
 
+def shipped_configs() -> list[str]:
+    return sorted(x.stem for x in configs_dir().glob("*.yaml"))
+
+
 def resolve_config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
@@ -308,9 +518,8 @@ def resolve_config_path(path: str | Path) -> Path:
     for candidate in (configs_dir() / p, configs_dir() / f"{p}.yaml"):
         if candidate.is_file():
             return candidate
-    shipped = sorted(x.stem for x in configs_dir().glob("*.yaml"))
     raise ConfigError(
-        f"config file '{path}' not found; give a path or one of the shipped configs: {', '.join(shipped)}"
+        f"config file '{path}' not found; give a path or one of the shipped configs: {', '.join(shipped_configs())}"
     )
 
 
@@ -319,100 +528,33 @@ def dump_config(cfg: Config) -> str:
 
 
 def config_from_yaml_text(text: str) -> Config:
-    return from_dict(Config, yaml.safe_load(text) or {})
+    """A config dumped into a run directory or checkpoint (also by gandist 0.1, whose flat sections
+    carried every family's keys)."""
+    cfg = build_config(yaml.safe_load(text) or {}, legacy=True)
+    _resolve(cfg)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------------
-# Cross-field checks: an impossible config fails before training starts, with one line.
-
-LOSSES = ("minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge")
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-STRATEGIES = ("single",)
-DEVICES = ("auto", "cpu", "cuda")
+# Validation: an impossible config fails before training starts, with one line.
 
 
-def _one_of(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
-    if value not in valid:
-        close = difflib.get_close_matches(value, list(valid), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{key}='{value}' is not known{hint}; valid: {', '.join(valid)}")
+def _resolve(cfg: Config) -> None:
+    """Fill what other settings derive (the legacy per-step EMA decay becomes a half-life)."""
+    tc = cfg.train
+    if tc.ema_beta is not None:
+        batch = cfg.data.batch_size
+        tc.ema_kimg = 0.0 if tc.ema_beta == 0 else batch * math.log(0.5) / math.log(tc.ema_beta) / 1000
+        tc.ema_beta = None
 
 
 def validate(cfg: Config) -> None:
-    from gandist.data import DATASETS
-    from gandist.models import MODELS
-
-    _one_of("model.name", cfg.model.name, sorted(MODELS))
-    _one_of("loss.name", cfg.loss.name, LOSSES)
-    _one_of("optim.name", cfg.optim.name, OPTIMIZERS)
-    _one_of("data.name", cfg.data.name, sorted(DATASETS))
-    _one_of("train.strategy", cfg.train.strategy, STRATEGIES)
-    _one_of("train.device", cfg.train.device, DEVICES)
-    _one_of("model.g_norm", cfg.model.g_norm, ("batch", "none"))
-    _one_of("model.d_norm", cfg.model.d_norm, ("batch", "layer", "none"))
-    _one_of("model.output", cfg.model.output, ("auto", "tanh", "sigmoid", "linear"))
-    _one_of("model.latent", cfg.model.latent, ("normal", "mixture"))
-    if cfg.model.latent == "mixture":
-        if cfg.model.latent_components < 2:
-            raise ConfigError(f"model.latent_components={cfg.model.latent_components} must be at least 2")
-        if cfg.model.latent_std < 0:
-            raise ConfigError(f"model.latent_std={cfg.model.latent_std} must be >= 0")
-        if cfg.model.z_dim < 2:
-            raise ConfigError(
-                "model.latent=mixture uses z[:, 0] to pick the component: model.z_dim must be >= 2"
-            )
-    _one_of("optim.decay", cfg.optim.decay, ("none", "linear"))
-    _one_of("data.loader", cfg.data.loader, ("torch", "dali"))
-    _one_of("data.verify", cfg.data.verify, ("size", "full"))
-    if cfg.data.loader == "dali" and cfg.data.name != "folder":
+    for name in ("optim", "train", "health", "metrics", "model", "loss", "data"):
+        check_ranges(getattr(cfg, name), name)
+    if cfg.train.micro_batch and cfg.data.batch_size % cfg.train.micro_batch:
         raise ConfigError(
-            f"data.loader=dali reads image folders; data.name={cfg.data.name} is generated in memory"
+            f"data.batch_size={cfg.data.batch_size} must be divisible by train.micro_batch={cfg.train.micro_batch}"
         )
-    positive = {
-        "data.batch_size": cfg.data.batch_size,
-        "train.steps": cfg.train.steps,
-        "train.d_steps": cfg.train.d_steps,
-        "model.z_dim": cfg.model.z_dim,
-        "model.g_width": cfg.model.g_width,
-        "model.d_width": cfg.model.d_width,
-        "train.log_every": cfg.train.log_every,
-        "train.sample_every": cfg.train.sample_every,
-        "train.ckpt_every": cfg.train.ckpt_every,
-        "loss.reg_interval": cfg.loss.reg_interval,
-        "train.sample_n": cfg.train.sample_n,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}={value} must be positive")
-    for key in ("every", "persist", "window", "warmup", "diversity_n", "oscillation_chunks"):
-        if getattr(cfg.health, key) < (0 if key == "warmup" else 1):
-            raise ConfigError(f"health.{key}={getattr(cfg.health, key)} must be positive")
-    if cfg.health.diversity_n < 2:
-        raise ConfigError("health.diversity_n must be at least 2")
-    if cfg.metrics.every < 0 or cfg.metrics.n < 2:
-        raise ConfigError("metrics.every must be >= 0 and metrics.n >= 2")
-    _one_of("metrics.extractor", cfg.metrics.extractor, ("auto", "inception", "digits", "points"))
-    if cfg.metrics.names != "auto":
-        from gandist.metrics.evaluate import METRICS
-
-        for m in cfg.metrics.names.split(","):
-            _one_of("metrics.names", m.strip(), METRICS)
-    if not 0.0 <= cfg.train.ema_beta < 1.0:
-        raise ConfigError(f"train.ema_beta={cfg.train.ema_beta} must be in [0, 1)")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
-    if cfg.model.minibatch_std < 0 or cfg.model.minibatch_std == 1:
-        raise ConfigError(
-            f"model.minibatch_std={cfg.model.minibatch_std} must be 0 (off) or a group size >= 2"
-        )
-    if cfg.model.minibatch_std and cfg.data.batch_size % cfg.model.minibatch_std:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} must be divisible by model.minibatch_std={cfg.model.minibatch_std}"
-        )
-    if cfg.loss.name == "wgan-gp" and cfg.model.d_norm == "batch":
-        raise ConfigError(
-            "loss.name=wgan-gp penalises per-sample gradients, which batch norm in the critic couples; "
-            "set model.d_norm=layer or none (Gulrajani et al. 2017, Sec. 4)"
-        )
-    DATASETS[cfg.data.name].check(cfg.data)
-    MODELS[cfg.model.name].check(cfg.model, cfg.data)
+    for name in ("data", "model", "loss"):  # a source's own rules first: they are the most basic
+        getattr(cfg, name).check(cfg)
+    _resolve(cfg)

@@ -12,7 +12,7 @@ from torch import nn
 
 from gandist.config import Config, config_from_yaml_text
 from gandist.errors import UserError
-from gandist.models import build_models
+from gandist.models import build_networks
 from gandist.train import checkpoint as ckpt
 
 
@@ -40,7 +40,7 @@ def load_generator(path: str | Path, which: str = "G_ema") -> LoadedGenerator:
     data = ckpt.load_checkpoint(p)
     cfg = config_from_yaml_text(data["state"]["config"])
     shape, kind = tuple(data["state"]["data_shape"]), data["state"]["data_kind"]
-    G, _ = build_models(cfg.model, shape, kind)
+    G = build_networks(cfg.model, shape, kind)["G"]
     prefix = f"{which}."
     G.load_state_dict({k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
     return LoadedGenerator(G.eval(), cfg, kind, data["state"]["step"], p)

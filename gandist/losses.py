@@ -18,59 +18,99 @@ All are means over the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandist.config import LossConfig
 from gandist.kernels import gradient_penalty
+from gandist.objectives.config import ClassicLoss
+from gandist.registry import register
+
+LOSSES: dict[str, type[AdversarialLoss]] = {}
 
 
-@dataclass
 class AdversarialLoss:
-    cfg: LossConfig
+    """One row of the table above. `d_loss(real, fake)` and `g_loss(fake)` take D's raw outputs [N]."""
+
+    clips_weights = False  # WGAN: clip D's weights to [-c, c] after every update
+    decision_boundary: float | None = 0.0  # D output separating 'real' from 'fake'; None for critics
+
+    def __init__(self, cfg: ClassicLoss) -> None:
+        self.cfg = cfg
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        name = self.cfg.name
-        if name in ("minimax", "nonsaturating"):
-            return F.softplus(-real).mean() + F.softplus(fake).mean()
-        if name == "lsgan":
-            return (
-                0.5 * (real - self.cfg.lsgan_b).square().mean()
-                + 0.5 * (fake - self.cfg.lsgan_a).square().mean()
-            )
-        if name in ("wgan", "wgan-gp"):
-            return fake.mean() - real.mean()
-        if name == "hinge":
-            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-        raise ValueError(f"unknown loss '{name}'")
+        raise NotImplementedError
 
     def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
-        name = self.cfg.name
-        if name == "minimax":
-            return -F.softplus(fake).mean()  # log(1 - sigmoid(l)) = -softplus(l)
-        if name == "nonsaturating":
-            return F.softplus(-fake).mean()  # -log sigmoid(l) = softplus(-l)
-        if name == "lsgan":
-            return 0.5 * (fake - self.cfg.lsgan_c).square().mean()
-        if name in ("wgan", "wgan-gp", "hinge"):
-            return -fake.mean()
-        raise ValueError(f"unknown loss '{name}'")
+        raise NotImplementedError
 
-    @property
-    def decision_boundary(self) -> float | None:
-        """D output separating 'real' from 'fake' decisions; None for Wasserstein critics."""
-        if self.cfg.name in ("minimax", "nonsaturating", "hinge"):
-            return 0.0  # logit 0 = probability 1/2; hinge margins are centred on 0
-        if self.cfg.name == "lsgan":
-            return 0.5 * (self.cfg.lsgan_a + self.cfg.lsgan_b)
-        return None
+    def display(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mean D output shown in logs: the raw value (critic score, least-squares output)."""
+        return logits.mean()
 
-    @property
-    def clips_weights(self) -> bool:
-        return self.cfg.name == "wgan"
+
+def build_loss(cfg: ClassicLoss) -> AdversarialLoss:
+    return LOSSES[cfg.name](cfg)
+
+
+class _Logistic(AdversarialLoss):
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+    def display(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mean probability D(x) = sigmoid(logit)."""
+        return torch.sigmoid(logits).mean()
+
+
+@register(LOSSES, "minimax")
+class Minimax(_Logistic):
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return -F.softplus(fake).mean()  # log(1 - sigmoid(l)) = -softplus(l)
+
+
+@register(LOSSES, "nonsaturating")
+class NonSaturating(_Logistic):
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-fake).mean()  # -log sigmoid(l) = softplus(-l)
+
+
+@register(LOSSES, "lsgan")
+class LeastSquares(AdversarialLoss):
+    def __init__(self, cfg: ClassicLoss) -> None:
+        super().__init__(cfg)
+        self.decision_boundary = 0.5 * (cfg.lsgan_a + cfg.lsgan_b)
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (real - self.cfg.lsgan_b).square().mean() + 0.5 * (fake - self.cfg.lsgan_a).square().mean()
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (fake - self.cfg.lsgan_c).square().mean()
+
+
+@register(LOSSES, "wgan")
+class Wasserstein(AdversarialLoss):
+    clips_weights = True
+    decision_boundary = None  # critics score, they do not classify
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return fake.mean() - real.mean()
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return -fake.mean()
+
+
+@register(LOSSES, "wgan-gp")
+class WassersteinGP(Wasserstein):
+    clips_weights = False  # the gradient penalty replaces clipping
+
+
+@register(LOSSES, "hinge")
+class Hinge(AdversarialLoss):
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return -fake.mean()
 
 
 def wgan_gp_penalty(

@@ -66,27 +66,32 @@ def save_scatter(
 
 
 def plot_log(log_path: str | Path, out_path: str | Path) -> Path | None:
-    """Loss curves and mean D outputs from a run's log.jsonl."""
+    """Loss curves (every `*_loss` and penalty a family logs) and mean D outputs from a run's log.jsonl."""
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    records = [r for r in records if "d_loss" in r]
+    records = [r for r in records if "event" not in r and any(k.endswith("_loss") for k in r)]
     if not records:
         return None
+    keys = {k for r in records for k in r}
+    losses = sorted(k for k in keys if k.endswith("_loss")) + [k for k in ("gp", "r1") if k in keys]
+    outputs = [(k, label) for k, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))")) if k in keys]
     plt = _plt()
-    steps = [r["step"] for r in records]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
-    a.plot(steps, [r["d_loss"] for r in records], label="D loss")
-    a.plot(steps, [r["g_loss"] for r in records], label="G loss")
-    for key, label in (("gp", "GP"), ("r1", "R1")):
-        if key in records[0]:
-            a.plot(steps, [r[key] for r in records], label=label, alpha=0.7)
+    fig, axes = plt.subplots(1, 2 if outputs else 1, figsize=(10 if outputs else 5, 3.6), dpi=100, squeeze=False)
+    a = axes[0][0]
+    for key in losses:
+        rows = [r for r in records if key in r]
+        label = {"d_loss": "D loss", "g_loss": "G loss", "gp": "GP", "r1": "R1"}.get(key, key)
+        a.plot([r["step"] for r in rows], [r[key] for r in rows], label=label, alpha=0.7 if key in ("gp", "r1") else 1)
     a.set_xlabel("generator step")
     a.set_title("losses")
     a.legend()
-    b.plot(steps, [r["d_real"] for r in records], label="D(x)")
-    b.plot(steps, [r["d_fake"] for r in records], label="D(G(z))")
-    b.set_xlabel("generator step")
-    b.set_title("mean discriminator output")
-    b.legend()
+    if outputs:
+        b = axes[0][1]
+        for key, label in outputs:
+            rows = [r for r in records if key in r]
+            b.plot([r["step"] for r in rows], [r[key] for r in rows], label=label)
+        b.set_xlabel("generator step")
+        b.set_title("mean discriminator output")
+        b.legend()
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path)

@@ -18,16 +18,16 @@ def test_int_widens_to_float_but_not_the_reverse():
 
 
 def test_unknown_key_names_nearest():
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.stpes'.*did you mean 'steps'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.stpes'.*did you mean 'train.steps'"):
         load_config(None, ["train.stpes=10"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'optm'.*did you mean 'optim'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'optm.lr_g' \(no section 'optm'\); did you mean 'optim.lr_g'"):
         load_config(None, ["optm.lr_g=1"])
 
 
 def test_unknown_key_in_yaml(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("model: {name: dcgan, z_dimm: 3}\n")
-    with pytest.raises(ConfigError, match=r"model.z_dimm.*did you mean 'z_dim'"):
+    with pytest.raises(ConfigError, match=r"model.z_dimm.*did you mean 'model.z_dim'"):
         load_config(p)
 
 
@@ -57,7 +57,7 @@ def test_section_and_value_confusion():
         ("data.resolution=20", r"data.resolution=20.*digits are served at"),
         ("train.ema_beta=1.0", r"ema_beta"),
         ("model.latent=mix", r"model.latent='mix'.*did you mean 'mixture'.*valid: normal, mixture"),
-        ("model.latent=mixture model.latent_components=1", r"latent_components=1 must be at least 2"),
+        ("model.latent=mixture model.latent_components=1", r"latent_components=1 must be >= 2"),
         ("model.latent=mixture model.z_dim=1", r"z\[:, 0\] to pick the component.*z_dim must be >= 2"),
     ],
 )
@@ -74,6 +74,62 @@ def test_dcgan_resolution_and_gp_batchnorm_rules():
         load_config(None, ["loss.name=wgan-gp", "model.d_norm=batch"])
     with pytest.raises(ConfigError, match="needs image data"):
         load_config(None, ["data.name=ring"])
+
+
+def test_keys_of_another_family_name_their_owner():
+    with pytest.raises(ConfigError, match=r"'model.g_layers' for model.name=dcgan \(it belongs to model.name=mlp\)"):
+        load_config(None, ["model.g_layers=3"])
+    assert load_config(None, ["model.name=mlp", "model.g_layers=3", "data.name=ring"]).model.g_layers == 3
+    with pytest.raises(ConfigError, match=r"'data.size' for data.name=digits \(it belongs to data.name=procedural\)"):
+        load_config(None, ["data.size=3"])
+
+
+# Every number a user can set has a range; out of it, one line names the key and the range.
+RANGES = [
+    ("optim.lr_g=-1", "optim.lr_g=-1.0 must be positive"),
+    ("optim.lr_d=0", "optim.lr_d=0.0 must be positive"),
+    ("optim.beta1=1", r"optim.beta1=1.0 must be in \[0, 1\)"),
+    ("optim.beta2=-0.1", r"optim.beta2=-0.1 must be in \[0, 1\)"),
+    ("optim.eps=0", "optim.eps=0.0 must be positive"),
+    ("optim.momentum=1.5", r"optim.momentum=1.5 must be in \[0, 1\)"),
+    ("optim.lr_g=.nan", "optim.lr_g=nan must be a finite number"),
+    ("data.batch_size=-3", "data.batch_size=-3 must be positive"),
+    ("train.steps=0", "train.steps=0 must be positive"),
+    ("train.d_steps=0", "train.d_steps=0 must be positive"),
+    ("train.log_every=0", "train.log_every=0 must be positive"),
+    ("train.ckpt_every=-1", "train.ckpt_every=-1 must be positive"),
+    ("train.sample_every=0", "train.sample_every=0 must be positive"),
+    ("train.keep_ckpts=-1", "train.keep_ckpts=-1 must be >= 0"),
+    ("train.micro_batch=5", "data.batch_size=64 must be divisible by train.micro_batch=5"),
+    ("train.ema_kimg=-1", "train.ema_kimg=-1.0 must be >= 0"),
+    ("loss.reg_interval=0", "loss.reg_interval=0 must be positive"),
+    ("loss.gp_weight=-1", "loss.gp_weight=-1.0 must be >= 0"),
+    ("loss.clip=0", "loss.clip=0.0 must be positive"),
+    ("loss.r1_gamma=-2", "loss.r1_gamma=-2.0 must be >= 0"),
+    ("model.z_dim=0", "model.z_dim=0 must be positive"),
+    ("model.minibatch_std=1", "model.minibatch_std=1 must be 0"),
+    ("health.every=0", "health.every=0 must be positive"),
+    ("health.saturated_accuracy=1.5", r"health.saturated_accuracy=1.5 must be in \(0, 1\]"),
+    ("metrics.n=1", "metrics.n=1 must be >= 2"),
+    ("metrics.every=-1", "metrics.every=-1 must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("override, message", RANGES)
+def test_out_of_range_values_fail_at_load(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_yaml_names_file_line_and_column(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: x\nmodel: {name: dcgan, z_dim: 3\ntrain: {steps: 5}\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML: line 3, column 6: .*") as info:
+        load_config(p)
+    assert "\n" not in str(info.value) and "^" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"override 'train.steps=\[1': value is not valid YAML \(line 1"):
+        load_config(None, ["train.steps=[1"])
 
 
 def test_missing_config_file_lists_shipped():

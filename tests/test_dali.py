@@ -7,7 +7,7 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e '.[dali]')")
 
-from gandist.config import DataConfig  # noqa: E402
+from gandist.config import make_section  # noqa: E402
 from gandist.data import build_dataset  # noqa: E402
 from gandist.data.dali import DaliFolder  # noqa: E402
 from gandist.data.folder import load_image  # noqa: E402
@@ -19,7 +19,7 @@ def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("dali")
     src = root / "src"
     src.mkdir()
-    proc = build_dataset(DataConfig(name="procedural", resolution=40, size=30), 0)
+    proc = build_dataset(make_section("data", name="procedural", resolution=40, size=30), 0)
     for i in range(30):
         img = ((proc.image(i) + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
         Image.fromarray(img).save(src / f"{i:03d}.png")
@@ -28,13 +28,13 @@ def prepared(tmp_path_factory):
 
 
 def cfg(path, **kw):
-    return DataConfig(name="folder", path=str(path), resolution=32, batch_size=4, loader="dali", **kw)
+    return make_section("data", name="folder", path=str(path), resolution=32, batch_size=4, loader="dali", **kw)
 
 
 def test_same_pixels_as_the_pil_loader(prepared):
     d = build_dataset(cfg(prepared, mirror=True), seed=1)
     t = build_dataset(
-        DataConfig(name="folder", path=str(prepared), resolution=32, batch_size=4, mirror=True), seed=1
+        make_section("data", name="folder", path=str(prepared), resolution=32, batch_size=4, mirror=True), seed=1
     )
     assert isinstance(d, DaliFolder)
     for _ in range(3):

@@ -5,14 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from gandist.config import ConfigError, DataConfig, load_config
+from gandist.config import ConfigError, load_config, make_section
 from gandist.data import build_dataset
 from gandist.data.digits import load_digits_tensor
 from gandist.errors import DataError
 
 
 def test_ring_matches_its_definition():
-    ds = build_dataset(DataConfig(name="ring"), seed=0)
+    ds = build_dataset(make_section("data", name="ring"), seed=0)
     x = ds.sample(20000).double()
     angles = torch.atan2(x[:, 1], x[:, 0])
     k = torch.round(angles / (2 * math.pi / 8)) % 8
@@ -25,7 +25,7 @@ def test_ring_matches_its_definition():
 
 
 def test_grid_matches_its_definition():
-    ds = build_dataset(DataConfig(name="grid"), seed=1)
+    ds = build_dataset(make_section("data", name="grid"), seed=1)
     x = ds.sample(25000).double()
     centres = torch.round(x / 2) * 2
     assert set(centres.flatten().tolist()) == {-4.0, -2.0, 0.0, 2.0, 4.0}
@@ -33,19 +33,19 @@ def test_grid_matches_its_definition():
 
 
 def test_stream_is_a_function_of_position():
-    ds = build_dataset(DataConfig(name="digits", resolution=16, mirror=True), seed=3)
+    ds = build_dataset(make_section("data", name="digits", resolution=16, mirror=True), seed=3)
     a = ds.sample(50)
     b = ds.sample(70)
-    again = build_dataset(DataConfig(name="digits", resolution=16, mirror=True), seed=3)
+    again = build_dataset(make_section("data", name="digits", resolution=16, mirror=True), seed=3)
     again.load_state_dict({"position": 50, "seed": 3})
     assert torch.equal(again.sample(70), b)
     assert torch.equal(ds.peek(50), a)
-    other_seed = build_dataset(DataConfig(name="digits", resolution=16), seed=4)
+    other_seed = build_dataset(make_section("data", name="digits", resolution=16), seed=4)
     assert not torch.equal(other_seed.sample(50), a)
 
 
 def test_digits_epoch_visits_every_image_once():
-    ds = build_dataset(DataConfig(name="digits", resolution=8), seed=0)
+    ds = build_dataset(make_section("data", name="digits", resolution=8), seed=0)
     imgs = ds.sample(1797)
     ref, _ = load_digits_tensor(8)
     # the first epoch is a permutation of the dataset
@@ -68,8 +68,8 @@ def test_digits_values_and_upsampling():
 
 
 def test_mirror_flips_about_half():
-    ds = build_dataset(DataConfig(name="digits", resolution=8, mirror=True), seed=0)
-    plain = build_dataset(DataConfig(name="digits", resolution=8), seed=0)
+    ds = build_dataset(make_section("data", name="digits", resolution=8, mirror=True), seed=0)
+    plain = build_dataset(make_section("data", name="digits", resolution=8), seed=0)
     a, b = ds.sample(400), plain.sample(400)
     flipped = (a != b).flatten(1).any(1)
     assert torch.equal(a[flipped], b[flipped].flip(-1))
@@ -78,11 +78,11 @@ def test_mirror_flips_about_half():
 
 def test_procedural_any_resolution_and_deterministic():
     for r in (5, 17, 64):
-        ds = build_dataset(DataConfig(name="procedural", resolution=r, size=10), seed=0)
+        ds = build_dataset(make_section("data", name="procedural", resolution=r, size=10), seed=0)
         x = ds.sample(4)
         assert x.shape == (4, 3, r, r) and x.min() >= -1 and x.max() <= 1
-    a = build_dataset(DataConfig(name="procedural", resolution=16, size=10), seed=0).image(3)
-    b = build_dataset(DataConfig(name="procedural", resolution=16, size=10), seed=9).image(3)
+    a = build_dataset(make_section("data", name="procedural", resolution=16, size=10), seed=0).image(3)
+    b = build_dataset(make_section("data", name="procedural", resolution=16, size=10), seed=9).image(3)
     assert torch.equal(a, b)  # image i is part of the dataset, not of the run
 
 
@@ -101,7 +101,7 @@ def _write_images(root, n=6, size=(20, 14)):
 def test_folder_loader_matches_pil_reference(tmp_path):
     _write_images(tmp_path)
     (tmp_path / "notes.txt").write_text("not an image")
-    ds = build_dataset(DataConfig(name="folder", path=str(tmp_path), resolution=8), seed=0)
+    ds = build_dataset(make_section("data", name="folder", path=str(tmp_path), resolution=8), seed=0)
     assert len(ds.files) == 6
     from gandist.data.base import epoch_indices
 
@@ -122,8 +122,8 @@ def test_folder_loader_matches_pil_reference(tmp_path):
 def test_folder_workers_give_the_same_stream(tmp_path):
     _write_images(tmp_path, n=10)
     base = dict(name="folder", path=str(tmp_path), resolution=8, batch_size=4)
-    a = build_dataset(DataConfig(**base), seed=2)
-    b = build_dataset(DataConfig(**base, num_workers=2), seed=2)
+    a = build_dataset(make_section("data", **base), seed=2)
+    b = build_dataset(make_section("data", **base, num_workers=2), seed=2)
     for _ in range(4):
         assert torch.equal(a.sample(4), b.sample(4))
     assert a.position == b.position == 16
@@ -131,12 +131,12 @@ def test_folder_workers_give_the_same_stream(tmp_path):
 
 def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        build_dataset(DataConfig(name="folder", path=str(tmp_path / "missing")), seed=0)
+        build_dataset(make_section("data", name="folder", path=str(tmp_path / "missing")), seed=0)
     with pytest.raises(DataError, match="holds no images"):
-        build_dataset(DataConfig(name="folder", path=str(tmp_path)), seed=0)
+        build_dataset(make_section("data", name="folder", path=str(tmp_path)), seed=0)
     with pytest.raises(ConfigError, match="needs data.path"):
         load_config(None, ["data.name=folder", "model.name=dcgan"])
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    ds = build_dataset(DataConfig(name="folder", path=str(tmp_path), resolution=8), seed=0)
+    ds = build_dataset(make_section("data", name="folder", path=str(tmp_path), resolution=8), seed=0)
     with pytest.raises(DataError, match=r"cannot read image '.*bad.png'.*remove or replace"):
         ds.sample(1)

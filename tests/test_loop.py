@@ -7,6 +7,7 @@ import threading
 import pytest
 import torch
 
+from gandist.data.base import Batch
 from gandist.train import checkpoint as ckpt
 from gandist.train.loop import Trainer
 
@@ -15,34 +16,39 @@ def _count_steps(opt, log, name):
     opt.register_step_post_hook(lambda *a, **k: log.append(name))
 
 
+def _phase(t: Trainer, name: str):
+    return next(p for p in t.phases if p.name == name)
+
+
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_exactly_k_d_updates_per_g_update(tiny_cfg, tmp_path, k):
     t = Trainer(tiny_cfg(f"train.d_steps={k}", "train.steps=4"), tmp_path, log_enabled=False)
     log: list[str] = []
-    _count_steps(t.opt_d, log, "D")
-    _count_steps(t.opt_g, log, "G")
+    _count_steps(t.optimizers["D"], log, "D")
+    _count_steps(t.optimizers["G"], log, "G")
     t.train(progress=False)
     assert log == (["D"] * k + ["G"]) * 4
-    assert t.d_updates == 4 * k
+    assert [(p.name, p.repeat) for p in t.phases] == [("Dmain", k), ("Gmain", 1)]
 
 
 def test_d_parameters_untouched_by_g_step(tiny_cfg, tmp_path):
     t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
-    t.d_step()
-    before = {n: p.detach().clone() for n, p in t.D.named_parameters()}
-    g_before = [p.detach().clone() for p in t.G.parameters()]
-    t.g_step()
-    for n, p in t.D.named_parameters():
+    D, G = t.nets["D"], t.nets["G"]
+    t.run_phase(_phase(t, "Dmain"))
+    before = {n: p.detach().clone() for n, p in D.named_parameters()}
+    g_before = [p.detach().clone() for p in G.parameters()]
+    t.run_phase(_phase(t, "Gmain"))
+    for n, p in D.named_parameters():
         assert torch.equal(p, before[n]), n
         assert p.requires_grad, "D must be trainable again after the G step"
-    assert any(not torch.equal(a, b) for a, b in zip(g_before, t.G.parameters())), "G did not move"
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters())), "G did not move"
 
 
 def test_g_step_sends_no_gradient_into_d(tiny_cfg, tmp_path):
     t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
-    t.opt_d.zero_grad(set_to_none=True)
-    t.g_step()
-    assert all(p.grad is None for p in t.D.parameters())
+    t.optimizers["D"].zero_grad(set_to_none=True)
+    t.run_phase(_phase(t, "Gmain"))
+    assert all(p.grad is None for p in t.nets["D"].parameters())
 
 
 def test_wgan_clipping_holds_after_every_d_update(tiny_cfg, tmp_path):
@@ -51,21 +57,19 @@ def test_wgan_clipping_holds_after_every_d_update(tiny_cfg, tmp_path):
     )
     t = Trainer(cfg, tmp_path, log_enabled=False)
     seen = []
+    D = t.nets["D"]
+    original = t.run_phase
 
-    def check(*_a, **_k):
-        # runs right after optimizer.step(); the loop clips next, so check at the following hook instead
-        seen.append(max(p.detach().abs().max().item() for p in t.D.parameters()))
-
-    # Inspect the weights at the start of every D step, i.e. after the previous update's clipping.
-    original = t.d_step
-
-    def d_step_checked():
-        check()
-        out = original()
-        seen.append(max(p.detach().abs().max().item() for p in t.D.parameters()))
+    # Inspect the weights before and after every D phase, i.e. after the previous update's clipping.
+    def phase_checked(phase):
+        if phase.optimizer != "D":
+            return original(phase)
+        seen.append(max(p.detach().abs().max().item() for p in D.parameters()))
+        out = original(phase)
+        seen.append(max(p.detach().abs().max().item() for p in D.parameters()))
         return out
 
-    t.d_step = d_step_checked
+    t.run_phase = phase_checked
     t.train(progress=False)
     assert len(seen) == 2 * 5 * cfg.train.steps
     assert max(seen[1:]) <= 0.01 + 1e-12  # every state after the first update
@@ -74,7 +78,7 @@ def test_wgan_clipping_holds_after_every_d_update(tiny_cfg, tmp_path):
 
 def _all_state(t: Trainer) -> dict:
     out = {f"t.{k}": v.clone() for k, v in t.state_tensors().items()}
-    for name, opt in (("G", t.opt_g), ("D", t.opt_d)):
+    for name, opt in t.optimizers.items():
         for i, st in opt.state_dict()["state"].items():
             for k, v in st.items():
                 out[f"{name}.{i}.{k}"] = torch.as_tensor(v).clone()
@@ -133,12 +137,30 @@ def test_sigint_saves_checkpoint_and_stops(tiny_cfg, tmp_path):
 
 def test_nonfinite_loss_skips_the_update(tiny_cfg, tmp_path):
     t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
-    before = [p.detach().clone() for p in t.D.parameters()]
-    real_sample = t.data.sample
-    t.data.sample = lambda n: real_sample(n) * float("nan")
-    t.d_step()
-    assert t.skipped == 1 and t.d_updates == 0
-    assert all(torch.equal(a, b) for a, b in zip(before, t.D.parameters()))
+    D, opt = t.nets["D"], t.optimizers["D"]
+    real_batch = t.data.next_batch
+    poisoned = lambda n: Batch(real_batch(n).x * float("nan"))
+    # The first update creates the optimizer state (decided on the host); later ones are skipped on the
+    # device without reading the flag back. Both must leave D and its optimizer state untouched.
+    for finite_first in (False, True):
+        if finite_first:
+            t.data.next_batch = real_batch
+            t.run_phase(_phase(t, "Dmain"))
+        before = [p.detach().clone() for p in D.parameters()]
+        state = {i: {k: v.clone() for k, v in s.items()} for i, s in opt.state_dict()["state"].items()}
+        skipped = int(t.skipped)
+        t.data.next_batch = poisoned
+        t.run_phase(_phase(t, "Dmain"))
+        assert int(t.skipped) == skipped + 1
+        assert all(torch.equal(a, b) for a, b in zip(before, D.parameters()))
+        after = opt.state_dict()["state"]
+        if not finite_first:  # a skipped first step may create the state, but only as a fresh one
+            assert all(not torch.as_tensor(v).any() for st in after.values() for v in st.values())
+            continue
+        assert after.keys() == state.keys()
+        for i in state:
+            for k in state[i]:
+                assert torch.equal(after[i][k], state[i][k]), (i, k)
 
 
 def test_run_directory_contents(tiny_cfg, tmp_path):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from gandist.kernels import gradient_penalty, gradient_penalty_reference
 
-from gandist.config import LossConfig
-from gandist.losses import AdversarialLoss, r1_penalty, wgan_gp_penalty
+from gandist.losses import build_loss, r1_penalty, wgan_gp_penalty
+from gandist.objectives.config import ClassicLoss
 
 REAL = torch.tensor([2.0, -1.0, 0.5, 3.0, -0.2], dtype=torch.float64)
 FAKE = torch.tensor([-1.5, 0.3, -4.0, 1.0, 0.0], dtype=torch.float64)
@@ -18,7 +18,7 @@ def _d(x):
 
 
 def loss(name, **kw):
-    return AdversarialLoss(LossConfig(name=name, **kw))
+    return build_loss(ClassicLoss(name=name, **kw))
 
 
 def test_minimax_matches_goodfellow_eq1():

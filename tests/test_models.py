@@ -2,17 +2,17 @@ import pytest
 import torch
 from torch import nn
 
-from gandist.config import ModelConfig
-from gandist.models import build_models
+from gandist.config import make_section
+from gandist.models import build_networks
 from gandist.models.layers import Maxout, MinibatchStdDev, MixtureLatent
 
 
 @pytest.mark.parametrize("res", [8, 16, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_dcgan_shapes(res, channels):
-    G, D = build_models(
-        ModelConfig(name="dcgan", z_dim=5, g_width=4, d_width=4), (channels, res, res), "images"
-    )
+    G, D = build_networks(
+        make_section("model", name="dcgan", z_dim=5, g_width=4, d_width=4), (channels, res, res), "images"
+    ).values()
     x = G(torch.randn(3, 5))
     assert x.shape == (3, channels, res, res)
     assert x.abs().max() <= 1  # tanh output
@@ -20,7 +20,7 @@ def test_dcgan_shapes(res, channels):
 
 
 def test_dcgan_architecture_follows_the_paper():
-    G, D = build_models(ModelConfig(name="dcgan", z_dim=8, g_width=8, d_width=8), (3, 64, 64), "images")
+    G, D = build_networks(make_section("model", name="dcgan", z_dim=8, g_width=8, d_width=8), (3, 64, 64), "images").values()
     g_types = {type(m) for m in G.modules()}
     d_types = {type(m) for m in D.modules()}
     assert (
@@ -44,7 +44,7 @@ def test_dcgan_architecture_follows_the_paper():
 
 
 def test_critic_without_batch_norm():
-    _, D = build_models(ModelConfig(name="dcgan", d_norm="layer"), (1, 16, 16), "images")
+    _, D = build_networks(make_section("model", name="dcgan", d_norm="layer"), (1, 16, 16), "images").values()
     assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
     # per-sample: one sample's output does not depend on the rest of the batch
     x = torch.randn(4, 1, 16, 16)
@@ -52,7 +52,7 @@ def test_critic_without_batch_norm():
 
 
 def test_mlp_points_and_images():
-    cfg = ModelConfig(
+    cfg = make_section("model", 
         name="mlp",
         z_dim=2,
         g_width=16,
@@ -63,11 +63,11 @@ def test_mlp_points_and_images():
         maxout_pieces=3,
         dropout=0.5,
     )
-    G, D = build_models(cfg, (2,), "points")
+    G, D = build_networks(cfg, (2,), "points").values()
     assert G(torch.randn(5, 2)).shape == (5, 2)
     assert D(torch.randn(5, 2)).shape == (5,)
     assert isinstance(G.net[-1], nn.Identity)  # linear output for points
-    G2, _ = build_models(cfg, (1, 8, 8), "images")
+    G2, _ = build_networks(cfg, (1, 8, 8), "images").values()
     assert G2(torch.randn(2, 2)).shape == (2, 1, 8, 8)
 
 
@@ -117,8 +117,8 @@ def test_mixture_latent_components_are_the_normal_quantile_bins():
 
 @pytest.mark.parametrize("name, shape, kind", [("mlp", (2,), "points"), ("dcgan", (1, 16, 16), "images")])
 def test_mixture_latent_generator_keeps_the_z_interface(name, shape, kind):
-    cfg = ModelConfig(name=name, z_dim=3, g_width=8, d_width=8, latent="mixture", latent_components=5)
-    G, D = build_models(cfg, shape, kind)
+    cfg = make_section("model", name=name, z_dim=3, g_width=8, d_width=8, latent="mixture", latent_components=5)
+    G, D = build_networks(cfg, shape, kind).values()
     assert G.z_dim == 3 and isinstance(G.prior, MixtureLatent)
     z = torch.randn(4, 3)
     x = G(z)

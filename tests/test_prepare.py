@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gandist.cli import main
-from gandist.config import DataConfig
+from gandist.config import make_section
 from gandist.data import build_dataset
 from gandist.data.prepare import Options, prepare, verify_manifest
 from gandist.errors import DataError
@@ -80,7 +80,7 @@ def test_training_refuses_a_dataset_that_does_not_match_its_manifest(tmp_path, c
     src = make_source(tmp_path / "src")
     dst = tmp_path / "dst"
     m = prepare(src, dst, Options(16), workers=1, progress=False)
-    cfg = DataConfig(name="folder", path=str(dst), resolution=16, batch_size=4)
+    cfg = make_section("data", name="folder", path=str(dst), resolution=16, batch_size=4)
     assert build_dataset(cfg, 0).size == 14
     (dst / m["files"][3]["file"]).unlink()
     with pytest.raises(DataError, match="missing"):

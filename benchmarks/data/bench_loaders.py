@@ -30,13 +30,13 @@ def make_dataset(root: Path, res: int, count: int) -> Path:
     """Procedural images written as PNG, then `gandist prepare`d to JPEG q95 at `res`."""
     from PIL import Image
 
-    from gandist.config import DataConfig
+    from gandist.config import make_section
     from gandist.data import build_dataset
     from gandist.data.prepare import Options, prepare
 
     src = root / f"src{res}"
     src.mkdir(parents=True)
-    proc = build_dataset(DataConfig(name="procedural", resolution=res, size=count), 0)
+    proc = build_dataset(make_section("data", name="procedural", resolution=res, size=count), 0)
     for i in range(count):
         img = ((proc.image(i) + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
         Image.fromarray(img).save(src / f"{i:05d}.png", compress_level=1)
@@ -46,10 +46,10 @@ def make_dataset(root: Path, res: int, count: int) -> Path:
 
 
 def rate(loader: str, path: Path, res: int, batch: int, workers: int, batches: int, device) -> float:
-    from gandist.config import DataConfig
+    from gandist.config import make_section
     from gandist.data import build_dataset
 
-    cfg = DataConfig(name="folder", path=str(path), resolution=res, batch_size=batch, loader=loader,
+    cfg = make_section("data", name="folder", path=str(path), resolution=res, batch_size=batch, loader=loader,
                      num_workers=workers, dali_threads=workers, mirror=True)  # fmt: skip
     src = build_dataset(cfg, seed=0)
     for _ in range(3):  # warm-up: workers start, pipeline builds, caches fill

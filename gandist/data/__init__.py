@@ -2,10 +2,22 @@
 number of samples drawn so far. The sample at global position p depends only on (seed, p), so a
 resumed run continues the identical sequence, whatever the worker count.
 
-Images come out as float tensors [N, C, H, W] in [-1, 1]; 2-D sets as [N, 2].
+Sources yield a `Batch`: images as float tensors [N, C, H, W] in [-1, 1] or 2-D points [N, 2], with
+class labels where the data has them. Each source's config class lives in `config.py` (torch-free);
+this package imports torch only when a source is first built.
 """
 
 from __future__ import annotations
 
-from gandist.data import digits, folder, synthetic  # noqa: F401,E402  (registration side effects)
-from gandist.data.base import DATASETS, DataSource, build_dataset  # noqa: F401
+from typing import Any
+
+_LAZY = ("DATASETS", "DataSource", "Batch", "build_dataset")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from gandist.data import base
+
+        base.load_sources()
+        return getattr(base, name)
+    raise AttributeError(f"module 'gandist.data' has no attribute '{name}'")

@@ -1,16 +1,49 @@
-"""The data-source interface and registry."""
+"""The data-source interface and registry (torch). Config classes: `config.py`."""
 
 from __future__ import annotations
 
 import functools
+import importlib
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from gandist.config import ConfigError, DataConfig
-from gandist.rng import position_generator  # noqa: F401  (re-exported for the sources)
+from gandist.config import Section, section_name
+from gandist.rng import position_generator
 
 DATASETS: dict[str, type[DataSource]] = {}
+_SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.folder")
+
+
+def load_sources() -> None:
+    """Import every source module so the registry is complete."""
+    for module in _SOURCES:
+        importlib.import_module(module)
+
+
+@dataclass
+class Batch:
+    """What a data source yields for one step: the samples and whatever else the data has."""
+
+    x: torch.Tensor  # images [N, C, H, W] in [-1, 1], or 2-D points [N, 2]
+    labels: torch.Tensor | None = None  # [N] class indices (int64), where the data is labelled
+    domain: torch.Tensor | None = None  # [N] domain indices, for unpaired translation between domains
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
+        return Batch(move(self.x), move(self.labels), move(self.domain))
+
+    def split(self, size: int) -> list[Batch]:
+        """Consecutive micro-batches of `size` samples (the last may be shorter)."""
+        parts = [t.split(size) if t is not None else None for t in (self.x, self.labels, self.domain)]
+        return [
+            Batch(parts[0][i], *(p[i] if p is not None else None for p in parts[1:]))
+            for i in range(len(parts[0]))
+        ]
 
 
 class DataSource:
@@ -18,16 +51,12 @@ class DataSource:
 
     kind: str = "images"  # "images" ([N, C, H, W] in [-1, 1]) or "points" ([N, 2])
 
-    def __init__(self, cfg: DataConfig, seed: int) -> None:
+    def __init__(self, cfg: Section, seed: int) -> None:
         self.cfg = cfg
         self.seed = seed
         self.position = 0  # samples drawn so far: the whole loader state
 
     # -- interface -----------------------------------------------------------------------------
-    @staticmethod
-    def check(cfg: DataConfig) -> None:
-        """Raise ConfigError for settings this source cannot serve, before training starts."""
-
     @property
     def shape(self) -> tuple[int, ...]:
         raise NotImplementedError
@@ -40,10 +69,20 @@ class DataSource:
     def _draw(self, position: int, n: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def _draw_batch(self, position: int, n: int) -> Batch:
+        """The samples at [position, position + n) with their labels; sources with labels override."""
+        return Batch(self._draw(position, n))
+
     # -- shared behaviour ----------------------------------------------------------------------
     def sample(self, n: int) -> torch.Tensor:
         """The next `n` samples of the stream; advances the position."""
         out = self._draw(self.position, n)
+        self.position += n
+        return out
+
+    def next_batch(self, n: int) -> Batch:
+        """The next `n` samples of the stream as a Batch; advances the position."""
+        out = self._draw_batch(self.position, n)
         self.position += n
         return out
 
@@ -59,14 +98,19 @@ class DataSource:
         self.seed = int(state["seed"])
 
 
-def build_dataset(cfg: DataConfig, seed: int) -> DataSource:
-    if cfg.name not in DATASETS:
-        raise ConfigError(f"unknown dataset '{cfg.name}'; valid: {', '.join(sorted(DATASETS))}")
-    if cfg.name == "folder" and cfg.loader == "dali":
+def build_dataset(cfg: Section, seed: int, strategy: Any = None) -> DataSource:
+    """The source configured by a `data` section. Under several ranks (`strategy`), sources that shard
+    (DALI) take this rank's share, and a GPU strategy gets GPU decoding."""
+    load_sources()
+    name = section_name(cfg)
+    if name == "folder" and cfg.loader == "dali":
         from gandist.data.dali import DaliFolder
 
-        return DaliFolder(cfg, seed)
-    return DATASETS[cfg.name](cfg, seed)
+        if strategy is None:
+            return DaliFolder(cfg, seed)
+        device_id = strategy.device.index if strategy.device.type == "cuda" else None
+        return DaliFolder(cfg, seed, rank=strategy.rank, world=strategy.world_size, device_id=device_id)
+    return DATASETS[name](cfg, seed)
 
 
 @functools.lru_cache(maxsize=8)

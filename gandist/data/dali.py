@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gandist.config import DataConfig
+from gandist.data.config import FolderData
 from gandist.data.base import DataSource, epoch_indices, position_generator
 from gandist.data.folder import dataset_files
 from gandist.errors import DataError
@@ -46,7 +46,7 @@ def _dali():
 
 
 class DaliFolder(DataSource):
-    def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1, device_id: int | None = None,
+    def __init__(self, cfg: FolderData, seed: int, rank: int = 0, world: int = 1, device_id: int | None = None,
                  prefetch: int = 2, resolution_at: Callable[[int], int] | None = None) -> None:  # fmt: skip
         super().__init__(cfg, seed)
         self.files = dataset_files(cfg.path, cfg.verify)
@@ -54,11 +54,7 @@ class DaliFolder(DataSource):
         # the stored resolution of a prepared dataset (resizing to it is skipped); unknown for raw folders
         self.native = float(json.loads(manifest.read_text())["resolution"]) if manifest.is_file() else -1.0
         self.rank, self.world = rank, world
-        self.device_id = (
-            device_id
-            if device_id is not None
-            else (torch.cuda.current_device() if torch.cuda.is_available() else None)
-        )
+        self.device_id = device_id  # the GPU to decode on (from the strategy); None decodes on CPU threads
         self.prefetch = prefetch
         self.channels = cfg.channels or 3
         self._schedule: list[tuple[int, int]] = [(0, cfg.resolution)]  # (from batch, resolution), sorted

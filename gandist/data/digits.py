@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gandist.config import ConfigError, DataConfig
-from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
+from gandist.data.config import DigitsData
+from gandist.data.base import DATASETS, Batch, DataSource, epoch_indices, mirror
 from gandist.registry import register
 
 _CACHE: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -27,14 +27,7 @@ def load_digits_tensor(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @register(DATASETS, "digits")
 class Digits(DataSource):
-    @staticmethod
-    def check(cfg: DataConfig) -> None:
-        if cfg.resolution not in (8, 16, 32, 64):
-            raise ConfigError(f"data.resolution={cfg.resolution}: digits are served at 8, 16, 32 or 64 px")
-        if cfg.channels not in (0, 1):
-            raise ConfigError(f"data.channels={cfg.channels}: digits are greyscale (use 0 or 1)")
-
-    def __init__(self, cfg: DataConfig, seed: int) -> None:
+    def __init__(self, cfg: DigitsData, seed: int) -> None:
         super().__init__(cfg, seed)
         self.images, self.labels = load_digits_tensor(cfg.resolution)
 
@@ -47,6 +40,9 @@ class Digits(DataSource):
         return len(self.images)
 
     def _draw(self, position: int, n: int) -> torch.Tensor:
+        return self._draw_batch(position, n).x
+
+    def _draw_batch(self, position: int, n: int) -> Batch:
         idx = epoch_indices(len(self.images), self.seed, position, n)
         out = self.images[idx]
-        return mirror(out, self.seed, position) if self.cfg.mirror else out
+        return Batch(mirror(out, self.seed, position) if self.cfg.mirror else out, labels=self.labels[idx])

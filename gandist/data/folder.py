@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gandist.config import ConfigError, DataConfig
+from gandist.data.config import FolderData
 from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
 from gandist.errors import DataError
 from gandist.registry import register
@@ -95,17 +95,7 @@ class _StreamBatches(Sampler):
 
 @register(DATASETS, "folder")
 class ImageFolder(DataSource):
-    @staticmethod
-    def check(cfg: DataConfig) -> None:
-        if not cfg.path:
-            raise ConfigError("data.name=folder needs data.path=<folder of images>")
-        if cfg.resolution < 4:
-            raise ConfigError(f"data.resolution={cfg.resolution} must be at least 4")
-        if cfg.channels not in (0, 1, 3):
-            raise ConfigError(f"data.channels={cfg.channels}: use 1 (greyscale) or 3 (RGB)")
-        dataset_files(cfg.path, "size")  # cheap here; the source verifies as configured when built
-
-    def __init__(self, cfg: DataConfig, seed: int) -> None:
+    def __init__(self, cfg: FolderData, seed: int) -> None:
         super().__init__(cfg, seed)
         self.files = dataset_files(cfg.path, cfg.verify)
         self.dataset = _Images(self.files, cfg.resolution, cfg.channels or 3)

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from gandist.config import ConfigError, DataConfig
-from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror, position_generator
+from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
+from gandist.rng import position_generator
 from gandist.registry import register
 
 
@@ -54,15 +54,6 @@ class Procedural(DataSource):
     boxes. Image i depends only on i (not the training seed), so it is a fixed dataset of `size` images."""
 
     _DATASET_SEED = 20140610  # fixed: the content of image i is part of the dataset's definition
-
-    @staticmethod
-    def check(cfg: DataConfig) -> None:
-        if cfg.resolution < 4:
-            raise ConfigError(f"data.resolution={cfg.resolution}: procedural images need at least 4 px")
-        if cfg.size <= 0:
-            raise ConfigError(f"data.size={cfg.size} must be positive")
-        if cfg.channels not in (0, 1, 3):
-            raise ConfigError(f"data.channels={cfg.channels}: procedural images have 1 or 3 channels")
 
     @property
     def shape(self) -> tuple[int, ...]:

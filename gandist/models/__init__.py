@@ -1,10 +1,23 @@
-"""Model families. Each registers a builder: `build(model_cfg, data_shape, kind) -> (G, D)`.
+"""Model families. Each family has a config class in `config.py` (torch-free) and registers a builder in
+`base.MODELS` under the same name: `build(model_cfg, data_shape, kind) -> {"G": ..., "D": ...}`.
 
-G maps latents [N, z_dim] to samples shaped like the data; D maps samples to logits [N].
+G maps latents [N, z_dim] to samples shaped like the data; D maps samples to logits [N] (or [N, K] where a
+family's objective wants K outputs). A family with a style-based G exposes `G.mapping` and `G.synthesis`.
 Models see tensors only: no devices, ranks or wrappers here.
+
+This package imports torch only when a builder is first asked for, so configs load without it.
 """
 
 from __future__ import annotations
 
-from gandist.models import dcgan, mlp  # noqa: F401,E402  (registration side effects)
-from gandist.models.base import MODELS, build_models  # noqa: F401
+from typing import Any
+
+_LAZY = ("MODELS", "build_networks")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from gandist.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'gandist.models' has no attribute '{name}'")

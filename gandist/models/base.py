@@ -1,33 +1,36 @@
-"""Model-family interface and registry."""
+"""The model-family registry: builders of named networks (torch). Config classes: `config.py`."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from torch import nn
 
-from gandist.config import ConfigError, DataConfig, ModelConfig
+from gandist.config import Section, section_name
 
-MODELS: dict[str, type[ModelFamily]] = {}
-
-
-class ModelFamily:
-    @staticmethod
-    def check(cfg: ModelConfig, data: DataConfig) -> None:
-        """Raise ConfigError when this family cannot model the configured data."""
-
-    @staticmethod
-    def build(cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> tuple[nn.Module, nn.Module]:
-        raise NotImplementedError
+Builder = Callable[[Section, tuple[int, ...], str], dict[str, nn.Module]]
+MODELS: dict[str, Builder] = {}
+_FAMILIES = ("gandist.models.mlp", "gandist.models.dcgan")
 
 
-def build_models(cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> tuple[nn.Module, nn.Module]:
-    if cfg.name not in MODELS:
-        raise ConfigError(f"unknown model '{cfg.name}'; valid: {', '.join(sorted(MODELS))}")
-    if cfg.latent == "normal":
-        return MODELS[cfg.name].build(cfg, shape, kind)
+def _registry() -> dict[str, Builder]:
+    import importlib
+
+    for module in _FAMILIES:  # registration side effects; cached by the import system
+        importlib.import_module(module)
+    return MODELS
+
+
+def build_networks(cfg: Section, shape: tuple[int, ...], kind: str) -> dict[str, nn.Module]:
+    """The family's networks by name (`G`, `D`, ...), freshly initialised from the global RNG."""
+    name = section_name(cfg)
+    build = _registry()[name]
+    if getattr(cfg, "latent", "normal") == "normal":
+        return build(cfg, shape, kind)
     from gandist.models.layers import LatentPriorGenerator, MixtureLatent
 
     prior = MixtureLatent(cfg.z_dim, cfg.latent_components, cfg.latent_std)
-    G, D = MODELS[cfg.name].build(dataclasses.replace(cfg, z_dim=prior.out_dim), shape, kind)
-    return LatentPriorGenerator(prior, G), D
+    nets = build(dataclasses.replace(cfg, z_dim=prior.out_dim), shape, kind)
+    nets["G"] = LatentPriorGenerator(prior, nets["G"])
+    return nets

@@ -9,12 +9,12 @@ import math
 import torch
 from torch import nn
 
-from gandist.config import ConfigError, DataConfig, ModelConfig
-from gandist.models.base import MODELS, ModelFamily
+from gandist.models.config import DCGANModel
+from gandist.models.base import MODELS
 from gandist.models.layers import MinibatchStdDev, output_activation
 from gandist.registry import register
 
-RESOLUTIONS = (8, 16, 32, 64, 128)
+
 
 
 def _d_norm(kind: str, channels: int) -> nn.Module:
@@ -26,7 +26,7 @@ def _d_norm(kind: str, channels: int) -> nn.Module:
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> None:
+    def __init__(self, cfg: DCGANModel, shape: tuple[int, ...], kind: str) -> None:
         super().__init__()
         channels, res = shape[0], shape[1]
         n_up = int(math.log2(res // 4))
@@ -57,7 +57,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig, shape: tuple[int, ...]) -> None:
+    def __init__(self, cfg: DCGANModel, shape: tuple[int, ...]) -> None:
         super().__init__()
         channels, res = shape[0], shape[1]
         n_down = int(math.log2(res // 4))
@@ -94,22 +94,5 @@ def _init(module: nn.Module) -> None:
 
 
 @register(MODELS, "dcgan")
-class DCGAN(ModelFamily):
-    @staticmethod
-    def check(cfg: ModelConfig, data: DataConfig) -> None:
-        if data.name in ("ring", "grid"):
-            raise ConfigError(
-                f"model.name=dcgan needs image data, but data.name={data.name} is 2-D points; use model.name=mlp"
-            )
-        if data.resolution not in RESOLUTIONS:
-            raise ConfigError(
-                f"data.resolution={data.resolution} is not supported by model.name=dcgan; "
-                f"use one of {', '.join(map(str, RESOLUTIONS))}"
-            )
-        n_up = int(math.log2(data.resolution // 4))
-        if cfg.g_width * 2 ** (n_up - 1) < 1 or cfg.g_width < 1:
-            raise ConfigError(f"model.g_width={cfg.g_width} is too small")
-
-    @staticmethod
-    def build(cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> tuple[nn.Module, nn.Module]:
-        return DCGANGenerator(cfg, shape, kind), DCGANDiscriminator(cfg, shape)
+def build(cfg: DCGANModel, shape: tuple[int, ...], kind: str) -> dict[str, nn.Module]:
+    return {"G": DCGANGenerator(cfg, shape, kind), "D": DCGANDiscriminator(cfg, shape)}

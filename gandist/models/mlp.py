@@ -8,14 +8,14 @@ import math
 import torch
 from torch import nn
 
-from gandist.config import DataConfig, ModelConfig
-from gandist.models.base import MODELS, ModelFamily
+from gandist.models.config import MLPModel
+from gandist.models.base import MODELS
 from gandist.models.layers import Maxout, MinibatchStdDev, output_activation
 from gandist.registry import register
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> None:
+    def __init__(self, cfg: MLPModel, shape: tuple[int, ...], kind: str) -> None:
         super().__init__()
         self.z_dim, self.shape = cfg.z_dim, tuple(shape)
         layers: list[nn.Module] = []
@@ -35,7 +35,7 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig, shape: tuple[int, ...]) -> None:
+    def __init__(self, cfg: MLPModel, shape: tuple[int, ...]) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(shape)
@@ -62,14 +62,5 @@ class MLPDiscriminator(nn.Module):
 
 
 @register(MODELS, "mlp")
-class MLP(ModelFamily):
-    @staticmethod
-    def check(cfg: ModelConfig, data: DataConfig) -> None:
-        from gandist.config import ConfigError
-
-        if cfg.g_layers < 1 or cfg.d_layers < 1:
-            raise ConfigError("model.g_layers and model.d_layers must be at least 1")
-
-    @staticmethod
-    def build(cfg: ModelConfig, shape: tuple[int, ...], kind: str) -> tuple[nn.Module, nn.Module]:
-        return MLPGenerator(cfg, shape, kind), MLPDiscriminator(cfg, shape)
+def build(cfg: MLPModel, shape: tuple[int, ...], kind: str) -> dict[str, nn.Module]:
+    return {"G": MLPGenerator(cfg, shape, kind), "D": MLPDiscriminator(cfg, shape)}

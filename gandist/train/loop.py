@@ -1,15 +1,19 @@
-"""One adversarial training loop for every family.
+"""One training loop for every family.
 
-Each generator step (Goodfellow et al. 2014, Algorithm 1):
-  1. D phase, k = train.d_steps times: draw reals, fake = G(z) without grad, minimise loss_D; every
-     `loss.reg_interval` D steps add the gradient penalty / R1; WGAN clips the critic's weights after
-     every update (Arjovsky et al. 2017, Algorithm 1 line 7).
-  2. G phase: minimise loss_G(D(G(z))) with D's parameters frozen (requires_grad=False, and D's
-     optimizer never steps here).
-  3. EMA of G; logging; fixed-z sample picture; checkpoint.
+The loop runs the phases its objective declares (`gandist/objectives/base.py`: the interface and the
+table of phases per family) the same way for every family, and owns everything around them:
 
-All randomness the loop draws comes from CPU generators whose states go into every checkpoint, so a
-resumed CPU run continues bit for bit.
+  1. every phase: freeze all networks but the phase's, draw its real batch, split it into
+     micro-batches, let the objective accumulate gradients, agree across ranks whether the loss was
+     finite, step the optimizer (or, where it was not, leave parameters and optimizer state exactly as
+     they were), and let the objective act after the step (e.g. WGAN's clipping);
+  2. after all phases of a generator step: the EMA networks, with a half-life in images;
+  3. around the steps: learning-rate decay, logs, sample pictures, evaluation, checkpoints, signals.
+
+Nothing in a step is read back to the host: statistics stay on the device as 0-dim tensors and are
+read in one transfer at log points and health-monitor points; the non-finite decision is made on the
+device (`optim.guarded_step`). All randomness the loop draws comes from CPU generators whose states go
+into every checkpoint, so a resumed CPU run continues bit for bit.
 """
 
 from __future__ import annotations
@@ -26,27 +30,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from gandist.config import Config, dump_config
+from gandist.config import Config, dump_config, flat_dict
 from gandist.data import build_dataset
-from gandist.losses import AdversarialLoss, r1_penalty, wgan_gp_penalty
-from gandist.models import build_models
+from gandist.data.base import Batch
+from gandist.errors import CheckpointError, UserError
+from gandist.models import build_networks
+from gandist.objectives.base import Phase, PhaseContext, build_objective
+from gandist.rng import stream
 from gandist.train import checkpoint as ckpt
 from gandist.train.ema import EMA
+from gandist.train.optim import build_optimizer, guarded_step
 from gandist.train.runlog import RunLog
-from gandist.train.strategy import build_strategy
+from gandist.train.strategy import Strategy, build_strategy
 
-# Seeds derived from train.seed for streams that must not disturb each other.
-_FIXED_Z_SALT = 7919  # the fixed latents of the sample grids
-
-
-def make_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, eps=cfg.eps)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
-    raise ValueError(f"unknown optimizer '{cfg.name}'")
+CHECKPOINT_FORMAT = 2  # 1: gandist 0.1 (fixed G/D/G_ema, d_updates); 2: named networks, images seen
 
 
 class StopRequest:
@@ -82,139 +79,142 @@ class StopRequest:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, log_enabled: bool = True) -> None:
+    """Builds everything a run needs without touching the disk; `train()` creates the run directory."""
+
+    def __init__(
+        self, cfg: Config, run_dir: Path, log_enabled: bool = True, strategy: Strategy | None = None
+    ) -> None:
         self.cfg = cfg
-        self.strategy = build_strategy(cfg.train.strategy, cfg.train.device)
+        self.strategy = strategy or build_strategy(cfg.train.strategy, cfg.train.device)
         self.device = self.strategy.device
         self.run_dir = Path(run_dir)
+        self.log_enabled = log_enabled and self.strategy.is_main
         tc = cfg.train
-        torch.manual_seed(tc.seed)
+        torch.manual_seed(tc.seed)  # network initialisation
         if tc.deterministic and self.device.type == "cpu":
             torch.use_deterministic_algorithms(True)
-        self.data = build_dataset(cfg.data, tc.seed)
-        G, D = build_models(cfg.model, self.data.shape, self.data.kind)
-        self.G, self.D = G.to(self.device), D.to(self.device)
-        self.ema = EMA(self.G, tc.ema_beta)
-        self.opt_g = make_optimizer(self.G.parameters(), cfg.optim, cfg.optim.lr_g)
-        self.opt_d = make_optimizer(self.D.parameters(), cfg.optim, cfg.optim.lr_d)
-        self.loss = AdversarialLoss(cfg.loss)
+        self.data = build_dataset(cfg.data, tc.seed, self.strategy)
+        self.kind = self.data.kind
+        nets = build_networks(cfg.model, self.data.shape, self.kind)
+        self.nets: dict[str, nn.Module] = {name: net.to(self.device) for name, net in nets.items()}
+        wrapped = {name: self.strategy.wrap(net, name) for name, net in self.nets.items()}
+        self.objective = build_objective(type(cfg.model).objective, cfg, wrapped, self.kind)
+        self.ema = {
+            name: EMA(self.nets[source], tc.ema_kimg * 1000, tc.ema_rampup)
+            for name, source in self.objective.ema.items()
+        }
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        for name, spec in self.objective.optimizers().items():
+            params = [p for net in spec.networks for p in self.nets[net].parameters()]
+            self.optimizers[name] = build_optimizer(params, cfg.optim, spec.lr, spec.reg_interval)
+        self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
+        self.phases = self.objective.phases()
+        sampler = self.nets.get(self.objective.sample_network)
+        self.z_dim = getattr(sampler, "z_dim", getattr(cfg.model, "z_dim", 0))
         self.gen = torch.Generator().manual_seed(tc.seed)  # latents and penalty interpolation weights
         self.step = 0  # generator steps completed
-        self.d_updates = 0  # discriminator updates completed
-        self.skipped = 0  # steps skipped for non-finite losses
-        self.log = RunLog(self.run_dir, enabled=log_enabled and self.strategy.is_main)
-        self.fixed_z = torch.randn(
-            tc.sample_n, cfg.model.z_dim, generator=torch.Generator().manual_seed(tc.seed + _FIXED_Z_SALT)
-        )
-        self.callbacks: list[
-            Any
-        ] = []  # objects with on_step(trainer, stats) and optionally on_log(trainer, record)
+        self.nimg = 0  # real images shown by the main phases (kimg in logs, schedules, EMA ramp-up)
+        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)  # non-finite updates skipped
+        self.fixed_z = torch.randn(tc.sample_n, self.z_dim, generator=stream(tc.seed, "fixed_latents"))
+        self.log: RunLog | None = None
+        self._skipped_host = 0
         self.health = None
         if cfg.health.enabled:
             from gandist.train.health import HealthMonitor
 
-            self.health = HealthMonitor(cfg.health, log_fn=self.log.log, echo=self.strategy.is_main)
-            self.callbacks.append(self.health)
+            probe_z = torch.randn(cfg.health.diversity_n, self.z_dim, generator=stream(tc.seed, "health_probe"))
+            self.health = HealthMonitor(
+                cfg.health,
+                flat_dict(cfg),
+                sample=lambda: self.sample_net()(probe_z.to(self.device)),
+                reference=self.data.peek(cfg.health.diversity_n, position=0),
+                log_fn=self._log_event,
+                echo=self.strategy.is_main,
+            )
+        self._metric_names = self.metric_names()
+        if cfg.metrics.every:
+            from gandist.metrics.evaluate import METRICS
+
+            unknown = [m for m in self._metric_names if m not in METRICS]
+            if unknown:
+                raise UserError(f"metrics.names: unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
 
     # ---------------------------------------------------------------------------------------------
-    # Sampling helpers
+    # Helpers
 
-    def latents(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.cfg.model.z_dim, generator=self.gen).to(self.device)
+    def sample_net(self) -> nn.Module:
+        """The network pictures and evaluations use: G's EMA where the objective keeps one."""
+        net = self.objective.sample_network
+        for name, source in self.objective.ema.items():
+            if source == net:
+                return self.ema[name].shadow
+        return self.nets[net]
 
-    def reals(self, n: int) -> torch.Tensor:
-        return self.data.sample(n).to(self.device)
+    def open_run(self) -> RunLog:
+        """Create the run directory (on the main rank) the first time something is written."""
+        if self.log is None:
+            self.log = RunLog(self.run_dir, enabled=self.log_enabled)
+        return self.log
 
-    def d_output(self, logits: torch.Tensor) -> float:
-        """Mean D output for display: probability for the probabilistic losses, raw value otherwise."""
-        if self.cfg.loss.name in ("minimax", "nonsaturating"):
-            return float(torch.sigmoid(logits).mean())
-        return float(logits.mean())
-
-    # ---------------------------------------------------------------------------------------------
-    # The two phases
-
-    def d_step(self) -> dict[str, float]:
-        cfg, b = self.cfg, self.cfg.data.batch_size
-        real = self.reals(b)
-        with torch.no_grad():
-            fake = self.G(self.latents(b))
-        d_real, d_fake = self.D(real), self.D(fake)
-        loss = self.loss.d_loss(d_real, d_fake)
-        d_real_, d_fake_ = d_real.detach(), d_fake.detach()
-        stats = {
-            "d_loss": float(loss.detach()),
-            "d_real": self.d_output(d_real_),
-            "d_fake": self.d_output(d_fake_),
-        }
-        if self.loss.decision_boundary is not None:  # share of reals and fakes D classifies correctly
-            th = self.loss.decision_boundary
-            stats["d_acc"] = float(((d_real_ > th).float().mean() + (d_fake_ < th).float().mean()) / 2)
-        else:  # Wasserstein critics score, not classify: report the critic gap E[D(x)] - E[D(G(z))]
-            stats["critic_gap"] = float(d_real_.mean() - d_fake_.mean())
-        total = loss
-        if cfg.loss.drift > 0:
-            total = total + cfg.loss.drift * d_real.square().mean()
-        if self.d_updates % cfg.loss.reg_interval == 0:
-            # Lazy regularisation scales the penalty by the interval (StyleGAN2, Sec. 3.1).
-            if cfg.loss.name == "wgan-gp":
-                gp = wgan_gp_penalty(self.D, real, fake, generator=self.gen)
-                total = total + cfg.loss.gp_weight * cfg.loss.reg_interval * gp
-                stats["gp"] = float(gp.detach())
-            if cfg.loss.r1_gamma > 0:
-                r1 = r1_penalty(self.D, real)
-                total = total + 0.5 * cfg.loss.r1_gamma * cfg.loss.reg_interval * r1
-                stats["r1"] = float(r1.detach())
-        self.opt_d.zero_grad(set_to_none=True)
-        if not math.isfinite(float(total.detach())):
-            self.skipped += 1
-            return stats
-        total.backward()
-        if self.health is not None:
-            stats["d_grad_norm"] = _grad_norm(self.D)
-        self.opt_d.step()
-        self.d_updates += 1
-        if self.loss.clips_weights:
-            with torch.no_grad():
-                for p in self.D.parameters():
-                    p.clamp_(-cfg.loss.clip, cfg.loss.clip)
-        return stats
-
-    def g_step(self) -> dict[str, float]:
-        b = self.cfg.data.batch_size
-        self.D.requires_grad_(False)  # D is only a function here: no gradients reach its weights
-        try:
-            fake = self.G(self.latents(b))
-            loss = self.loss.g_loss(self.D(fake))
-            self.opt_g.zero_grad(set_to_none=True)
-            stats = {"g_loss": float(loss.detach())}
-            if not math.isfinite(stats["g_loss"]):
-                self.skipped += 1
-                return stats
-            loss.backward()
-            if self.health is not None:
-                stats["g_grad_norm"] = _grad_norm(self.G)
-            self.opt_g.step()
-        finally:
-            self.D.requires_grad_(True)
-        self.ema.update(self.G)
-        return stats
+    def _log_event(self, record: dict[str, Any]) -> None:
+        self.open_run().log(record)
 
     def set_learning_rates(self) -> None:
         o = self.cfg.optim
         scale = 1.0 - self.step / self.cfg.train.steps if o.decay == "linear" else 1.0
-        for opt, lr in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
-            for group in opt.param_groups:
+        for name, opt in self.optimizers.items():
+            for group, lr in zip(opt.param_groups, self.base_lr[name]):
                 group["lr"] = lr * scale
 
-    def train_step(self) -> dict[str, float]:
-        self.set_learning_rates()
-        acc: dict[str, list[float]] = defaultdict(list)
-        for _ in range(self.cfg.train.d_steps):
-            for k, v in self.d_step().items():
+    # ---------------------------------------------------------------------------------------------
+    # Phases and steps
+
+    def run_phase(self, phase: Phase) -> dict[str, torch.Tensor]:
+        """One phase: gradients of the phase's networks from its micro-batches, then a guarded step."""
+        opt = self.optimizers[phase.optimizer]
+        for name, net in self.nets.items():
+            net.requires_grad_(name in phase.trains)
+        b = self.cfg.data.batch_size
+        micro = self.cfg.train.micro_batch or b
+        batch = self.data.next_batch(b).to(self.device) if phase.reals else None
+        if phase.reals and phase.interval == 1:
+            self.nimg += b
+        chunks: list[Batch | None] = batch.split(micro) if batch is not None else [None] * math.ceil(b / micro)
+        opt.zero_grad(set_to_none=True)
+        losses, acc = [], defaultdict(list)
+        for chunk in chunks:
+            n = len(chunk) if chunk is not None else min(micro, b - micro * len(losses))
+            ctx = PhaseContext(self.step, phase.gain * n / b, self.gen, self.device, self.z_dim, n)
+            result = self.objective.accumulate(phase, chunk, ctx)
+            losses.append(result.loss)
+            for k, v in result.stats.items():
                 acc[k].append(v)
-        stats = {k: sum(v) / len(v) for k, v in acc.items()}
-        stats.update(self.g_step())
+        stats = {k: v[0] if len(v) == 1 else torch.stack(v).mean() for k, v in acc.items()}
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses)
+        ok = self.strategy.all_reduce_flag(torch.isfinite(loss).all())
+        if self.health is not None:
+            stats[f"{phase.optimizer.lower()}_grad_norm"] = _grad_norm(opt)
+        guarded_step(opt, ok)
+        self.skipped += (~ok).long()
+        self.objective.after_step(phase)
+        for net in self.nets.values():
+            net.requires_grad_(True)
+        return stats
+
+    def train_step(self) -> dict[str, list[torch.Tensor]]:
+        """One generator step: every phase due at this step, then EMA. Returns device statistics (one
+        tensor per phase run, averaged on the host when read)."""
+        self.set_learning_rates()
+        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for phase in self.phases:
+            if self.step % phase.interval:
+                continue
+            for _ in range(phase.repeat):
+                for k, v in self.run_phase(phase).items():
+                    stats[k].append(v)
+        for name, ema in self.ema.items():
+            source = self.nets[self.objective.ema[name]]
+            ema.update(source, ema.beta(self.cfg.data.batch_size, self.nimg))
         self.step += 1
         return stats
 
@@ -223,28 +223,34 @@ class Trainer:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {}
-        for prefix, module in (("G.", self.G), ("D.", self.D), ("G_ema.", self.ema.shadow)):
+        modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
+        for prefix, module in modules.items():
             for k, v in module.state_dict().items():
-                out[prefix + k] = v
+                out[f"{prefix}.{k}"] = v
+        for k, v in self.objective.state_dict()["tensors"].items():
+            out[f"objective.{k}"] = v
         return out
 
-    def save(self) -> Path:
-        rng = {"torch_cpu": torch.get_rng_state(), "loop": self.gen.get_state()}
-        if torch.cuda.is_available():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"cuda_{i}"] = s
+    def save(self) -> Path | None:
+        """Write a checkpoint (main rank only); returns its folder."""
+        if not self.strategy.is_main:
+            return None
+        self.open_run()
+        rng = {**self.strategy.rng_state(), "loop": self.gen.get_state()}
         state = {
+            "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "d_updates": self.d_updates,
-            "skipped": self.skipped,
+            "nimg": self.nimg,
+            "skipped": int(self.skipped),  # host read: checkpoints are not inside a step
             "data": self.data.state_dict(),
+            "objective": self.objective.state_dict()["values"],
             "config": dump_config(self.cfg),
             "data_shape": list(self.data.shape),
-            "data_kind": self.data.kind,
+            "data_kind": self.kind,
             "torch": torch.__version__,
             "time": time.time(),
         }
-        optim = {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()}
+        optim = {name: opt.state_dict() for name, opt in self.optimizers.items()}
         path = ckpt.save_checkpoint(
             self.run_dir / "checkpoints", self.step, self.state_tensors(), optim, rng, state
         )
@@ -254,18 +260,31 @@ class Trainer:
     def load(self, path: Path) -> None:
         data = ckpt.load_checkpoint(path)
         t = data["tensors"]
-        for prefix, module in (("G.", self.G), ("D.", self.D), ("G_ema.", self.ema.shadow)):
-            module.load_state_dict({k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)})
-        self.opt_g.load_state_dict(data["optim"]["G"])
-        self.opt_d.load_state_dict(data["optim"]["D"])
-        torch.set_rng_state(data["rng"]["torch_cpu"])
-        self.gen.set_state(data["rng"]["loop"])
-        if torch.cuda.is_available():
-            states = [data["rng"][k] for k in sorted(data["rng"]) if k.startswith("cuda_")]
-            if len(states) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(states)
+        modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
+        for prefix, module in modules.items():
+            own = {k[len(prefix) + 1 :]: v for k, v in t.items() if k.startswith(prefix + ".")}
+            try:
+                module.load_state_dict(own)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise CheckpointError(
+                    f"checkpoint '{path}' does not fit this run's {prefix} ({first}); resume with the config "
+                    "it was written with (its config.yaml), or start a new run with --out elsewhere"
+                ) from None
+        missing = set(self.optimizers) - set(data["optim"])
+        if missing:
+            raise CheckpointError(f"checkpoint '{path}' has no optimizer state for {', '.join(sorted(missing))}")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(data["optim"][name])
+        objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
         s = data["state"]
-        self.step, self.d_updates, self.skipped = s["step"], s["d_updates"], s["skipped"]
+        self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
+        self.strategy.set_rng_state(data["rng"])
+        self.gen.set_state(data["rng"]["loop"])
+        self.step, self.skipped = s["step"], torch.tensor(s["skipped"], device=self.device)
+        # format 1 (gandist 0.1) kept no image count: every step showed d_steps batches
+        default_nimg = s["step"] * self.cfg.data.batch_size * self.cfg.train.d_steps
+        self.nimg = s.get("nimg", default_nimg)
         self.data.load_state_dict(s["data"])
 
     # ---------------------------------------------------------------------------------------------
@@ -273,22 +292,30 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self, name: str) -> Path | None:
-        if not self.log.enabled:
+        if not self.log_enabled:
             return None
         from gandist.viz import save_grid, save_scatter
 
-        out = self.ema.shadow(self.fixed_z.to(self.device)).cpu()
-        path = self.log.dir / "samples" / f"{name}.png"
-        if self.data.kind == "points":
+        out = self.sample_net()(self.fixed_z.to(self.device)).cpu()
+        path = self.open_run().dir / "samples" / f"{name}.png"
+        if self.kind == "points":
             ref = self.data.peek(2000)
             return save_scatter(
-                out,
-                path,
-                reference=ref,
-                modes=getattr(self.data, "modes", None),
-                title=f"{self.cfg.name} {name}",
+                out, path, reference=ref, modes=getattr(self.data, "modes", None), title=f"{self.cfg.name} {name}"
             )
         return save_grid(out, path)
+
+    def save_reals(self) -> Path | None:
+        if not self.log_enabled:
+            return None
+        from gandist.viz import save_grid, save_scatter
+
+        path = self.open_run().dir / "samples" / "reals.png"
+        if self.kind == "points":
+            n = max(self.cfg.train.sample_n, 2000)
+            return save_scatter(self.data.peek(n), path, modes=getattr(self.data, "modes", None),
+                                title=f"{self.cfg.name}: {n} real samples")  # fmt: skip
+        return save_grid(self.data.peek(self.cfg.train.sample_n), path)
 
     # ---------------------------------------------------------------------------------------------
     # Periodic evaluation
@@ -296,7 +323,7 @@ class Trainer:
     def metric_names(self) -> list[str]:
         names = self.cfg.metrics.names
         if names == "auto":
-            if self.data.kind == "points":
+            if self.kind == "points":
                 return ["modes", "fid"] if self.cfg.data.name in ("ring", "grid") else ["fid"]
             return ["fid", "is", "kid"] if self.cfg.data.name == "digits" else ["fid"]
         return [m.strip() for m in names.split(",") if m.strip()]
@@ -309,70 +336,91 @@ class Trainer:
             from gandist.metrics.extractors import build_extractor
 
             self._extractor = build_extractor(
-                m.extractor, self.data.kind, self.cfg.data.name, self.device, m.inception or None
+                m.extractor, self.kind, self.cfg.data.name, self.device, m.inception or None
             )
-        res = evaluate(self.ema.shadow, self.cfg, self.data.kind, self.metric_names(), n=m.n, seed=self.cfg.train.seed,
+        res = evaluate(self.sample_net(), self.cfg, self.kind, self._metric_names, n=m.n, seed=self.cfg.train.seed,
                        extractor=self._extractor, device=self.device, out_dir=self.run_dir)  # fmt: skip
         res = {"step": self.step, **res}
-        self.log.log(res, file="metrics.jsonl")
-        if self.log.enabled:
+        log = self.open_run()
+        log.log(res, file="metrics.jsonl")
+        if log.enabled:
             from gandist.viz import plot_metrics
 
-            plot_metrics(self.log.dir / "metrics.jsonl", self.log.dir / "metrics.png")
+            plot_metrics(log.dir / "metrics.jsonl", log.dir / "metrics.png")
         return res
 
     # ---------------------------------------------------------------------------------------------
     # The loop
+
+    def _read(self, pending: list[tuple[int, dict[str, list[torch.Tensor]]]]) -> list[tuple[int, dict[str, float]]]:
+        """Device statistics of the pending steps to host floats in one transfer; the count of skipped
+        updates rides along. Phase repeats within a step are averaged here, in float64."""
+        tensors = [v for _, stats in pending for vs in stats.values() for v in vs]
+        values = torch.stack([t.detach().float().reshape(()) for t in tensors + [self.skipped]]).tolist()
+        self._skipped_host = int(values.pop())
+        out, i = [], 0
+        for step, stats in pending:
+            host = {}
+            for k, vs in stats.items():
+                host[k] = sum(values[i : i + len(vs)]) / len(vs)
+                i += len(vs)
+            out.append((step, host))
+        return out
 
     def train(self, progress: bool | None = None) -> dict[str, Any]:
         """Train until train.steps generator steps; returns a summary. Checkpoints at the end, every
         train.ckpt_every steps and when a stop signal arrives."""
         tc = self.cfg.train
         progress = tc.progress if progress is None else progress
-        self.log.write_config(dump_config(self.cfg))
-        self.log.truncate_after(self.step)
-        self.log.truncate_after(self.step, file="metrics.jsonl")
+        log = self.open_run()
+        log.write_config(dump_config(self.cfg))
+        log.truncate_after(self.step)
+        log.truncate_after(self.step, file="metrics.jsonl")
         if self.step == 0:
-            if self.log.enabled and self.data.kind == "images":
-                from gandist.viz import save_grid
-
-                save_grid(self.data.peek(tc.sample_n), self.log.dir / "samples" / "reals.png")
+            self.save_reals()
             self.save_samples(f"step_{0:07d}")
         bar = _progress(progress and self.strategy.is_main, tc.steps, self.step)
+        pending: list[tuple[int, dict[str, list[torch.Tensor]]]] = []
         window: dict[str, list[float]] = defaultdict(list)
         interrupted = None
         t_start = t_tick = time.perf_counter()
-        step_start, images_per_step = self.step, self.cfg.data.batch_size * tc.d_steps
+        step_start, nimg_tick = self.step, self.nimg
         with StopRequest() as stop:
             while self.step < tc.steps:
-                stats = self.train_step()
-                for k, v in stats.items():
-                    window[k].append(v)
-                for cb in self.callbacks:
-                    cb.on_step(self, stats)
+                pending.append((self.step + 1, self.train_step()))
                 if bar is not None:
                     bar.update(1)
-                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                log_now = self.step % tc.log_every == 0 or self.step == tc.steps
+                health_now = self.health is not None and self.health.due(self.step)
+                if log_now or health_now:
+                    nonfinite = False
+                    for step, host in self._read(pending):
+                        for k, v in host.items():
+                            window[k].append(v)
+                        nonfinite = nonfinite or not all(math.isfinite(v) for v in host.values())
+                        if self.health is not None:
+                            self.health.observe(step, host)
+                    pending.clear()
+                    if self.health is not None and (health_now or nonfinite):
+                        self.health.update(self.step, nonfinite=nonfinite)
+                if log_now:
                     now = time.perf_counter()
-                    n_steps = len(window["g_loss"])
-                    record = {"step": self.step, "kimg": self.step * images_per_step / 1000}
+                    n_steps = max(len(next(iter(window.values()), [])), 1)
+                    record = {"step": self.step, "kimg": self.nimg / 1000}
                     record.update({k: sum(v) / len(v) for k, v in window.items()})
-                    record["sec_per_step"] = (now - t_tick) / max(n_steps, 1)
-                    record["img_per_s"] = images_per_step * n_steps / max(now - t_tick, 1e-9)
-                    record["skipped"] = self.skipped
-                    for cb in self.callbacks:
-                        if hasattr(cb, "on_log"):
-                            cb.on_log(self, record)
-                    self.log.log(record)
+                    record["sec_per_step"] = (now - t_tick) / n_steps
+                    record["img_per_s"] = (self.nimg - nimg_tick) / max(now - t_tick, 1e-9)
+                    record["skipped"] = self._skipped_host
+                    if self.health is not None:
+                        self.health.annotate(record)
+                    log.log(record)
                     if bar is not None:
                         bar.set_postfix_str(_postfix(record), refresh=False)
                     window.clear()
-                    t_tick = now
+                    t_tick, nimg_tick = now, self.nimg
                 if self.step % tc.sample_every == 0 or self.step == tc.steps:
                     self.save_samples(f"step_{self.step:07d}")
-                if self.cfg.metrics.every and (
-                    self.step % self.cfg.metrics.every == 0 or self.step == tc.steps
-                ):
+                if self.cfg.metrics.every and (self.step % self.cfg.metrics.every == 0 or self.step == tc.steps):
                     self.run_metrics()
                 if stop.signal is not None:
                     interrupted = signal.Signals(stop.signal).name
@@ -381,7 +429,7 @@ class Trainer:
                     self.save()
         if bar is not None:
             bar.close()
-        path = self.save() if self.strategy.is_main else None
+        path = self.save()
         elapsed = time.perf_counter() - t_start
         summary = {
             "step": self.step,
@@ -391,21 +439,21 @@ class Trainer:
             "seconds": elapsed,
             "steps_per_s": (self.step - step_start) / max(elapsed, 1e-9),
         }
-        if self.log.enabled:
+        if log.enabled:
             from gandist.viz import plot_log
 
-            plot_log(self.log.dir / "log.jsonl", self.log.dir / "losses.png")
-            (self.log.dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        self.log.close()
+            plot_log(log.dir / "log.jsonl", log.dir / "losses.png")
+            (log.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        log.close()
         return summary
 
 
-def _grad_norm(module: nn.Module) -> float:
-    """Global L2 norm of a module's gradients: one fused multi-tensor kernel and one host sync."""
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
+def _grad_norm(opt: torch.optim.Optimizer) -> torch.Tensor:
+    """Global L2 norm of an optimizer's gradients, on the device (one fused multi-tensor kernel)."""
+    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def _postfix(r: dict[str, Any]) -> str:

@@ -1,0 +1,91 @@
+"""The `data` section of each data source: its keys, their ranges and its checks (torch-free).
+
+The sources live beside this file (`synthetic.py`, `digits.py`, `folder.py`, `dali.py`) and register
+under the same names in `gandist.data.base.DATASETS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from gandist.config import Config, ConfigError, NamedSection, register_section, setting
+
+
+@dataclass
+class DataSection(NamedSection):
+    kind: ClassVar[str] = "images"  # "images" ([N, C, H, W] in [-1, 1]) or "points" ([N, 2])
+    batch_size: int = setting(64, gt=0)  # samples per step (per D step: k batches per generator step)
+
+
+@register_section("data", "ring")
+@dataclass
+class RingData(DataSection):
+    """8 Gaussians on the unit circle, std 0.01 (VEEGAN)."""
+
+    kind: ClassVar[str] = "points"
+
+
+@register_section("data", "grid")
+@dataclass
+class GridData(DataSection):
+    """25 Gaussians on {-4, -2, 0, 2, 4}^2, std 0.05 (VEEGAN / PacGAN)."""
+
+    kind: ClassVar[str] = "points"
+
+
+@dataclass
+class ImageData(DataSection):
+    resolution: int = setting(16, ge=4)  # image side in pixels
+    channels: int = setting(0, ge=0)  # 0 = the dataset's own (digits 1, procedural/folder 3)
+    mirror: bool = False  # random horizontal flips
+
+
+@register_section("data", "digits")
+@dataclass
+class DigitsData(ImageData):
+    """scikit-learn's 1797 handwritten 8x8 digits, upsampled."""
+
+    def check(self, cfg: Config) -> None:
+        if self.resolution not in (8, 16, 32, 64):
+            raise ConfigError(f"data.resolution={self.resolution}: digits are served at 8, 16, 32 or 64 px")
+        if self.channels not in (0, 1):
+            raise ConfigError(f"data.channels={self.channels}: digits are greyscale (use 0 or 1)")
+
+
+@register_section("data", "procedural")
+@dataclass
+class ProceduralData(ImageData):
+    """Synthetic RGB images at any resolution: gradients with discs and boxes."""
+
+    size: int = setting(10000, gt=0)  # number of distinct images
+
+    def check(self, cfg: Config) -> None:
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(f"data.channels={self.channels}: procedural images have 1 or 3 channels")
+
+
+@register_section("data", "folder")
+@dataclass
+class FolderData(ImageData):
+    """A folder of PNG/JPEG images (searched recursively) or a dataset written by `gandist prepare`."""
+
+    path: str = ""  # root of the images
+    num_workers: int = setting(0, ge=0)  # DataLoader worker processes (loader=torch)
+    loader: str = setting("torch", choices=("torch", "dali"))  # torch: PIL workers; dali: DALI pipeline
+    # (GPU decode when CUDA is used)
+    verify: str = setting("size", choices=("size", "full"))  # prepared datasets: check files against
+    # manifest.json by size, or full (sha256)
+    dali_threads: int = setting(2, gt=0)  # DALI CPU threads per process
+
+    def check(self, cfg: Config) -> None:
+        if not self.path:
+            raise ConfigError("data.name=folder needs data.path=<folder of images>")
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(f"data.channels={self.channels}: use 1 (greyscale) or 3 (RGB)")
+        root = Path(self.path)
+        if not root.exists():
+            raise ConfigError(f"data.path '{root}' does not exist; point data.path at a folder of images")
+        if not root.is_dir():
+            raise ConfigError(f"data.path '{root}' is not a folder; point data.path at a folder of images")

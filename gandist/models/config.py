@@ -1,0 +1,83 @@
+"""The `model` section of each model family: its keys, their ranges and its checks (torch-free).
+
+The networks live beside this file (`mlp.py`, `dcgan.py`) and register their builders under the same
+names in `gandist.models.base.MODELS`. A family also names its objective (`gandist/objectives/`),
+whose config class is the `loss` section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gandist.config import Config, ConfigError, NamedSection, register_section, setting
+
+DCGAN_RESOLUTIONS = (8, 16, 32, 64, 128)
+
+
+@dataclass
+class GANModel(NamedSection):
+    """Keys shared by the classic families (one G fed z ~ N(0, I), one D with one logit)."""
+
+    objective: ClassVar[str] = "classic"
+    z_dim: int = setting(64, gt=0)
+    g_width: int = setting(64, gt=0)  # DCGAN: channels of the last G feature map (doubles towards 4x4); MLP: hidden units
+    d_width: int = setting(64, gt=0)  # DCGAN: channels of the first D feature map; MLP: hidden units
+    g_norm: str = setting("batch", choices=("batch", "none"))
+    d_norm: str = setting("batch", choices=("batch", "layer", "none"))  # WGAN-GP: no batch norm in the critic
+    minibatch_std: int = setting(0, ge=0)  # group size of the minibatch standard deviation feature in D (0 = off)
+    output: str = setting("auto", choices=("auto", "tanh", "sigmoid", "linear"))  # G output nonlinearity:
+    # auto = tanh for images, linear for points
+    latent: str = setting("normal", choices=("normal", "mixture"))  # mixture: K components drawn from z ~ N(0, I)
+    latent_components: int = setting(1024, ge=2)  # mixture only: K, much larger than the number of data modes
+    latent_std: float = setting(0.1, ge=0)  # mixture only: scale of the continuous part z[:, 1:] beside the one-hot code
+
+    def check(self, cfg: Config) -> None:
+        if self.minibatch_std == 1:
+            raise ConfigError("model.minibatch_std=1 must be 0 (off) or a group size >= 2")
+        if self.minibatch_std and cfg.data.batch_size % self.minibatch_std:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} must be divisible by model.minibatch_std={self.minibatch_std}"
+            )
+        micro = cfg.train.micro_batch
+        if self.minibatch_std and micro and micro % self.minibatch_std:
+            raise ConfigError(
+                f"train.micro_batch={micro} must be divisible by model.minibatch_std={self.minibatch_std}"
+            )
+        if self.latent == "mixture" and self.z_dim < 2:
+            raise ConfigError("model.latent=mixture uses z[:, 0] to pick the component: model.z_dim must be >= 2")
+
+
+@register_section("model", "mlp")
+@dataclass
+class MLPModel(GANModel):
+    """The multilayer perceptrons of Goodfellow et al. 2014 and of the 2-D benchmarks."""
+
+    g_layers: int = setting(3, gt=0)  # hidden layers of G
+    d_layers: int = setting(2, gt=0)  # hidden layers of D
+    maxout_pieces: int = setting(0, ge=0)  # D: maxout units as in Goodfellow et al. 2014 (0 = LeakyReLU 0.2)
+    dropout: float = setting(0.0, ge=0, lt=1)  # D input/hidden dropout, as in Goodfellow et al. 2014
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        if self.maxout_pieces == 1:
+            raise ConfigError("model.maxout_pieces=1 is a plain linear layer; use 0 (LeakyReLU) or >= 2 pieces")
+
+
+@register_section("model", "dcgan")
+@dataclass
+class DCGANModel(GANModel):
+    """Radford et al. 2016: transposed-convolution G, strided-convolution D."""
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        resolution = getattr(cfg.data, "resolution", None)
+        if resolution is None:
+            raise ConfigError(
+                f"model.name=dcgan needs image data, but data.name={cfg.data.name} is 2-D points; use model.name=mlp"
+            )
+        if resolution not in DCGAN_RESOLUTIONS:
+            raise ConfigError(
+                f"data.resolution={resolution} is not supported by model.name=dcgan; "
+                f"use one of {', '.join(map(str, DCGAN_RESOLUTIONS))}"
+            )

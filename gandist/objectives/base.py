@@ -1,0 +1,128 @@
+"""Objectives and phases: what a family computes in each phase of a training step.
+
+The shape is NVIDIA's stylegan2-ada-pytorch (`training_loop.py` + `loss.py`). The loop
+(`gandist/train/loop.py`) owns the optimizers, the strategy, micro-batches, EMA, non-finite skipping,
+schedules, signals, logs and checkpoints, and runs every phase the same way:
+
+    freeze every network but the phase's, zero the optimizer's gradients,
+    accumulate(phase, micro-batch, context) for each micro-batch  (the objective calls backward),
+    all ranks agree whether the loss was finite, step the optimizer (or leave everything as it was),
+    objective.after_step(phase)  (e.g. WGAN's weight clipping).
+
+After all phases of a generator step it updates the EMA networks. The objective declares its
+networks' roles, its optimizers, its phases and their order, and keeps whatever extra state it needs
+(an image pool, a path-length mean, w_avg) for checkpoints. The loop knows no loss and no network by name.
+
+A phase runs on generator steps where `step % interval == 0`, `repeat` times in a row, with its loss
+multiplied by `gain`. Lazy regularisation (StyleGAN2, Sec. 3.1) is a phase `*reg` with interval N and
+gain N whose optimizer uses lr * c and betas ** c with c = N / (N + 1); with N = 1 the penalty is part
+of the main phase (`*both`).
+
+| family | networks | phases per generator step, in order | extra state |
+|---|---|---|---|
+| classic (GAN, DCGAN, LSGAN, WGAN, WGAN-GP) | G, D | Dmain x k (Dboth x k when GP/R1 is paid every step), Dreg every N, Gmain | none |
+| PGGAN | G, D | Dboth (WGAN-GP lambda 10 + drift), Gmain; fade-in alpha from the schedule | none |
+| StyleGAN | G (mapping, synthesis), D | Gmain, Greg every 4 (path length), Dmain, Dreg every 16 (R1) | w_avg, path-length mean |
+| semi-supervised GAN | G, D (K+1 logits) | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (optionally feature matching) | none |
+| CycleGAN | G_AB, G_BA, D_A, D_B | Gmain (both generators: adversarial + cycle + identity), Dmain (both critics, fakes from the pools) | two pools of 50 past fakes |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from gandist.config import Config
+from gandist.data.base import Batch
+
+OBJECTIVES: dict[str, Callable[..., Objective]] = {}
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # Dmain, Dreg, Dboth, Gmain, Greg, ...
+    optimizer: str  # the optimizer that steps after the phase
+    trains: tuple[str, ...]  # networks that receive gradients; every other network is frozen
+    interval: int = 1  # runs on generator steps with step % interval == 0
+    repeat: int = 1  # consecutive runs per generator step (k D steps per G step)
+    gain: float = 1.0  # the loss is multiplied by this (lazy regularisation: the interval)
+    reals: bool = True  # draws a batch of real data
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    networks: tuple[str, ...]  # whose parameters it updates
+    lr: float
+    reg_interval: int = 1  # lazy regularisation interval of this optimizer's networks (Adam correction)
+
+
+@dataclass
+class PhaseContext:
+    """What the loop hands an objective for one micro-batch."""
+
+    step: int  # generator steps completed before this one
+    gain: float  # phase gain x micro-batch share: multiply the loss by it before backward
+    generator: torch.Generator  # the loop's CPU stream for latents and other draws (state in checkpoints)
+    device: torch.device
+    z_dim: int
+    batch_size: int  # samples in this micro-batch
+    extras: dict[str, Any] = field(default_factory=dict)  # schedule values (fade-in alpha, resolution)
+
+    def latents(self, n: int | None = None) -> torch.Tensor:
+        """z ~ N(0, I) [n, z_dim] from the loop's stream, on the device."""
+        return torch.randn(n or self.batch_size, self.z_dim, generator=self.generator).to(self.device)
+
+
+@dataclass
+class PhaseResult:
+    loss: torch.Tensor  # the scalar whose backward was taken (before the gain): its finiteness decides the step
+    stats: dict[str, torch.Tensor]  # detached 0-dim statistics, read on the host only at log points
+
+
+class Objective:
+    """Base class. Subclasses set `networks` (the wrapped modules by name) and implement the rest."""
+
+    ema: dict[str, str] = {"G_ema": "G"}  # EMA network name -> the network it averages
+    sample_network = "G"  # the generator of fixed-z pictures, evaluations and `gandist generate` (its EMA if kept)
+
+    def __init__(self, cfg: Config, networks: dict[str, nn.Module]) -> None:
+        self.cfg = cfg
+        self.networks = networks
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def accumulate(self, phase: Phase, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
+        """Compute the phase's loss on one micro-batch, call `(loss * ctx.gain).backward()`, return it."""
+        raise NotImplementedError
+
+    def after_step(self, phase: Phase) -> None:
+        """Runs after the optimizer step of `phase` (e.g. weight clipping)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state for checkpoints: tensors under 'tensors', JSON-serialisable values under 'values'."""
+        return {"tensors": {}, "values": {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def backward(loss: torch.Tensor, gain: float) -> None:
+    """loss * gain backward; a gain of 1 adds no multiplication (keeps results bit-identical)."""
+    (loss if gain == 1.0 else loss * gain).backward()
+
+
+def build_objective(name: str, cfg: Config, networks: dict[str, nn.Module], kind: str) -> Objective:
+    """The objective registered as `name`; gandist's own live in `gandist/objectives/<name>.py`."""
+    if name not in OBJECTIVES:
+        import importlib
+
+        importlib.import_module(f"gandist.objectives.{name}")
+    return OBJECTIVES[name](cfg, networks, kind)

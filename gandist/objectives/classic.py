@@ -1,0 +1,127 @@
+"""The classic objective: GAN, DCGAN, LSGAN, WGAN and WGAN-GP on one G and one D.
+
+Each generator step (Goodfellow et al. 2014, Algorithm 1): k = train.d_steps D phases, each on a
+fresh batch of reals and of fakes G(z) drawn without gradients; then one G phase on fresh latents with
+D frozen. WGAN clips D's weights after every D update (Arjovsky et al. 2017, Algorithm 1 line 7);
+WGAN-GP adds lambda (||grad D(x_hat)|| - 1)^2 (Gulrajani et al. 2017, Algorithm 1); R1 adds
+gamma/2 E||grad D(x)||^2 on reals (Mescheder et al. 2018); drift adds epsilon E[D(x)^2] (PGGAN A.1).
+A penalty every step belongs to the D loss (phase Dboth); every N steps it is a phase of its own (Dreg).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gandist.config import Config
+from gandist.data.base import Batch
+from gandist.losses import build_loss, r1_penalty, wgan_gp_penalty
+from gandist.objectives.base import (
+    OBJECTIVES,
+    Objective,
+    OptimizerSpec,
+    Phase,
+    PhaseContext,
+    PhaseResult,
+    backward,
+)
+from gandist.registry import register
+
+
+def _flat(logits: torch.Tensor) -> torch.Tensor:
+    return logits.reshape(logits.shape[0])
+
+
+@register(OBJECTIVES, "classic")
+class Classic(Objective):
+    def __init__(self, cfg: Config, networks: dict[str, nn.Module], kind: str) -> None:
+        super().__init__(cfg, networks)
+        self.G, self.D = networks["G"], networks["D"]
+        self.lc = cfg.loss
+        self.loss = build_loss(cfg.loss)
+        self.penalties = cfg.loss.penalties
+        self.lazy = bool(self.penalties) and cfg.loss.reg_interval > 1
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        o = self.cfg.optim
+        return {
+            "G": OptimizerSpec(("G",), o.lr_g),
+            "D": OptimizerSpec(("D",), o.lr_d, self.lc.reg_interval if self.lazy else 1),
+        }
+
+    def phases(self) -> list[Phase]:
+        k, n = self.cfg.train.d_steps, self.lc.reg_interval
+        d = [Phase("Dboth" if self.penalties and not self.lazy else "Dmain", "D", ("D",), repeat=k)]
+        if self.lazy:
+            d.append(Phase("Dreg", "D", ("D",), interval=n, gain=float(n)))
+        return d + [Phase("Gmain", "G", ("G",), reals=False)]
+
+    # -- the phases --------------------------------------------------------------------------------
+    def accumulate(self, phase: Phase, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
+        if phase.name == "Gmain":
+            return self._g_main(ctx)
+        if phase.name == "Dreg":
+            return self._d_reg(batch.x, ctx)
+        return self._d_main(batch.x, ctx, with_penalty=phase.name == "Dboth")
+
+    def _fakes(self, ctx: PhaseContext) -> torch.Tensor:
+        with torch.no_grad():
+            return self.G(ctx.latents())
+
+    def _penalty_terms(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
+        """[(weighted penalty, stats)]: GP on interpolates and/or R1 on reals."""
+        terms = []
+        if "gp" in self.penalties:
+            gp = wgan_gp_penalty(self.D, real, fake, generator=ctx.generator)
+            terms.append((self.lc.gp_weight * gp, {"gp": gp.detach()}))
+        if "r1" in self.penalties:
+            r1 = r1_penalty(self.D, real)
+            terms.append((0.5 * self.lc.r1_gamma * r1, {"r1": r1.detach()}))
+        return terms
+
+    def _penalty(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
+        """(sum of the weighted penalties, their stats)."""
+        total, stats = None, {}
+        for weighted, s in self._penalty_terms(real, fake, ctx):
+            total = weighted if total is None else total + weighted
+            stats.update(s)
+        return total, stats
+
+    def _d_main(self, real: torch.Tensor, ctx: PhaseContext, with_penalty: bool) -> PhaseResult:
+        fake = self._fakes(ctx)
+        d_real, d_fake = _flat(self.D(real)), _flat(self.D(fake))
+        loss = self.loss.d_loss(d_real, d_fake)
+        r, f = d_real.detach(), d_fake.detach()
+        stats = {"d_loss": loss.detach(), "d_real": self.loss.display(r), "d_fake": self.loss.display(f)}
+        boundary = self.loss.decision_boundary
+        if boundary is not None:  # share of reals and fakes D classifies correctly
+            stats["d_acc"] = ((r > boundary).float().mean() + (f < boundary).float().mean()) / 2
+        else:  # Wasserstein critics score, not classify: report the critic gap E[D(x)] - E[D(G(z))]
+            stats["critic_gap"] = r.mean() - f.mean()
+        total = loss
+        if self.lc.drift > 0:
+            total = total + self.lc.drift * d_real.square().mean()
+        if with_penalty:
+            for weighted, pstats in self._penalty_terms(real, fake, ctx):
+                total = total + weighted
+                stats.update(pstats)
+        backward(total, ctx.gain)
+        return PhaseResult(total.detach(), stats)
+
+    def _d_reg(self, real: torch.Tensor, ctx: PhaseContext) -> PhaseResult:
+        fake = self._fakes(ctx) if "gp" in self.penalties else None
+        weighted, stats = self._penalty(real, fake, ctx)
+        backward(weighted, ctx.gain)
+        return PhaseResult(weighted.detach(), stats)
+
+    def _g_main(self, ctx: PhaseContext) -> PhaseResult:
+        fake = self.G(ctx.latents())
+        loss = self.loss.g_loss(_flat(self.D(fake)))
+        backward(loss, ctx.gain)
+        return PhaseResult(loss.detach(), {"g_loss": loss.detach()})
+
+    def after_step(self, phase: Phase) -> None:
+        if self.loss.clips_weights and "D" in phase.trains:
+            with torch.no_grad():
+                for p in self.D.parameters():
+                    p.clamp_(-self.lc.clip, self.lc.clip)

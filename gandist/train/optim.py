@@ -1,0 +1,69 @@
+"""Optimizers by name, lazy-regularisation correction, and a step that a non-finite loss skips on the device.
+
+Lazy regularisation (StyleGAN2, Sec. 3.1, and its code's `mb_ratio`): when a network's penalty runs in a
+phase of its own every N steps, its optimizer takes N + 1 steps where the non-lazy one takes N, so the
+learning rate is scaled by c = N / (N + 1) and every exponential-average decay (Adam's betas, RMSprop's
+alpha, SGD's momentum) is raised to the power c, which keeps their time constants in steps of data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from gandist.config import OptimConfig
+from gandist.registry import register
+
+Builder = Callable[[Iterable[torch.nn.Parameter], OptimConfig, float, float], torch.optim.Optimizer]
+OPTIMIZERS: dict[str, Builder] = {}
+
+
+@register(OPTIMIZERS, "adam")
+def adam(params, cfg: OptimConfig, lr: float, c: float = 1.0) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr * c, betas=(cfg.beta1**c, cfg.beta2**c), eps=cfg.eps)
+
+
+@register(OPTIMIZERS, "rmsprop")
+def rmsprop(params, cfg: OptimConfig, lr: float, c: float = 1.0) -> torch.optim.Optimizer:
+    params = list(params)
+    # capturable keeps the step counter on a GPU, so the guarded step never moves a flag to the host
+    on_gpu = bool(params) and params[0].is_cuda
+    return torch.optim.RMSprop(params, lr=lr * c, alpha=cfg.alpha**c, eps=cfg.eps, capturable=on_gpu)
+
+
+@register(OPTIMIZERS, "sgd")
+def sgd(params, cfg: OptimConfig, lr: float, c: float = 1.0) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr * c, momentum=cfg.momentum**c)
+
+
+def lazy_ratio(reg_interval: int) -> float:
+    """c = N / (N + 1) for a penalty phase every N steps; 1 when the penalty is paid every step."""
+    return reg_interval / (reg_interval + 1) if reg_interval > 1 else 1.0
+
+
+def build_optimizer(params, cfg: OptimConfig, lr: float, reg_interval: int = 1) -> torch.optim.Optimizer:
+    return OPTIMIZERS[cfg.name](params, cfg, lr, lazy_ratio(reg_interval))
+
+
+def guarded_step(opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """`opt.step()` where the 0-dim bool tensor `ok` is True; where it is False, parameters and optimizer
+    state stay exactly as they were. The flag is never read on the host (no device synchronisation):
+    parameters and state are kept aside, stepped, and selected back on the device. Only an optimizer's
+    very first step, which creates its state, reads the flag (once per run)."""
+    params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    if not params:
+        return
+    if any(not opt.state.get(p) for p in params):
+        if bool(ok):  # host sync: once, before the state exists
+            opt.step()
+        return
+    with torch.no_grad():
+        kept = [p.detach().clone() for p in params]
+        kept_state = [{k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params]
+        opt.step()
+        for p, old, old_state in zip(params, kept, kept_state):
+            p.copy_(torch.where(ok, p, old))
+            state = opt.state[p]
+            for k, v in old_state.items():
+                state[k] = torch.where(ok if v.device == ok.device else ok.cpu(), state[k], v)
