@@ -176,46 +176,113 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from gandist.config import load_config
-    from gandist.errors import UserError
-    from gandist.train import checkpoint as ckpt
-    from gandist.train.loop import Trainer
+def _pick_run_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
+    """The run directory and whether this call created it (a fresh runs/<id>-<name>/)."""
     from gandist.train.runlog import new_run_dir, newest_run_dir
 
-    cfg = load_config(args.config if args.config else "quickstart", args.overrides)
-    if args.no_progress:
-        cfg.train.progress = False
-    resume_from = None
     if args.out:
-        run_dir = Path(args.out)
-    elif args.resume == "auto":
-        run_dir = newest_run_dir("runs", cfg.name) or new_run_dir("runs", cfg.name)
-    else:
-        run_dir = new_run_dir("runs", cfg.name)
+        return Path(args.out), False
     if args.resume == "auto":
-        resume_from = ckpt.latest_checkpoint(run_dir / "checkpoints")
-    elif args.resume:
-        resume_from = ckpt.resolve_checkpoint(args.resume)
-    if (
-        resume_from is None
-        and (run_dir / "checkpoints").is_dir()
-        and ckpt.list_checkpoints(run_dir / "checkpoints")
-    ):
+        found = newest_run_dir("runs", name)
+        if found is not None:
+            return found, False
+    return new_run_dir("runs", name), True
+
+
+def _resume_point(args: argparse.Namespace, run_dir: Path) -> Path | None:
+    from gandist.errors import UserError
+    from gandist.train import checkpoint as ckpt
+
+    root = run_dir / "checkpoints"
+    if args.resume == "auto":
+        found, rejected = ckpt.find_latest(root)
+        if found is None and rejected:
+            raise ckpt.no_usable_checkpoint(root, rejected)
+        for exc in rejected:
+            print(f"[gandist] skipping {exc}", file=sys.stderr)
+        return found
+    if args.resume:
+        return ckpt.resolve_checkpoint(args.resume)
+    if ckpt.list_checkpoints(root):
         raise UserError(
             f"run directory '{run_dir}' already has checkpoints; add --resume auto to continue it, "
             "or choose another --out"
         )
-    trainer = Trainer(cfg, run_dir)
-    if resume_from is not None:
-        trainer.load(resume_from)
-        print(f"[gandist] resumed from {resume_from} at step {trainer.step}", file=sys.stderr)
-    print(
-        f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
-        f"{cfg.train.steps} steps on {trainer.device}; run directory {run_dir}",
-        file=sys.stderr,
-    )
-    summary = trainer.train()
+    return None
+
+
+def _load_resume(trainer, path: Path) -> None:
+    from gandist.errors import CheckpointError
+
+    try:
+        trainer.load(path)
+    except (
+        RuntimeError,
+        KeyError,
+        ValueError,
+    ) as exc:  # names, shapes or param groups differ from this config
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit this config ({first}); resume with the config it was trained with"
+        ) from None
+    print(f"[gandist] resumed from {path} at step {trainer.step}", file=sys.stderr)
+
+
+def _remove_unstarted(run_dir: Path, lock) -> None:
+    """Delete a run folder this call created when the run failed before it started. Only under the
+    folder's lock (ours, or taken now), so a folder another training took meanwhile is left alone."""
+    import shutil
+
+    from gandist.train.runlock import RunLock, RunLockedError
+
+    if not run_dir.is_dir():
+        return
+    if lock is None:
+        try:
+            lock = RunLock(run_dir).acquire()
+        except RunLockedError:
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    lock.release()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """load config -> build trainer -> lock the run folder -> resume -> train -> release.
+
+    The main rank takes the lock (gandist.train.runlock) before anything is written into the run
+    folder and holds it until training ends; a second training into the same folder fails there, at
+    once. A run folder this call created is removed again if the run fails before it starts."""
+    from gandist.config import load_config
+    from gandist.train.loop import Trainer
+    from gandist.train.runlock import RunLock
+
+    cfg = load_config(args.config if args.config else "quickstart", args.overrides)
+    if args.no_progress:
+        cfg.train.progress = False
+    run_dir, created = _pick_run_dir(args, cfg.name)
+    created = created or not run_dir.exists()
+    trainer, lock, started = None, None, False
+    try:
+        trainer = Trainer(cfg, run_dir)
+        if trainer.strategy.is_main:  # one writer per folder; under several ranks that is rank 0
+            lock = RunLock(run_dir).acquire()
+        resume_from = _resume_point(args, run_dir)
+        if resume_from is not None:
+            _load_resume(trainer, resume_from)
+        print(
+            f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
+            f"{cfg.train.steps} steps on {trainer.device}; run directory {run_dir}",
+            file=sys.stderr,
+        )
+        started = True
+        summary = trainer.train()
+    except BaseException:
+        if created and not started and (trainer is None or trainer.strategy.is_main):
+            _remove_unstarted(run_dir, lock)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
     if summary["interrupted"]:
         print(
             f"[gandist] stopped by {summary['interrupted']} at step {summary['step']}; checkpoint "
