@@ -18,14 +18,26 @@ SEED = Int(min=0, max=SEED_MAX)  # torch.Generator.manual_seed range
 EVAL_N = Int(min=2)  # covariances (FID) and unbiased MMD (KID) need at least two samples
 
 
+def _shipped_configs_epilog() -> str:
+    from gandist.resources import shipped_configs
+
+    names = ", ".join(shipped_configs()) or "none found (broken install?)"
+    return f"shipped configs: {names} (gandist train --list describes them)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="gandist", description="Train and use GANs, from a laptop CPU to clusters.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a GAN (no CONFIG: the quickstart)")
-    t.add_argument(
-        "config", nargs="?", default=None, type=Text(), help="YAML file or shipped config name (configs/)"
+    t = sub.add_parser(
+        "train",
+        help="train a GAN (no CONFIG: the quickstart)",
+        epilog=_shipped_configs_epilog(),
     )
+    t.add_argument(
+        "config", nargs="?", default=None, type=Text(), help="YAML file or shipped config name (see --list)"
+    )
+    t.add_argument("--list", action="store_true", help="list the shipped configs with their descriptions")
     t.add_argument(
         "--set",
         dest="overrides",
@@ -176,6 +188,29 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list_configs() -> int:
+    from gandist.resources import configs_dir, describe_config, shipped_configs
+
+    configs = shipped_configs()
+    width = max((len(n) for n in configs), default=0)
+    print(f"shipped configs ({configs_dir()}):")
+    for name, path in configs.items():
+        print(f"  {name:<{width}}  {describe_config(path)}")
+    return 0
+
+
+def _config_path(name: str | None) -> str:
+    """A YAML path as given, or a shipped config's path (found in a checkout and in an installed wheel)."""
+    from gandist.resources import shipped_configs
+
+    name = name or "quickstart"
+    if Path(name).is_file():
+        return name
+    shipped = shipped_configs()
+    key = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    return str(shipped[key]) if key in shipped else name  # else load_config names what is missing
+
+
 def _pick_run_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
     """The run directory and whether this call created it (a fresh runs/<id>-<name>/)."""
     from gandist.train.runlog import new_run_dir, newest_run_dir
@@ -252,11 +287,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     The main rank takes the lock (gandist.train.runlock) before anything is written into the run
     folder and holds it until training ends; a second training into the same folder fails there, at
     once. A run folder this call created is removed again if the run fails before it starts."""
+    if args.list:
+        return cmd_list_configs()
     from gandist.config import load_config
     from gandist.train.loop import Trainer
     from gandist.train.runlock import RunLock
 
-    cfg = load_config(args.config if args.config else "quickstart", args.overrides)
+    cfg = load_config(_config_path(args.config), args.overrides)
     if args.no_progress:
         cfg.train.progress = False
     run_dir, created = _pick_run_dir(args, cfg.name)
@@ -359,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gandist {args.command}: error: {msg[-1] if msg else exc}", file=sys.stderr)
         return 2
     finally:
-        if args.command == "train":
+        if args.command == "train" and not args.list:
             print(f"[gandist] wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 

@@ -235,3 +235,15 @@ def test_generate_refuses_weights_that_do_not_fit_their_config(trained, tmp_path
     _resign(ck, "state.json", json.dumps(state).encode())
     assert main(["generate", str(ck), "--out", str(tmp_path / "s.png")]) == 2
     assert "G_ema weights do not fit its config" in _error_line(capsys.readouterr().err)
+
+
+def test_train_lists_the_shipped_configs(capsys):
+    from gandist.resources import shipped_configs
+
+    assert main(["train", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart" in out and "DCGAN on scikit-learn's digits" in out
+    assert len(shipped_configs()) >= 12  # the README's table
+    assert len(out.strip().splitlines()) == 1 + len(shipped_configs())
+    assert main(["train", "--help"]) == 0
+    assert "ring_wgangp" in capsys.readouterr().out.replace("\n", " ")
