@@ -10,98 +10,129 @@ import sys
 import time
 from pathlib import Path
 
+from gandist.cli_args import SEED_MAX, Int, Names, OneLineParser, Seeds, Text
 
-def _seeds(text: str) -> list[int]:
-    """'1,2,5-7' -> [1, 2, 5, 6, 7]"""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            out.append(int(part))
-    return out
+# Domains of the numeric options, with the reason for each bound.
+COUNT = Int(min=1)  # a number of things to draw or use
+SEED = Int(min=0, max=SEED_MAX)  # torch.Generator.manual_seed range
+EVAL_N = Int(min=2)  # covariances (FID) and unbiased MMD (KID) need at least two samples
+
+
+def _shipped_configs_epilog() -> str:
+    from gandist.resources import shipped_configs
+
+    names = ", ".join(shipped_configs()) or "none found (broken install?)"
+    return f"shipped configs: {names} (gandist train --list describes them)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gandist", description="Train and use GANs, from a laptop CPU to clusters."
-    )
+    p = OneLineParser(prog="gandist", description="Train and use GANs, from a laptop CPU to clusters.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a GAN (no CONFIG: the quickstart)")
-    t.add_argument("config", nargs="?", default=None, help="YAML file or shipped config name (configs/)")
+    t = sub.add_parser(
+        "train",
+        help="train a GAN (no CONFIG: the quickstart)",
+        epilog=_shipped_configs_epilog(),
+    )
+    t.add_argument(
+        "config", nargs="?", default=None, type=Text(), help="YAML file or shipped config name (see --list)"
+    )
+    t.add_argument("--list", action="store_true", help="list the shipped configs with their descriptions")
     t.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
+        type=Text(),
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.steps=500 (repeatable)",
     )
-    t.add_argument("--out", default=None, help="run directory (default: runs/<id>-<name>/)")
+    t.add_argument("--out", default=None, type=Text(), help="run directory (default: runs/<id>-<name>/)")
     t.add_argument(
         "--resume",
         default=None,
+        type=Text(),
         metavar="auto|PATH",
         help="auto: continue from the newest complete checkpoint of this run, if any; PATH: a checkpoint",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     g = sub.add_parser("generate", help="draw samples from a checkpoint")
-    g.add_argument("checkpoint", help="checkpoint folder or run directory")
-    g.add_argument("--n", type=int, default=64)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", default="samples.png", help=".png grid/scatter or .npz raw samples")
+    g.add_argument("checkpoint", type=Text(), help="checkpoint folder or run directory")
+    g.add_argument("--n", type=COUNT, default=64, help="number of samples")
+    g.add_argument("--seed", type=SEED, default=0)
+    g.add_argument("--out", default="samples.png", type=Text(), help=".png grid/scatter or .npz raw samples")
     g.add_argument("--raw-g", action="store_true", help="use the raw generator instead of its EMA")
 
     i = sub.add_parser("interpolate", help="lerp and slerp strips between latent seeds")
-    i.add_argument("checkpoint")
-    i.add_argument("--seeds", default="0,1,2,3", help="comma list; each consecutive pair gives one row")
-    i.add_argument("--steps", type=int, default=10)
+    i.add_argument("checkpoint", type=Text())
     i.add_argument(
-        "--out", default="interpolation", help="file prefix: writes PREFIX_lerp.png and PREFIX_slerp.png"
+        "--seeds",
+        default="0,1,2,3",
+        type=Seeds(min_len=2),
+        help="comma list; each consecutive pair gives one row",
+    )
+    i.add_argument("--steps", type=Int(min=2), default=10, help="samples per strip, both ends included")
+    i.add_argument(
+        "--out",
+        default="interpolation",
+        type=Text(),
+        help="file prefix: writes PREFIX_lerp.png and PREFIX_slerp.png",
     )
 
     a = sub.add_parser("arithmetic", help="latent vector arithmetic (DCGAN Sec. 6.3): u - v + w")
-    a.add_argument("checkpoint")
-    a.add_argument("--u", required=True, help="seed group u, e.g. 1,2,3")
-    a.add_argument("--v", required=True, help="seed group v")
-    a.add_argument("--w", required=True, help="seed group w")
-    a.add_argument("--out", default="arithmetic.png")
+    a.add_argument("checkpoint", type=Text())
+    a.add_argument("--u", required=True, type=Seeds(), help="seed group u, e.g. 1,2,3")
+    a.add_argument("--v", required=True, type=Seeds(), help="seed group v")
+    a.add_argument("--w", required=True, type=Seeds(), help="seed group w")
+    a.add_argument("--out", default="arithmetic.png", type=Text())
     e = sub.add_parser("eval", help="evaluate a checkpoint: fid,is,kid,pr,nn,modes,parzen")
-    e.add_argument("checkpoint")
-    e.add_argument("--metrics", default="fid,kid", help="comma list of fid,is,kid,pr,nn,modes,parzen")
-    e.add_argument("--n", "--num-samples", dest="n", type=int, default=10000,
+    e.add_argument("checkpoint", type=Text())
+    e.add_argument(
+        "--metrics", default="fid,kid", type=Names(), help="comma list of fid,is,kid,pr,nn,modes,parzen"
+    )
+    e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=10000,
                    help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
                    "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
-    e.add_argument("--n-real", type=int, default=None, help="real samples (default: min(n, dataset size))")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--n-real", type=EVAL_N, default=None, help="real samples (default: min(n, dataset size))")
+    e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--extractor", default="auto", choices=["auto", "inception", "digits", "points"])
-    e.add_argument("--inception", default=None, help="path to the TF-ported Inception-v3 weights file")
-    e.add_argument("--data", default=None, help="override the dataset folder (data.path) of the run")
     e.add_argument(
-        "--ref-stats", default=None, help=".npz of reference statistics: used if present, written if not"
+        "--inception", default=None, type=Text(), help="path to the TF-ported Inception-v3 weights file"
     )
     e.add_argument(
-        "--out", default=None, help="append the result (JSON line) to this file; default: RUN/metrics.jsonl"
+        "--data", default=None, type=Text(), help="override the dataset folder (data.path) of the run"
+    )
+    e.add_argument(
+        "--ref-stats",
+        default=None,
+        type=Text(),
+        help=".npz of reference statistics: used if present, written if not",
+    )
+    e.add_argument(
+        "--out",
+        default=None,
+        type=Text(),
+        help="append the result (JSON line) to this file; default: RUN/metrics.jsonl",
     )
 
     pr = sub.add_parser("prepare", help="turn a folder of images into a verified training dataset")
-    pr.add_argument("src", help="folder of images (searched recursively)")
-    pr.add_argument("dst", help="output dataset folder (rerun to resume an interrupted run)")
-    pr.add_argument("--resolution", type=int, required=True)
+    pr.add_argument("src", type=Text(), help="folder of images (searched recursively)")
+    pr.add_argument("dst", type=Text(), help="output dataset folder (rerun to resume an interrupted run)")
+    pr.add_argument("--resolution", type=COUNT, required=True, help="output side in pixels")
     pr.add_argument("--format", default="jpeg", choices=["jpeg", "npy"])
     pr.add_argument(
-        "--quality", type=int, default=95, help="JPEG quality (>= 95 keeps artefacts below GAN noise)"
+        "--quality",
+        type=Int(min=1, max=100),
+        default=95,
+        help="JPEG quality (>= 95 keeps artefacts below GAN noise)",
     )
     pr.add_argument("--filter", default="lanczos", choices=["lanczos", "bicubic", "bilinear", "box"])
-    pr.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    pr.add_argument("--workers", type=COUNT, default=None, help="processes (default: all cores)")
     pr.add_argument("--no-progress", action="store_true")
 
     h = sub.add_parser("health", help="one-page health report of a run: plots, diagnoses and remedies")
-    h.add_argument("run_dir")
+    h.add_argument("run_dir", type=Text())
     return p
 
 
@@ -157,49 +188,142 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from gandist.config import load_config
-    from gandist.errors import UserError
-    from gandist.train import checkpoint as ckpt
-    from gandist.train.loop import Trainer
+def cmd_list_configs() -> int:
+    from gandist.resources import configs_dir, describe_config, shipped_configs
+
+    configs = shipped_configs()
+    width = max((len(n) for n in configs), default=0)
+    print(f"shipped configs ({configs_dir()}):")
+    for name, path in configs.items():
+        print(f"  {name:<{width}}  {describe_config(path)}")
+    return 0
+
+
+def _config_path(name: str | None) -> str:
+    """A YAML path as given, or a shipped config's path (found in a checkout and in an installed wheel)."""
+    from gandist.resources import shipped_configs
+
+    name = name or "quickstart"
+    if Path(name).is_file():
+        return name
+    shipped = shipped_configs()
+    key = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    return str(shipped[key]) if key in shipped else name  # else load_config names what is missing
+
+
+def _pick_run_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
+    """The run directory and whether this call created it (a fresh runs/<id>-<name>/)."""
     from gandist.train.runlog import new_run_dir, newest_run_dir
 
-    cfg = load_config(args.config if args.config else "quickstart", args.overrides)
-    if args.no_progress:
-        cfg.train.progress = False
-    resume_from = None
     if args.out:
-        run_dir = Path(args.out)
-    elif args.resume == "auto":
-        run_dir = newest_run_dir("runs", cfg.name) or new_run_dir("runs", cfg.name)
-    else:
-        run_dir = new_run_dir("runs", cfg.name)
+        return Path(args.out), False
     if args.resume == "auto":
-        resume_from = ckpt.latest_checkpoint(run_dir / "checkpoints")
-    elif args.resume:
-        resume_from = ckpt.resolve_checkpoint(args.resume)
-    if (
-        resume_from is None
-        and (run_dir / "checkpoints").is_dir()
-        and ckpt.list_checkpoints(run_dir / "checkpoints")
-    ):
+        found = newest_run_dir("runs", name)
+        if found is not None:
+            return found, False
+    return new_run_dir("runs", name), True
+
+
+def _resume_point(args: argparse.Namespace, run_dir: Path) -> Path | None:
+    from gandist.errors import UserError
+    from gandist.train import checkpoint as ckpt
+
+    root = run_dir / "checkpoints"
+    if args.resume == "auto":
+        found, rejected = ckpt.find_latest(root)
+        if found is None and rejected:
+            raise ckpt.no_usable_checkpoint(root, rejected)
+        for exc in rejected:
+            print(f"[gandist] skipping {exc}", file=sys.stderr)
+        return found
+    if args.resume:
+        return ckpt.resolve_checkpoint(args.resume)
+    if ckpt.list_checkpoints(root):
         raise UserError(
             f"run directory '{run_dir}' already has checkpoints; add --resume auto to continue it, "
             "or choose another --out"
         )
+    return None
+
+
+def _load_resume(trainer, path: Path) -> None:
+    from gandist.errors import CheckpointError
+
+    try:
+        trainer.load(path)
+    except (
+        RuntimeError,
+        KeyError,
+        ValueError,
+    ) as exc:  # names, shapes or param groups differ from this config
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit this config ({first}); resume with the config it was trained with"
+        ) from None
+    print(f"[gandist] resumed from {path} at step {trainer.step}", file=sys.stderr)
+
+
+def _remove_unstarted(run_dir: Path, lock) -> None:
+    """Delete a run folder this call created when the run failed before it started. Only under the
+    folder's lock (ours, or taken now), so a folder another training took meanwhile is left alone."""
+    import shutil
+
+    from gandist.train.runlock import RunLock, RunLockedError
+
+    if not run_dir.is_dir():
+        return
+    if lock is None:
+        try:
+            lock = RunLock(run_dir).acquire()
+        except RunLockedError:
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    lock.release()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """load config -> build trainer -> lock the run folder -> resume -> train -> release.
+
+    The main rank takes the lock (gandist.train.runlock) before anything is written into the run
+    folder and holds it until training ends; a second training into the same folder fails there, at
+    once. A run folder this call created is removed again if the run fails before it starts."""
+    if args.list:
+        return cmd_list_configs()
+    from gandist.config import load_config
+    from gandist.train.loop import Trainer
+    from gandist.train.runlock import RunLock
     from gandist.train.strategy import build_strategy
 
-    with build_strategy(cfg.train.strategy, cfg.train.device) as strategy:
-        trainer = Trainer(cfg, run_dir, strategy=strategy)
+    cfg = load_config(_config_path(args.config), args.overrides)
+    if args.no_progress:
+        cfg.train.progress = False
+    run_dir, created = _pick_run_dir(args, cfg.name)
+    created = created or not run_dir.exists()
+    trainer, lock, started, strategy = None, None, False, None
+    try:
+        strategy = build_strategy(cfg.train.strategy, cfg.train.device)
+        trainer = Trainer(cfg, run_dir, strategy=strategy)  # builds everything, writes nothing
+        if strategy.is_main:  # one writer per folder; under several ranks that is rank 0
+            lock = RunLock(run_dir).acquire()
+        resume_from = _resume_point(args, run_dir)
         if resume_from is not None:
-            trainer.load(resume_from)
-            print(f"[gandist] resumed from {resume_from} at step {trainer.step}", file=sys.stderr)
+            _load_resume(trainer, resume_from)
         print(
             f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
             f"{cfg.train.steps} steps on {strategy.describe()}; run directory {run_dir}",
             file=sys.stderr,
         )
+        started = True
         summary = trainer.train()
+    except BaseException:
+        if created and not started and (strategy is None or strategy.is_main):
+            _remove_unstarted(run_dir, lock)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        if strategy is not None:
+            strategy.close()
     if summary["interrupted"]:
         print(
             f"[gandist] stopped by {summary['interrupted']} at step {summary['step']}; checkpoint "
@@ -232,7 +356,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         from gandist.errors import UserError
 
         raise UserError("interpolate draws image strips; this checkpoint generates 2-D points")
-    strips = interpolation_strips(gen, _seeds(args.seeds), args.steps)
+    strips = interpolation_strips(gen, args.seeds, args.steps)
     for name, imgs in strips.items():
         path = save_grid(imgs, f"{args.out}_{name}.png", nrow=args.steps)
         print(f"[gandist] wrote {path}")
@@ -244,7 +368,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> int:
     from gandist.viz import save_grid
 
     gen = load_generator(args.checkpoint)
-    imgs, row = vector_arithmetic(gen, _seeds(args.u), _seeds(args.v), _seeds(args.w))
+    imgs, row = vector_arithmetic(gen, args.u, args.v, args.w)
     path = save_grid(imgs, args.out, nrow=row)
     print(f"[gandist] wrote {path}: rows u, v, w (mean-latent image last), then u - v + w and variations")
     return 0
@@ -264,7 +388,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     from gandist.errors import UserError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, status 2) or --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 2
     t0 = time.perf_counter()
     try:
         return COMMANDS[args.command](args)
@@ -273,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gandist {args.command}: error: {msg[-1] if msg else exc}", file=sys.stderr)
         return 2
     finally:
-        if args.command == "train":
+        if args.command == "train" and not args.list:
             print(f"[gandist] wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 

@@ -503,8 +503,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def configs_dir() -> Path:
-    """The shipped configs: the repository's configs/ (source or editable install)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The shipped configs: the package's copy in an installed wheel, the checkout's configs/ otherwise."""
+    from gandist.resources import configs_dir as found
+
+    return found()
 
 
 def shipped_configs() -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gandist.config import Config, config_from_yaml_text
-from gandist.errors import UserError
+from gandist.errors import CheckpointError, UserError
 from gandist.models import build_networks
 from gandist.train import checkpoint as ckpt
 
@@ -35,15 +35,33 @@ class LoadedGenerator:
 
 
 def load_generator(path: str | Path, which: str = "G_ema") -> LoadedGenerator:
-    """Load the EMA generator (or 'G') from a checkpoint folder or run directory."""
-    p = ckpt.resolve_checkpoint(path)
-    data = ckpt.load_checkpoint(p)
-    cfg = config_from_yaml_text(data["state"]["config"])
-    shape, kind = tuple(data["state"]["data_shape"]), data["state"]["data_kind"]
+    """Load the EMA generator (or 'G') from a checkpoint folder or run directory. Reads and verifies
+    only the weights and state.json: a damaged optimizer or RNG state does not stop sampling."""
+    if which not in ("G", "G_ema"):
+        raise ValueError(f"which={which!r}: 'G' or 'G_ema'")
+    p = ckpt.resolve_checkpoint(path, files=ckpt.READER_FILES)
+    data = ckpt.read_weights(p)
+    state = data["state"]
+    try:
+        cfg = config_from_yaml_text(state["config"])
+        shape, kind, step = tuple(state["data_shape"]), state["data_kind"], int(state["step"])
+    except KeyError as exc:
+        raise CheckpointError(
+            f"checkpoint '{p}': state.json lacks {exc} (not a gandist checkpoint?)"
+        ) from None
+    except UserError as exc:  # a config this version no longer accepts
+        raise CheckpointError(f"checkpoint '{p}': its config cannot be used ({exc})") from None
     G = build_networks(cfg.model, shape, kind)["G"]
     prefix = f"{which}."
-    G.load_state_dict({k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
-    return LoadedGenerator(G.eval(), cfg, kind, data["state"]["step"], p)
+    weights = {k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)}
+    if not weights:
+        raise CheckpointError(f"checkpoint '{p}': models.safetensors holds no {which} weights")
+    try:
+        G.load_state_dict(weights)
+    except RuntimeError as exc:  # names or shapes differ from what the config builds
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint '{p}': {which} weights do not fit its config ({first})") from None
+    return LoadedGenerator(G.eval(), cfg, kind, step, p)
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

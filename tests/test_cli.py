@@ -1,5 +1,6 @@
 """The command line end to end, on tiny runs."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -146,3 +147,103 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "gandist", "--help"], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0 and "train" in r.stdout
+
+
+def _copy(trained, tmp_path, name="copy"):
+    import shutil
+
+    shutil.copytree(trained, tmp_path / name)
+    return tmp_path / name
+
+
+def _resign(ck, name, blob: bytes):
+    """Replace a checkpoint file and its manifest entry: damage the checksum cannot catch."""
+    (ck / name).write_bytes(blob)
+    manifest = json.loads((ck / "MANIFEST.json").read_text())
+    manifest[name] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    (ck / "MANIFEST.json").write_text(json.dumps(manifest))
+
+
+def _steps(run):
+    return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _error_line(err: str) -> str:
+    (line,) = [x for x in err.splitlines() if ": error: " in x]
+    assert "Traceback" not in err
+    return line
+
+
+def test_resume_drops_a_torn_last_log_line(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path)
+    with open(run / "log.jsonl", "ab") as f:
+        f.write(b'{"step": 5, "d_loss": 0.6')  # the process was killed mid-write
+    args = [a if a != "train.steps=4" else "train.steps=6" for a in TINY]
+    assert main(["train", "digits_dcgan", "--out", str(run), "--resume", "auto", *args]) == 0
+    assert "dropping a torn last line" in capsys.readouterr().err
+    assert _steps(run) == [2, 4, 6]
+
+
+def test_resume_refuses_a_log_damaged_before_its_last_line(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path)
+    lines = (run / "log.jsonl").read_text().splitlines()
+    (run / "log.jsonl").write_text(lines[0][:20] + "\n" + "\n".join(lines[1:]) + "\n")
+    assert main(["train", "digits_dcgan", "--out", str(run), "--resume", "auto", *TINY]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"{run / 'log.jsonl'} line 1 is not a JSON record" in line
+
+
+def test_resume_auto_with_every_checkpoint_corrupt_says_which_and_why(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path)
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    (run / "checkpoints" / names[0] / "MANIFEST.json").unlink()
+    (run / "checkpoints" / names[1] / "models.safetensors").write_bytes(b"\0" * 10)
+    assert main(["train", "digits_dcgan", "--out", str(run), "--resume", "auto", *TINY]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"{names[1]}: models.safetensors does not match its checksum" in line
+    assert f"{names[0]}: incomplete" in line
+    assert "start over" in line and "add --resume auto" not in line
+
+
+def test_tampered_optimizer_state_is_a_checkpoint_error_and_readers_never_load_it(trained, tmp_path, capsys):
+    import torch
+
+    run = _copy(trained, tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    torch.save({"G": Evil()}, tmp_path / "evil.pt")
+    for ck in (run / "checkpoints").iterdir():  # re-signed in the manifest: only the loader can refuse it
+        _resign(ck, "optim.pt", (tmp_path / "evil.pt").read_bytes())
+    args = [a if a != "train.steps=4" else "train.steps=6" for a in TINY]
+    assert main(["train", "digits_dcgan", "--out", str(run), "--resume", "auto", *args]) == 2
+    out = capsys.readouterr()
+    line = _error_line(out.err)
+    assert "optim.pt holds more than tensors" in line and "000000004" in line and "owned" not in out.out
+    for argv in (["generate", str(run), "--out", str(tmp_path / "s.png")],
+                 ["interpolate", str(run), "--steps", "3", "--out", str(tmp_path / "i")]):  # fmt: skip
+        assert main(argv) == 0
+
+
+def test_generate_refuses_weights_that_do_not_fit_their_config(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path)
+    ck = sorted((run / "checkpoints").iterdir())[-1]
+    state = json.loads((ck / "state.json").read_text())
+    state["config"] = state["config"].replace("g_width: 8", "g_width: 16")
+    _resign(ck, "state.json", json.dumps(state).encode())
+    assert main(["generate", str(ck), "--out", str(tmp_path / "s.png")]) == 2
+    assert "G_ema weights do not fit its config" in _error_line(capsys.readouterr().err)
+
+
+def test_train_lists_the_shipped_configs(capsys):
+    from gandist.resources import shipped_configs
+
+    assert main(["train", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart" in out and "DCGAN on scikit-learn's digits" in out
+    assert len(shipped_configs()) >= 12  # the README's table
+    assert len(out.strip().splitlines()) == 1 + len(shipped_configs())
+    assert main(["train", "--help"]) == 0
+    assert "ring_wgangp" in capsys.readouterr().out.replace("\n", " ")

@@ -10,7 +10,7 @@ from gandist.cli import main
 from gandist.config import make_section
 from gandist.data import build_dataset
 from gandist.data.prepare import Options, prepare, verify_manifest
-from gandist.errors import DataError
+from gandist.errors import DataError, UserError
 
 
 def make_source(root, n=12):
@@ -123,3 +123,32 @@ def test_prepare_cli(tmp_path, capsys):
     )
     assert "14 images at 8x8" in capsys.readouterr().out
     assert main(["prepare", str(tmp_path / "nope"), str(tmp_path / "d2"), "--resolution", "8"]) == 2
+
+
+def test_prepare_without_images_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no files"):
+        prepare(empty, tmp_path / "d1", Options(8), workers=1, progress=False)
+    assert not (tmp_path / "d1").exists()  # nothing created for nothing
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("no pictures here")
+    (junk / "zero.png").write_bytes(b"")
+    with pytest.raises(DataError, match="all 2 files were skipped"):
+        prepare(junk, tmp_path / "d2", Options(8), workers=1, progress=False)
+    assert (tmp_path / "d2" / "report.txt").is_file() and not (tmp_path / "d2" / "manifest.json").exists()
+    assert main(["prepare", str(empty), str(tmp_path / "d3"), "--resolution", "8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no files" in err
+
+
+def test_journal_damaged_before_its_last_line_is_an_error(tmp_path):
+    src = make_source(tmp_path / "src")
+    dst = tmp_path / "dst"
+    prepare(src, dst, Options(16), workers=1, progress=False)
+    lines = (dst / ".journal.jsonl").read_text().splitlines()
+    lines[3] = lines[3][:10]
+    (dst / ".journal.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"\.journal\.jsonl line 4"):
+        prepare(src, dst, Options(16), workers=1, progress=False)

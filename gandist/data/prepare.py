@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from gandist.errors import DataError
+from gandist.jsonl import read_jsonl
 
 MANIFEST = "manifest.json"
 JOURNAL = ".journal.jsonl"
@@ -129,22 +130,23 @@ def prepare(
     if opts.resolution < 1:
         raise DataError("--resolution must be positive")
     files = scan(src)
+    if not files:
+        raise DataError(
+            f"source '{src}' holds no files (searched recursively); point SRC at a folder of images"
+        )
     dst.mkdir(parents=True, exist_ok=True)
     settings = {"resolution": opts.resolution, "format": opts.fmt, "quality": opts.quality, "filter": opts.filter,
                 "source": str(src.resolve())}  # fmt: skip
     journal = dst / JOURNAL
     done: dict[int, dict] = {}
-    if journal.exists():
-        lines = journal.read_text().splitlines()
-        if lines and json.loads(lines[0]).get("settings") != settings:
+    # append-only: a line torn by the interruption is dropped (that file is simply redone), damage elsewhere is an error
+    records = read_jsonl(journal, repair=True)
+    if records:
+        if records[0].get("settings") != settings:
             raise DataError(
-                f"'{dst}' holds a dataset prepared with other settings ({lines[0]}); choose another DST"
+                f"'{dst}' holds a dataset prepared with other settings ({json.dumps(records[0])}); choose another DST"
             )
-        for line in lines[1:]:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the interruption: that file is simply redone
+        for rec in records[1:]:
             if "skipped" in rec or (dst / rec["file"]).is_file():
                 done[rec["index"]] = rec
     else:
@@ -168,14 +170,18 @@ def prepare(
         bar.close()
     kept = [done[i] for i in sorted(done) if "file" in done[i]]
     skipped = [done[i] for i in sorted(done) if "skipped" in done[i]]
+    report = [f"prepared {len(kept)} images at {opts.resolution}x{opts.resolution} ({opts.fmt}, {opts.filter}) from {src}",
+              f"skipped {len(skipped)} files:"] + [f"  {r['source']}: {r['skipped']}" for r in skipped]  # fmt: skip
+    (dst / "report.txt").write_text("\n".join(report) + "\n")
+    if not kept:  # no manifest: an empty dataset must not look prepared
+        raise DataError(
+            f"no usable images in '{src}': all {len(skipped)} files were skipped (reasons in {dst / 'report.txt'})"
+        )
     manifest = {**settings, "count": len(kept), "skipped": len(skipped),
                 "files": [{"file": r["file"], "sha256": r["sha256"], "bytes": r["bytes"], "source": r["source"]} for r in kept]}  # fmt: skip
     tmp = dst / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, dst / MANIFEST)
-    report = [f"prepared {len(kept)} images at {opts.resolution}x{opts.resolution} ({opts.fmt}, {opts.filter}) from {src}",
-              f"skipped {len(skipped)} files:"] + [f"  {r['source']}: {r['skipped']}" for r in skipped]  # fmt: skip
-    (dst / "report.txt").write_text("\n".join(report) + "\n")
     return manifest
 
 

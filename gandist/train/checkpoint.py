@@ -7,8 +7,10 @@ A checkpoint is a folder `checkpoints/<step>/` holding
   state.json           step, counters, data-stream position, resolved config, versions
   MANIFEST.json        sha256 and size of each file above; written last
 It is assembled in a hidden temporary folder, flushed to disk and renamed into place, so a crash
-leaves either the previous checkpoint or the new one, never half of one. Loading re-hashes every
-file against the manifest: a truncated or altered checkpoint is detected and refused.
+leaves either the previous checkpoint or the new one, never half of one. Loading re-hashes each file
+it reads against the manifest: a truncated or altered checkpoint is detected and refused, and every
+load failure is a CheckpointError that names the folder, the file and the reason. Readers (sampling,
+evaluation) read and verify only the weights and state.json, never optimizer or RNG state.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,15 @@ from safetensors.torch import load_file, save_file
 from gandist.errors import CheckpointError
 
 MANIFEST = "MANIFEST.json"
-FILES = ("models.safetensors", "optim.pt", "rng.safetensors", "state.json")
+PARTS = {
+    "tensors": "models.safetensors",
+    "optim": "optim.pt",
+    "rng": "rng.safetensors",
+    "state": "state.json",
+}
+FILES = tuple(PARTS.values())
+READER_PARTS = ("tensors", "state")  # what sampling and evaluation read
+READER_FILES = tuple(PARTS[x] for x in READER_PARTS)
 
 
 def _sha256(path: Path) -> str:
@@ -78,41 +91,85 @@ def save_checkpoint(
     return final
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Raise CheckpointError unless every file matches the manifest."""
+def _error(path: Path, reason: str) -> CheckpointError:
+    """The one checkpoint error: names the folder and the reason (kept as `.reason` for summaries)."""
+    exc = CheckpointError(f"checkpoint '{path}': {reason}")
+    exc.path, exc.reason = path, reason  # type: ignore[attr-defined]
+    return exc
+
+
+def verify_checkpoint(path: Path, files: tuple[str, ...] = FILES) -> None:
+    """Raise CheckpointError unless each of `files` matches the manifest (the others are not read)."""
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint '{path}' does not exist or is not a folder")
+        raise _error(path, "does not exist or is not a folder")
     mpath = path / MANIFEST
     if not mpath.is_file():
-        raise CheckpointError(
-            f"checkpoint '{path}' is incomplete (no {MANIFEST}); it was not finished writing"
-        )
+        raise _error(path, f"incomplete: no {MANIFEST} (it was not finished writing)")
     try:
         manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError:
-        raise CheckpointError(f"checkpoint '{path}' has a corrupt {MANIFEST}") from None
-    for name in FILES:
+        entries = {name: (int(manifest[name]["bytes"]), str(manifest[name]["sha256"])) for name in files}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _error(path, f"{MANIFEST} is not valid JSON (corrupt)") from None
+    except (KeyError, TypeError, ValueError):
+        raise _error(
+            path, f"{MANIFEST} does not list {', '.join(files)} (corrupt or not a gandist checkpoint)"
+        ) from None
+    for name in files:
         f = path / name
-        if name not in manifest or not f.is_file():
-            raise CheckpointError(f"checkpoint '{path}' is missing {name}")
-        if f.stat().st_size != manifest[name]["bytes"] or _sha256(f) != manifest[name]["sha256"]:
-            raise CheckpointError(
-                f"checkpoint '{path}': {name} does not match its checksum (corrupt or truncated)"
-            )
+        if not f.is_file():
+            raise _error(path, f"{name} is missing")
+        size, digest = entries[name]
+        if f.stat().st_size != size or _sha256(f) != digest:
+            raise _error(path, f"{name} does not match its checksum (corrupt or truncated)")
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Verify and load a checkpoint into plain dicts: tensors, optim, rng, state."""
+def _unpickling_reason(exc: Exception) -> str:
+    """torch's weights_only refusal is a page of advice; keep its one line of diagnosis."""
+    m = re.search(r"WeightsUnpickler error: ([^\n]*?)(\.\s|\n|$)", str(exc))
+    return m.group(1) if m else (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _read(path: Path, part: str) -> Any:
+    name = PARTS[part]
+    f = path / name
+    try:
+        if part in ("tensors", "rng"):
+            return load_file(str(f))
+        if part == "optim":
+            # weights_only: tensors and plain containers only; anything else would run code on load
+            return torch.load(f, map_location="cpu", weights_only=True)
+        state = json.loads(f.read_text())
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        return state
+    except pickle.UnpicklingError as exc:
+        raise _error(
+            path,
+            f"{name} holds more than tensors and plain containers and was refused unread, since "
+            f"loading it could run code ({_unpickling_reason(exc)})",
+        ) from None
+    except Exception as exc:  # safetensors, JSON and I/O errors all mean: this file is unusable
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise _error(path, f"{name} cannot be read ({type(exc).__name__}: {first})") from None
+
+
+def load_checkpoint(path: Path, parts: tuple[str, ...] = tuple(PARTS)) -> dict[str, Any]:
+    """Verify and load the named parts of a checkpoint into plain dicts: {'path', 'tensors', 'optim',
+    'rng', 'state'} restricted to `parts`. Only the files of those parts are read and verified, so a
+    reader asking for ('tensors', 'state') never touches optimizer or RNG state. Every failure is a
+    CheckpointError naming the folder, the file and the reason."""
     path = Path(path)
-    verify_checkpoint(path)
-    return {
-        "path": path,
-        "tensors": load_file(str(path / "models.safetensors")),
-        "optim": torch.load(path / "optim.pt", map_location="cpu", weights_only=True),
-        "rng": load_file(str(path / "rng.safetensors")),
-        "state": json.loads((path / "state.json").read_text()),
-    }
+    unknown = [x for x in parts if x not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown checkpoint parts {unknown}; valid: {', '.join(PARTS)}")
+    verify_checkpoint(path, tuple(PARTS[x] for x in parts))
+    return {"path": path, **{x: _read(path, x) for x in parts}}
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """What generate / interpolate / eval need: weights and state.json, never optimizer or RNG state."""
+    return load_checkpoint(path, READER_PARTS)
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -123,15 +180,36 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: -int(p.name))
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest checkpoint under `root` that verifies; broken newer ones are reported and skipped."""
+def find_latest(root: Path, files: tuple[str, ...] = FILES) -> tuple[Path | None, list[CheckpointError]]:
+    """The newest checkpoint under `root` whose `files` verify, and the errors of the newer ones it
+    passed over (all of them when none verifies)."""
+    rejected: list[CheckpointError] = []
     for p in list_checkpoints(root):
         try:
-            verify_checkpoint(p)
-            return p
+            verify_checkpoint(p, files)
+            return p, rejected
         except CheckpointError as exc:
-            warnings.warn(f"skipping {exc}", stacklevel=2)
-    return None
+            rejected.append(exc)
+    return None, rejected
+
+
+def latest_checkpoint(root: Path, files: tuple[str, ...] = FILES) -> Path | None:
+    """The newest checkpoint under `root` that verifies; broken newer ones are reported and skipped."""
+    found, rejected = find_latest(root, files)
+    for exc in rejected:
+        warnings.warn(f"skipping {exc}", stacklevel=2)
+    return found
+
+
+def no_usable_checkpoint(root: Path, rejected: list[CheckpointError]) -> CheckpointError:
+    """One line for 'checkpoints exist, none is usable': each rejected folder and why, then the way out."""
+    why = "; ".join(
+        f"{Path(getattr(e, 'path', '')).name or '?'}: {getattr(e, 'reason', e)}" for e in rejected
+    )
+    return CheckpointError(
+        f"no usable checkpoint in '{root}' ({len(rejected)} rejected: {why}); restore a good copy of one, "
+        f"or start over by deleting '{root}' or training into another --out"
+    )
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:
@@ -142,15 +220,18 @@ def prune_checkpoints(root: Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a checkpoint folder, a run directory (its newest checkpoint) or a checkpoints/ folder."""
+def resolve_checkpoint(path: str | Path, files: tuple[str, ...] = FILES) -> Path:
+    """Accept a checkpoint folder, a run directory (its newest checkpoint whose `files` verify) or a
+    checkpoints/ folder."""
     p = Path(path)
     if (p / MANIFEST).exists() or (p.is_dir() and p.name.isdigit()):
         return p
     for root in (p / "checkpoints", p):
         if root.is_dir() and list_checkpoints(root):
-            found = latest_checkpoint(root)
+            found, rejected = find_latest(root, files)
             if found is None:
-                raise CheckpointError(f"no complete checkpoint under '{root}'")
+                raise no_usable_checkpoint(root, rejected)
+            for exc in rejected:
+                print(f"[gandist] skipping {exc}", file=sys.stderr)
             return found
     raise CheckpointError(f"'{path}' is neither a checkpoint nor a run directory with checkpoints")

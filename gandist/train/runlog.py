@@ -1,25 +1,33 @@
 """The run directory: config.yaml, log.jsonl, TensorBoard scalars, sample pictures, plots.
 
-Only the main process writes (the caller passes `enabled=False` elsewhere).
+Only the main process writes (the caller passes `enabled=False` elsewhere), and only one training
+at a time (gandist.train.runlock). The .jsonl files are append-only (gandist.jsonl): a resumed run
+first drops a torn last line and the records past its checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
+from gandist.jsonl import append_jsonl, read_jsonl, write_jsonl
+
 
 def new_run_dir(base: str | Path, name: str) -> Path:
-    """`base/<id>-<name>` with the next free 5-digit id (the StyleGAN convention)."""
+    """Create `base/<id>-<name>` with the next free 5-digit id (the StyleGAN convention)."""
     base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
     ids = [int(m.group(1)) for p in base.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
-    run = base / f"{(max(ids) + 1 if ids else 0):05d}-{name}"
-    run.mkdir()
-    return run
+    nxt = max(ids) + 1 if ids else 0
+    while True:  # mkdir reserves the id atomically: two trainings started together get two folders
+        run = base / f"{nxt:05d}-{name}"
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            nxt += 1
 
 
 def newest_run_dir(base: str | Path, name: str) -> Path | None:
@@ -58,24 +66,20 @@ class RunLog:
     def log(self, record: dict[str, Any], file: str = "log.jsonl") -> None:
         if not self.enabled:
             return
-        with open(self.dir / file, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.dir / file, record)
         if self._tb is not None and "step" in record:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(k, v, record["step"])
 
     def truncate_after(self, step: int, file: str = "log.jsonl") -> None:
-        """Drop records past `step` (a resumed run rewrites what happened after its checkpoint)."""
+        """Drop records past `step` (a resumed run rewrites what happened after its checkpoint) and a
+        torn last line (a run killed mid-write)."""
         path = self.dir / file
         if not self.enabled or not path.exists():
             return
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        path.write_text("".join(line + "\n" for line in kept))
+        records = read_jsonl(path)
+        write_jsonl(path, [r for r in records if r.get("step", 0) <= step])
 
     def close(self) -> None:
         if self._tb is not None:

@@ -1,0 +1,43 @@
+"""Files gandist ships beside its code, found the same way in a source checkout and an installed wheel.
+
+The YAML configs have one source of truth, the repository's top-level `configs/`. setup.py maps that
+folder into the package as `gandist/configs/` when it builds a wheel, so
+
+  installed wheel (pip install . / a .whl)   <site-packages>/gandist/configs/*.yaml
+  source checkout, editable install          <repository>/configs/*.yaml
+
+No torch and no project imports: `gandist train --list` and `--help` stay cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def configs_dir() -> Path:
+    """The folder of shipped configs: the package's own copy when installed, else the checkout's.
+    Always returns a path; it holds no YAML only in a broken install (callers list what they find)."""
+    installed = _PACKAGE / "configs"
+    if any(installed.glob("*.yaml")):
+        return installed
+    return _PACKAGE.parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name -> path of every shipped config, sorted by name."""
+    return {p.stem: p for p in sorted(configs_dir().glob("*.yaml"))}
+
+
+def describe_config(path: Path, width: int = 100) -> str:
+    """The first sentence of a config's leading comment block (its description), at most `width` characters."""
+    words: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words.extend(line.lstrip("#").split())
+    text = " ".join(words)
+    end = text.find(". ")
+    text = text if end < 0 else text[: end + 1]
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
