@@ -437,6 +437,7 @@ class HealthMonitor:
         self._fresh_probe = False  # a probe ran since the last regular evaluation
         self._real_stats: tuple[float, float] | None = None
         self._dup_scale = 0.0
+        self._bound = False  # legacy adapter: settings/sample/reference filled from the trainer
 
     # -- inputs ----------------------------------------------------------------------------------
     def observe(self, step: int, stats: Mapping[str, float]) -> None:
@@ -663,7 +664,7 @@ class HealthMonitor:
 
     def on_step(self, trainer, stats: dict[str, float]) -> None:
         """Legacy adapter: the current loop hands over each step's host floats."""
-        if not getattr(self, "_bound", False):
+        if not self._bound:
             self._bind_legacy(trainer)
         step = trainer.step
         self.observe(step, stats)
