@@ -22,7 +22,8 @@ Wasserstein oscillation judged on the critic's loss):
 The bound is the measured count plus one: runs are bitwise reproducible on one machine and thread
 count, but another BLAS or thread count takes a GAN onto another trajectory. The full-length runs take
 1-6 minutes each and are marked slow; the fast test runs the first 1000 steps of the quickstart, where
-the old monitor raised and cleared oscillation twice (steps 775, 875) and the hysteresis raises it once.
+the old monitor raised oscillation twice (steps 775 and 875, clearing it at 825) and the hysteresis
+raises it once.
 """
 
 import pytest
