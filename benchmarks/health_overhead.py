@@ -2,6 +2,8 @@
 same run. One trainer alternates blocks of generator steps with the monitor on and off (ABBA order),
 so both arms share the process, the model state and the machine's load; the monitor's full cost is
 included (per-step gradient norms, the statistics it keeps, its periodic evaluation and diversity probe).
+The monitor is driven through its own interface (observe each step, update where due), with the
+settings, probe sampler and reference batch the loop hands it.
 
     python benchmarks/health_overhead.py [--blocks 40] [--block-steps 50] [--out benchmarks/results/health_overhead.json]
 """
@@ -26,7 +28,13 @@ def quantiles(xs: list[float]) -> dict:
 
 
 def main() -> None:
+    import dataclasses
+
+    import torch
+
     from gandist.config import load_config
+    from gandist.rng import stream
+    from gandist.train.health import HealthMonitor, flatten_settings
     from gandist.train.loop import Trainer
 
     p = argparse.ArgumentParser()
@@ -38,19 +46,28 @@ def main() -> None:
     cfg = load_config("quickstart", [f"train.steps={total}", "train.progress=false"])
     with tempfile.TemporaryDirectory() as d:
         t = Trainer(cfg, Path(d), log_enabled=False)
-        monitor = t.health
-        monitor.echo = False
+        n = cfg.health.diversity_n
+        z = torch.randn(n, cfg.model.z_dim, generator=stream(cfg.train.seed, "health_probe")).to(t.device)
+        monitor = HealthMonitor(
+            cfg.health,
+            flatten_settings(dataclasses.asdict(cfg)),
+            sample=lambda: t.ema.shadow(z),
+            reference=t.data.peek(n, position=0),
+            echo=False,
+        )
         for _ in range(50):  # warm-up, not timed
             t.train_step()
         times: dict[str, list[float]] = {"off": [], "on": []}
         for i in range(2 * args.blocks):
             arm = "on" if (i % 4) in (1, 2) else "off"  # off on on off | off on on off ...
-            t.health, t.callbacks = (monitor, [monitor]) if arm == "on" else (None, [])
+            t.health, t.callbacks = (monitor, []) if arm == "on" else (None, [])  # t.health: grad norms
             t0 = time.perf_counter()
             for _ in range(args.block_steps):
                 stats = t.train_step()
-                for cb in t.callbacks:
-                    cb.on_step(t, stats)
+                if arm == "on":
+                    monitor.observe(t.step, stats)
+                    if monitor.due(t.step):
+                        monitor.update(t.step)
             times[arm].append((time.perf_counter() - t0) / args.block_steps)
     off, on = times["off"], times["on"]
     res = {

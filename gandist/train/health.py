@@ -27,8 +27,11 @@ observations in a row, and cleared only once it has been absent over a whole `he
 (the span of history the conditions look at; at least `persist` observations). An observation is a
 regular evaluation (every `health.every` steps) for the loss-based diagnoses and a fresh diversity
 probe for mode_collapse, whose evidence changes only when the probe runs. A condition flickering at
-its threshold is therefore raised at most once and stays raised while it flickers. non_finite is
-raised at the step it happens and cleared at the first evaluation `every` steps later without one.
+its threshold, with gaps shorter than the window, is therefore raised once and stays raised while it
+flickers. non_finite is raised at the step it happens and cleared at the first evaluation `every`
+steps later without one. With the defaults (every 25, persist 2, window 200, probe every 100): a loss
+diagnosis starts after 2 evaluations (25 steps apart) and clears after 8 without it; mode_collapse
+starts after 2 probes and clears after 2 probes without it.
 
 Advice reads the run's settings: each diagnosis has an ordered list of remedies, each remedy names the
 setting it recommends and returns nothing when that is already in effect, so the list a run sees
@@ -437,6 +440,7 @@ class HealthMonitor:
         self._fresh_probe = False  # a probe ran since the last regular evaluation
         self._real_stats: tuple[float, float] | None = None
         self._dup_scale = 0.0
+        self._bound = False  # legacy adapter: settings/sample/reference filled from the trainer
 
     # -- inputs ----------------------------------------------------------------------------------
     def observe(self, step: int, stats: Mapping[str, float]) -> None:
@@ -663,7 +667,7 @@ class HealthMonitor:
 
     def on_step(self, trainer, stats: dict[str, float]) -> None:
         """Legacy adapter: the current loop hands over each step's host floats."""
-        if not getattr(self, "_bound", False):
+        if not self._bound:
             self._bind_legacy(trainer)
         step = trainer.step
         self.observe(step, stats)
