@@ -28,13 +28,12 @@ def quantiles(xs: list[float]) -> dict:
 
 
 def main() -> None:
-    import dataclasses
 
     import torch
 
-    from gandist.config import load_config
+    from gandist.config import flat_dict, load_config
     from gandist.rng import stream
-    from gandist.train.health import HealthMonitor, flatten_settings
+    from gandist.train.health import HealthMonitor
     from gandist.train.loop import Trainer
 
     p = argparse.ArgumentParser()
@@ -50,8 +49,8 @@ def main() -> None:
         z = torch.randn(n, cfg.model.z_dim, generator=stream(cfg.train.seed, "health_probe")).to(t.device)
         monitor = HealthMonitor(
             cfg.health,
-            flatten_settings(dataclasses.asdict(cfg)),
-            sample=lambda: t.ema.shadow(z),
+            flat_dict(cfg),
+            sample=lambda: t.sample_net()(z),
             reference=t.data.peek(n, position=0),
             echo=False,
         )
@@ -60,13 +59,21 @@ def main() -> None:
         times: dict[str, list[float]] = {"off": [], "on": []}
         for i in range(2 * args.blocks):
             arm = "on" if (i % 4) in (1, 2) else "off"  # off on on off | off on on off ...
-            t.health, t.callbacks = (monitor, []) if arm == "on" else (None, [])  # t.health: grad norms
+            t.health = monitor if arm == "on" else None  # t.health: the phases compute gradient norms
             t0 = time.perf_counter()
+            pending = []
+            # as the loop does: statistics stay on the device and are read at log points (both arms,
+            # every 50 steps) and, with the monitor, at its evaluation and probe points too
             for _ in range(args.block_steps):
-                stats = t.train_step()
-                if arm == "on":
-                    monitor.observe(t.step, stats)
-                    if monitor.due(t.step):
+                pending.append((t.step + 1, t.train_step()))
+                due = arm == "on" and monitor.due(t.step)
+                if due or t.step % cfg.train.log_every == 0:
+                    read = t._read(pending)
+                    pending.clear()
+                    if arm == "on":
+                        for step, host in read:
+                            monitor.observe(step, host)
+                    if due:
                         monitor.update(t.step)
             times[arm].append((time.perf_counter() - t0) / args.block_steps)
     off, on = times["off"], times["on"]

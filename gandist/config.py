@@ -73,7 +73,12 @@ def _check_field(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     bounds = [(op, meta.get(op)) for op in ("gt", "ge", "lt", "le") if meta.get(op) is not None]
     if not bounds or not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    ok = {"gt": lambda b: value > b, "ge": lambda b: value >= b, "lt": lambda b: value < b, "le": lambda b: value <= b}
+    ok = {
+        "gt": lambda b: value > b,
+        "ge": lambda b: value >= b,
+        "lt": lambda b: value < b,
+        "le": lambda b: value <= b,
+    }
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}={value} must be a finite number")
     if all(ok[op](b) for op, b in bounds):
@@ -84,7 +89,10 @@ def _check_field(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     if bounds == [("gt", 0)]:
         rule = "must be positive"
     elif lower and upper:
-        lo, hi = dict(bounds).get("gt", dict(bounds).get("ge")), dict(bounds).get("lt", dict(bounds).get("le"))
+        lo, hi = (
+            dict(bounds).get("gt", dict(bounds).get("ge")),
+            dict(bounds).get("lt", dict(bounds).get("le")),
+        )
         rule = f"must be in {'(' if 'gt' in dict(bounds) else '['}{lo:g}, {hi:g}{')' if 'lt' in dict(bounds) else ']'}"
     else:
         rule = "must be " + " and ".join(lower + upper)
@@ -179,8 +187,12 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = setting(2000, gt=0)  # total generator steps
-    d_steps: int = setting(1, gt=0)  # k discriminator steps per generator step (Goodfellow et al. Alg. 1); WGAN n_critic=5
-    micro_batch: int = setting(0, ge=0)  # 0: whole batches; else accumulate gradients over chunks of this size
+    d_steps: int = setting(
+        1, gt=0
+    )  # k discriminator steps per generator step (Goodfellow et al. Alg. 1); WGAN n_critic=5
+    micro_batch: int = setting(
+        0, ge=0
+    )  # 0: whole batches; else accumulate gradients over chunks of this size
     seed: int = 0
     strategy: str = setting("single", choices=("single",))
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
@@ -204,28 +216,48 @@ class TrainConfig:
 class HealthConfig:
     enabled: bool = True
     every: int = setting(25, gt=0)  # evaluate the diagnoses every this many generator steps
-    persist: int = setting(2, gt=0)  # evaluations in a row a condition must hold (or be gone) to start (or clear)
+    persist: int = setting(
+        2, gt=0
+    )  # evaluations in a row a condition must hold (or be gone) to start (or clear)
     window: int = setting(200, gt=0)  # steps of history each diagnosis looks at
-    warmup: int = setting(200, ge=0)  # no diagnosis but non-finite before this step (every GAN starts "collapsed")
+    warmup: int = setting(
+        200, ge=0
+    )  # no diagnosis but non-finite before this step (every GAN starts "collapsed")
     diversity_every: int = setting(100, ge=0)  # steps between diversity probes (0 = never)
     diversity_n: int = setting(128, ge=2)  # samples in the probe (fixed latents vs a fixed real batch)
-    saturated_accuracy: float = setting(0.95, gt=0, le=1)  # D accuracy (median over the window) that counts as saturated
-    vanishing_ratio: float = setting(0.05, gt=0, lt=1)  # ||grad G|| median below this share of its peak = vanishing
-    oscillation_chunks: int = setting(10, ge=3)  # the window is cut into this many chunks for the oscillation test
+    saturated_accuracy: float = setting(
+        0.95, gt=0, le=1
+    )  # D accuracy (median over the window) that counts as saturated
+    vanishing_ratio: float = setting(
+        0.05, gt=0, lt=1
+    )  # ||grad G|| median below this share of its peak = vanishing
+    oscillation_chunks: int = setting(
+        10, ge=3
+    )  # the window is cut into this many chunks for the oscillation test
     oscillation_turns: int = setting(4, gt=0)  # direction changes of the chunk means (of chunks - 2 possible)
     oscillation_amplitude: float = setting(0.25, gt=0)  # chunk-mean std relative to (|mean loss| + 0.1)
-    collapse_ratio: float = setting(0.3, gt=0, lt=1)  # sample diversity / data diversity below this = collapse suspected
-    duplicate_distance: float = setting(0.05, gt=0)  # near-duplicate: nearest other sample closer than this x data spread
-    duplicate_excess: float = setting(0.5, gt=0, le=1)  # near-duplicate rate this much above the data's = collapse suspected
+    collapse_ratio: float = setting(
+        0.3, gt=0, lt=1
+    )  # sample diversity / data diversity below this = collapse suspected
+    duplicate_distance: float = setting(
+        0.05, gt=0
+    )  # near-duplicate: nearest other sample closer than this x data spread
+    duplicate_excess: float = setting(
+        0.5, gt=0, le=1
+    )  # near-duplicate rate this much above the data's = collapse suspected
 
 
 @dataclass
 class MetricsConfig:
-    every: int = setting(0, ge=0)  # evaluate G_ema every this many generator steps, and at the end (0 = never)
+    every: int = setting(
+        0, ge=0
+    )  # evaluate G_ema every this many generator steps, and at the end (0 = never)
     names: str = "auto"  # comma list of fid,is,kid,pr,modes,parzen; auto: modes,fid for 2-D data, fid,is,kid for digits, fid otherwise
     n: int = setting(2000, ge=2)  # generated samples per evaluation
     extractor: str = setting("auto", choices=("auto", "inception", "digits", "points"))
-    inception: str = ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)
+    inception: str = (
+        ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)
+    )
 
 
 def _default_section(section: str) -> Any:
@@ -353,9 +385,13 @@ def _component(section: str, name: str, values: dict[str, Any], legacy: bool, mo
         values = {k: v for k, v in values.items() if k in valid or k not in _LEGACY_KEYS[section]}
     for key in values:
         if key not in valid:
-            owners = sorted(n for n, c in SECTIONS[section].items() if key in {f.name for f in dataclasses.fields(c)})
+            owners = sorted(
+                n for n, c in SECTIONS[section].items() if key in {f.name for f in dataclasses.fields(c)}
+            )
             which = f"{section}.name={name}" if section != "loss" else f"model.name={model_name}"
-            elsewhere = f" (it belongs to {section}.name={', '.join(owners)})" if owners and section != "loss" else ""
+            elsewhere = (
+                f" (it belongs to {section}.name={', '.join(owners)})" if owners and section != "loss" else ""
+            )
             hint = _nearest(str(key), sorted(valid), f"{section}.")
             raise ConfigError(f"unknown config key '{section}.{key}' for {which}{elsewhere}{hint}")
     return from_dict(cls, values, f"{section}.", legacy)
@@ -379,7 +415,9 @@ def build_config(tree: dict[str, Any], legacy: bool = False) -> Config:
     model_cls = section_class("model", model_name)
     model.pop("name", None)
     cfg.model = _component("model", model_name, model, legacy)
-    cfg.loss = _component("loss", _loss_section_name(model_cls), dict(tree.get("loss") or {}), legacy, model_name)
+    cfg.loss = _component(
+        "loss", _loss_section_name(model_cls), dict(tree.get("loss") or {}), legacy, model_name
+    )
     data = dict(tree.get("data") or {})
     data_name = _coerce(data.pop("name", DEFAULT_NAMES["data"]), str, "data.name")
     cfg.data = _component("data", data_name, data, legacy)
@@ -438,7 +476,9 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{assignment}': value is not valid YAML ({_yaml_problem(exc)})") from None
+        raise ConfigError(
+            f"override '{assignment}': value is not valid YAML ({_yaml_problem(exc)})"
+        ) from None
     parts = key.split(".")
     hints = _hints(Config)
     top = sorted(hints)
@@ -446,7 +486,9 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         close = difflib.get_close_matches(parts[0], top, n=1, cutoff=0.5)
         if close:  # suggest the whole dotted key the user meant
             meant = ".".join([close[0], *parts[1:]])
-            raise ConfigError(f"unknown config key '{key}' (no section '{parts[0]}'); did you mean '{meant}'?")
+            raise ConfigError(
+                f"unknown config key '{key}' (no section '{parts[0]}'); did you mean '{meant}'?"
+            )
         raise ConfigError(f"unknown config key '{key}'{_nearest(parts[0], top, '')}")
     if len(parts) == 1:
         if parts[0] in Config.COMPONENTS or dataclasses.is_dataclass(hints[parts[0]]):

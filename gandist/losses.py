@@ -81,7 +81,9 @@ class LeastSquares(AdversarialLoss):
         self.decision_boundary = 0.5 * (cfg.lsgan_a + cfg.lsgan_b)
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (real - self.cfg.lsgan_b).square().mean() + 0.5 * (fake - self.cfg.lsgan_a).square().mean()
+        return (
+            0.5 * (real - self.cfg.lsgan_b).square().mean() + 0.5 * (fake - self.cfg.lsgan_a).square().mean()
+        )
 
     def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * (fake - self.cfg.lsgan_c).square().mean()

@@ -75,12 +75,19 @@ def plot_log(log_path: str | Path, out_path: str | Path) -> Path | None:
     losses = sorted(k for k in keys if k.endswith("_loss")) + [k for k in ("gp", "r1") if k in keys]
     outputs = [(k, label) for k, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))")) if k in keys]
     plt = _plt()
-    fig, axes = plt.subplots(1, 2 if outputs else 1, figsize=(10 if outputs else 5, 3.6), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if outputs else 1, figsize=(10 if outputs else 5, 3.6), dpi=100, squeeze=False
+    )
     a = axes[0][0]
     for key in losses:
         rows = [r for r in records if key in r]
         label = {"d_loss": "D loss", "g_loss": "G loss", "gp": "GP", "r1": "R1"}.get(key, key)
-        a.plot([r["step"] for r in rows], [r[key] for r in rows], label=label, alpha=0.7 if key in ("gp", "r1") else 1)
+        a.plot(
+            [r["step"] for r in rows],
+            [r[key] for r in rows],
+            label=label,
+            alpha=0.7 if key in ("gp", "r1") else 1,
+        )
     a.set_xlabel("generator step")
     a.set_title("losses")
     a.legend()

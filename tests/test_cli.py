@@ -106,7 +106,7 @@ def test_existing_run_needs_resume_flag(trained, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--set", "train.stpes=3"], "did you mean 'steps'"),
+        (["train", "--set", "train.stpes=3"], "did you mean 'train.steps'"),
         (["train", "--set", "model.name=gan3000"], "valid: dcgan, mlp"),
         (["train", "nope.yaml"], "not found"),
         (

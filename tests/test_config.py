@@ -20,7 +20,9 @@ def test_int_widens_to_float_but_not_the_reverse():
 def test_unknown_key_names_nearest():
     with pytest.raises(ConfigError, match=r"unknown config key 'train.stpes'.*did you mean 'train.steps'"):
         load_config(None, ["train.stpes=10"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'optm.lr_g' \(no section 'optm'\); did you mean 'optim.lr_g'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'optm.lr_g' \(no section 'optm'\); did you mean 'optim.lr_g'"
+    ):
         load_config(None, ["optm.lr_g=1"])
 
 
@@ -77,10 +79,14 @@ def test_dcgan_resolution_and_gp_batchnorm_rules():
 
 
 def test_keys_of_another_family_name_their_owner():
-    with pytest.raises(ConfigError, match=r"'model.g_layers' for model.name=dcgan \(it belongs to model.name=mlp\)"):
+    with pytest.raises(
+        ConfigError, match=r"'model.g_layers' for model.name=dcgan \(it belongs to model.name=mlp\)"
+    ):
         load_config(None, ["model.g_layers=3"])
     assert load_config(None, ["model.name=mlp", "model.g_layers=3", "data.name=ring"]).model.g_layers == 3
-    with pytest.raises(ConfigError, match=r"'data.size' for data.name=digits \(it belongs to data.name=procedural\)"):
+    with pytest.raises(
+        ConfigError, match=r"'data.size' for data.name=digits \(it belongs to data.name=procedural\)"
+    ):
         load_config(None, ["data.size=3"])
 
 

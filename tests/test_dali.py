@@ -28,13 +28,16 @@ def prepared(tmp_path_factory):
 
 
 def cfg(path, **kw):
-    return make_section("data", name="folder", path=str(path), resolution=32, batch_size=4, loader="dali", **kw)
+    return make_section(
+        "data", name="folder", path=str(path), resolution=32, batch_size=4, loader="dali", **kw
+    )
 
 
 def test_same_pixels_as_the_pil_loader(prepared):
     d = build_dataset(cfg(prepared, mirror=True), seed=1)
     t = build_dataset(
-        make_section("data", name="folder", path=str(prepared), resolution=32, batch_size=4, mirror=True), seed=1
+        make_section("data", name="folder", path=str(prepared), resolution=32, batch_size=4, mirror=True),
+        seed=1,
     )
     assert isinstance(d, DaliFolder)
     for _ in range(3):

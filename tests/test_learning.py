@@ -13,11 +13,11 @@ def test_ring_wgangp_covers_at_least_six_of_eight_modes(tmp_path):
     cfg = load_config("ring_wgangp", ["train.steps=600", "train.seed=0", "train.progress=false"])
     t = Trainer(cfg, tmp_path, log_enabled=False)
     before = mode_coverage(
-        t.ema.shadow(torch.randn(2500, 2, generator=torch.Generator().manual_seed(5))), "ring"
+        t.sample_net()(torch.randn(2500, 2, generator=torch.Generator().manual_seed(5))), "ring"
     )
     t.train(progress=False)
     with torch.no_grad():
-        x = t.ema.shadow(torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5)))
+        x = t.sample_net()(torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5)))
     after = mode_coverage(x, "ring")
     assert before["modes"] <= 2  # the untrained generator does not already cover the ring
     assert after["modes"] >= 6, after
@@ -35,7 +35,7 @@ def test_mixture_latent_removes_the_bridges_between_ring_modes(tmp_path):
         t.train(progress=False)
         with torch.no_grad():
             z = torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
-            scores[name] = mode_coverage(t.ema.shadow(z), "ring")
+            scores[name] = mode_coverage(t.sample_net()(z), "ring")
     mix, normal = scores["ring_wgangp_mix"], scores["ring_wgangp"]
     assert mix["modes"] == 8 and mix["high_quality"] >= 0.95 and mix["reverse_kl"] <= 0.05, mix
     assert normal["high_quality"] < mix["high_quality"], scores
@@ -49,8 +49,8 @@ def test_dcgan_digits_fools_a_fixed_discriminator_less_over_time(tmp_path):
     t = Trainer(cfg, tmp_path, log_enabled=False)
     data_mean = t.data.peek(1797).mean().item()
     z = torch.randn(256, cfg.model.z_dim, generator=torch.Generator().manual_seed(1))
-    start = abs(t.G.eval()(z).mean().item() - data_mean)
-    t.G.train()
+    start = abs(t.nets["G"].eval()(z).mean().item() - data_mean)
+    t.nets["G"].train()
     t.train(progress=False)
-    end = abs(t.ema.shadow(z).mean().item() - data_mean)
+    end = abs(t.sample_net()(z).mean().item() - data_mean)
     assert end < 0.5 * start, (start, end)

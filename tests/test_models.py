@@ -20,7 +20,9 @@ def test_dcgan_shapes(res, channels):
 
 
 def test_dcgan_architecture_follows_the_paper():
-    G, D = build_networks(make_section("model", name="dcgan", z_dim=8, g_width=8, d_width=8), (3, 64, 64), "images").values()
+    G, D = build_networks(
+        make_section("model", name="dcgan", z_dim=8, g_width=8, d_width=8), (3, 64, 64), "images"
+    ).values()
     g_types = {type(m) for m in G.modules()}
     d_types = {type(m) for m in D.modules()}
     assert (
@@ -52,7 +54,8 @@ def test_critic_without_batch_norm():
 
 
 def test_mlp_points_and_images():
-    cfg = make_section("model", 
+    cfg = make_section(
+        "model",
         name="mlp",
         z_dim=2,
         g_width=16,
@@ -117,7 +120,9 @@ def test_mixture_latent_components_are_the_normal_quantile_bins():
 
 @pytest.mark.parametrize("name, shape, kind", [("mlp", (2,), "points"), ("dcgan", (1, 16, 16), "images")])
 def test_mixture_latent_generator_keeps_the_z_interface(name, shape, kind):
-    cfg = make_section("model", name=name, z_dim=3, g_width=8, d_width=8, latent="mixture", latent_components=5)
+    cfg = make_section(
+        "model", name=name, z_dim=3, g_width=8, d_width=8, latent="mixture", latent_components=5
+    )
     G, D = build_networks(cfg, shape, kind).values()
     assert G.z_dim == 3 and isinstance(G.prior, MixtureLatent)
     z = torch.randn(4, 3)

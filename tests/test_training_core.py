@@ -70,7 +70,10 @@ class TwinObjective(Objective):
         self.d_phases = 0
 
     def optimizers(self):
-        return {"G": OptimizerSpec(("G1", "G2"), self.cfg.optim.lr_g), "D": OptimizerSpec(("D",), self.cfg.optim.lr_d)}
+        return {
+            "G": OptimizerSpec(("G1", "G2"), self.cfg.optim.lr_g),
+            "D": OptimizerSpec(("D",), self.cfg.optim.lr_d),
+        }
 
     def phases(self):
         return [Phase("Dmain", "D", ("D",), repeat=2), Phase("Gmain", "G", ("G1", "G2"), reals=False)]
@@ -117,7 +120,9 @@ def twin_family():
             return {
                 "G1": Gen(cfg.z_dim, cfg.width),
                 "G2": Gen(cfg.z_dim, cfg.width),
-                "D": nn.Sequential(nn.Linear(2, cfg.width), nn.LeakyReLU(0.2), nn.Linear(cfg.width, 1), nn.Flatten(0)),
+                "D": nn.Sequential(
+                    nn.Linear(2, cfg.width), nn.LeakyReLU(0.2), nn.Linear(cfg.width, 1), nn.Flatten(0)
+                ),
             }
 
         register(OBJECTIVES, "twin")(TwinObjective)
@@ -144,7 +149,9 @@ def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, t
     g2_before = [p.detach().clone() for p in full.nets["G2"].parameters()]
     full.train(progress=False)
     assert full.objective.d_phases == 2 * 8 and int(full.objective.fakes_seen) == 2 * 8 * 10
-    assert any(not torch.equal(a, b) for a, b in zip(g2_before, full.nets["G2"].parameters())), "G2 did not train"
+    assert any(not torch.equal(a, b) for a, b in zip(g2_before, full.nets["G2"].parameters())), (
+        "G2 did not train"
+    )
     assert (tmp_path / "full" / "samples" / "step_0000008.png").is_file()
 
     half = Trainer(twin_family("train.steps=4"), tmp_path / "half")
@@ -160,7 +167,9 @@ def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, t
 
 
 def test_unseen_family_config_is_strict(twin_family):
-    with pytest.raises(ConfigError, match=r"unknown config key 'model.g_width' for model.name=twin.*'model.width'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'model.g_width' for model.name=twin.*'model.width'"
+    ):
         twin_family("model.g_width=3")
     with pytest.raises(ConfigError, match=r"loss.mix=2.0 must be in \[0, 1\]"):
         twin_family("loss.mix=2")
@@ -181,7 +190,11 @@ def test_lazy_r1_uses_corrected_adam_and_its_own_phase(tiny_cfg, tmp_path):
     assert group["betas"] == pytest.approx((0.5**c, 0.99**c), rel=1e-15)
     g_group = t.optimizers["G"].param_groups[0]  # G pays no penalty: no correction
     assert (g_group["lr"], g_group["betas"]) == (cfg.optim.lr_g, (0.5, 0.99))
-    assert [(p.name, p.interval, p.gain) for p in t.phases] == [("Dmain", 1, 1.0), ("Dreg", n, float(n)), ("Gmain", 1, 1.0)]
+    assert [(p.name, p.interval, p.gain) for p in t.phases] == [
+        ("Dmain", 1, 1.0),
+        ("Dreg", n, float(n)),
+        ("Gmain", 1, 1.0),
+    ]
     runs = []
     original = t.run_phase
     t.run_phase = lambda phase: runs.append((t.step, phase.name)) or original(phase)
@@ -193,7 +206,11 @@ def test_lazy_penalty_weight_over_n_steps_equals_the_non_lazy_one(tiny_cfg, tmp_
     """The Dreg phase's gradient is N times the gradient of the penalty the non-lazy D loss carries, so over
     N steps D receives the same total penalty weight. Reference: R1 of a linear critic in float64."""
     n, gamma = 4, 3.0
-    lazy = Trainer(tiny_cfg("loss.r1_gamma=3.0", f"loss.reg_interval={n}", "model.d_norm=none"), tmp_path / "a", log_enabled=False)
+    lazy = Trainer(
+        tiny_cfg("loss.r1_gamma=3.0", f"loss.reg_interval={n}", "model.d_norm=none"),
+        tmp_path / "a",
+        log_enabled=False,
+    )
     eager = Trainer(tiny_cfg("loss.r1_gamma=3.0", "model.d_norm=none"), tmp_path / "b", log_enabled=False)
     assert [p.name for p in eager.phases] == ["Dboth", "Gmain"]
     real = lazy.data.peek(8).double()
@@ -222,7 +239,9 @@ def test_lazy_penalty_weight_over_n_steps_equals_the_non_lazy_one(tiny_cfg, tmp_
     D_lin.weight.data.copy_(w)
     from gandist.losses import r1_penalty
 
-    assert r1_penalty(D_lin, torch.randn(7, 5, dtype=torch.float64)).item() == pytest.approx(w.square().sum().item())
+    assert r1_penalty(D_lin, torch.randn(7, 5, dtype=torch.float64)).item() == pytest.approx(
+        w.square().sum().item()
+    )
     assert 0.5 * gamma * w.square().sum().item() == pytest.approx(
         eager.objective.lc.r1_gamma / 2 * w.square().sum().item()
     )
@@ -245,7 +264,9 @@ def test_ema_half_life_halves_the_past_every_half_life_images():
     assert ema.shadow.weight.mean().item() == pytest.approx(0.5, rel=1e-6)
     assert EMA(net, 0.0).beta(64, 0) == 0.0  # half-life 0: an exact copy
     ramp = EMA(net, half_life=10_000.0, rampup=0.05)
-    assert ramp.beta(64, images_seen=20_000) == pytest.approx(0.5 ** (64 / 1000), rel=1e-12)  # min(10k, 0.05 x 20k)
+    assert ramp.beta(64, images_seen=20_000) == pytest.approx(
+        0.5 ** (64 / 1000), rel=1e-12
+    )  # min(10k, 0.05 x 20k)
     assert ramp.beta(64, images_seen=10**7) == pytest.approx(0.5 ** (64 / 10_000), rel=1e-12)
 
 
@@ -253,7 +274,9 @@ def test_ema_half_life_halves_the_past_every_half_life_images():
 def test_classic_ema_beta_is_the_same_decay_as_a_half_life(beta, batch):
     cfg = load_config(None, [f"train.ema_beta={beta}", f"data.batch_size={batch}"])
     assert cfg.train.ema_beta is None  # resolved into the half-life
-    assert EMA(nn.Linear(1, 1), cfg.train.ema_kimg * 1000).beta(batch, 0) == beta  # exactly the old per-step decay
+    assert (
+        EMA(nn.Linear(1, 1), cfg.train.ema_kimg * 1000).beta(batch, 0) == beta
+    )  # exactly the old per-step decay
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -281,12 +304,22 @@ def test_guarded_step_is_the_plain_step_or_nothing(name):
         for p, q in zip(a.parameters(), b.parameters()):
             assert torch.equal(p, q)
     before = [p.detach().clone() for p in b.parameters()]
-    state = json.dumps({i: {k: torch.as_tensor(v).tolist() for k, v in s.items()} for i, s in opt_b.state_dict()["state"].items()})
+    state = json.dumps(
+        {
+            i: {k: torch.as_tensor(v).tolist() for k, v in s.items()}
+            for i, s in opt_b.state_dict()["state"].items()
+        }
+    )
     b.zero_grad()
     b(torch.randn(5, 4)).square().sum().backward()
     guarded_step(opt_b, torch.tensor(False))
     assert all(torch.equal(p, q) for p, q in zip(before, b.parameters()))
-    assert state == json.dumps({i: {k: torch.as_tensor(v).tolist() for k, v in s.items()} for i, s in opt_b.state_dict()["state"].items()})
+    assert state == json.dumps(
+        {
+            i: {k: torch.as_tensor(v).tolist() for k, v in s.items()}
+            for i, s in opt_b.state_dict()["state"].items()
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,7 +392,9 @@ def test_config_module_imports_nothing_from_data_models_or_metrics():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
-    assert not {m for m in imported if m and m.startswith(("gandist.data", "gandist.models", "gandist.metrics"))}
+    assert not {
+        m for m in imported if m and m.startswith(("gandist.data", "gandist.models", "gandist.metrics"))
+    }
     assert "torch" not in imported
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gandist.data.config import FolderData
 from gandist.data.base import DataSource, epoch_indices, position_generator
+from gandist.data.config import FolderData
 from gandist.data.folder import dataset_files
 from gandist.errors import DataError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gandist.data.config import DigitsData
 from gandist.data.base import DATASETS, Batch, DataSource, epoch_indices, mirror
+from gandist.data.config import DigitsData
 from gandist.registry import register
 
 _CACHE: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gandist.data.config import FolderData
 from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
+from gandist.data.config import FolderData
 from gandist.errors import DataError
 from gandist.registry import register
 

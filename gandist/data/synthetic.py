@@ -7,8 +7,8 @@ import math
 import torch
 
 from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
-from gandist.rng import position_generator
 from gandist.registry import register
+from gandist.rng import position_generator
 
 
 class GaussianMixture2D(DataSource):

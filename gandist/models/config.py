@@ -21,16 +21,24 @@ class GANModel(NamedSection):
 
     objective: ClassVar[str] = "classic"
     z_dim: int = setting(64, gt=0)
-    g_width: int = setting(64, gt=0)  # DCGAN: channels of the last G feature map (doubles towards 4x4); MLP: hidden units
+    g_width: int = setting(
+        64, gt=0
+    )  # DCGAN: channels of the last G feature map (doubles towards 4x4); MLP: hidden units
     d_width: int = setting(64, gt=0)  # DCGAN: channels of the first D feature map; MLP: hidden units
     g_norm: str = setting("batch", choices=("batch", "none"))
     d_norm: str = setting("batch", choices=("batch", "layer", "none"))  # WGAN-GP: no batch norm in the critic
-    minibatch_std: int = setting(0, ge=0)  # group size of the minibatch standard deviation feature in D (0 = off)
+    minibatch_std: int = setting(
+        0, ge=0
+    )  # group size of the minibatch standard deviation feature in D (0 = off)
     output: str = setting("auto", choices=("auto", "tanh", "sigmoid", "linear"))  # G output nonlinearity:
     # auto = tanh for images, linear for points
-    latent: str = setting("normal", choices=("normal", "mixture"))  # mixture: K components drawn from z ~ N(0, I)
+    latent: str = setting(
+        "normal", choices=("normal", "mixture")
+    )  # mixture: K components drawn from z ~ N(0, I)
     latent_components: int = setting(1024, ge=2)  # mixture only: K, much larger than the number of data modes
-    latent_std: float = setting(0.1, ge=0)  # mixture only: scale of the continuous part z[:, 1:] beside the one-hot code
+    latent_std: float = setting(
+        0.1, ge=0
+    )  # mixture only: scale of the continuous part z[:, 1:] beside the one-hot code
 
     def check(self, cfg: Config) -> None:
         if self.minibatch_std == 1:
@@ -45,7 +53,9 @@ class GANModel(NamedSection):
                 f"train.micro_batch={micro} must be divisible by model.minibatch_std={self.minibatch_std}"
             )
         if self.latent == "mixture" and self.z_dim < 2:
-            raise ConfigError("model.latent=mixture uses z[:, 0] to pick the component: model.z_dim must be >= 2")
+            raise ConfigError(
+                "model.latent=mixture uses z[:, 0] to pick the component: model.z_dim must be >= 2"
+            )
 
 
 @register_section("model", "mlp")
@@ -61,7 +71,9 @@ class MLPModel(GANModel):
     def check(self, cfg: Config) -> None:
         super().check(cfg)
         if self.maxout_pieces == 1:
-            raise ConfigError("model.maxout_pieces=1 is a plain linear layer; use 0 (LeakyReLU) or >= 2 pieces")
+            raise ConfigError(
+                "model.maxout_pieces=1 is a plain linear layer; use 0 (LeakyReLU) or >= 2 pieces"
+            )
 
 
 @register_section("model", "dcgan")

@@ -9,12 +9,10 @@ import math
 import torch
 from torch import nn
 
-from gandist.models.config import DCGANModel
 from gandist.models.base import MODELS
+from gandist.models.config import DCGANModel
 from gandist.models.layers import MinibatchStdDev, output_activation
 from gandist.registry import register
-
-
 
 
 def _d_norm(kind: str, channels: int) -> nn.Module:

@@ -79,7 +79,9 @@ class PhaseContext:
 
 @dataclass
 class PhaseResult:
-    loss: torch.Tensor  # the scalar whose backward was taken (before the gain): its finiteness decides the step
+    loss: (
+        torch.Tensor
+    )  # the scalar whose backward was taken (before the gain): its finiteness decides the step
     stats: dict[str, torch.Tensor]  # detached 0-dim statistics, read on the host only at log points
 
 
@@ -87,7 +89,9 @@ class Objective:
     """Base class. Subclasses set `networks` (the wrapped modules by name) and implement the rest."""
 
     ema: dict[str, str] = {"G_ema": "G"}  # EMA network name -> the network it averages
-    sample_network = "G"  # the generator of fixed-z pictures, evaluations and `gandist generate` (its EMA if kept)
+    sample_network = (
+        "G"  # the generator of fixed-z pictures, evaluations and `gandist generate` (its EMA if kept)
+    )
 
     def __init__(self, cfg: Config, networks: dict[str, nn.Module]) -> None:
         self.cfg = cfg

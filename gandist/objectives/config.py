@@ -44,4 +44,6 @@ class ClassicLoss(Section):
                 "set model.d_norm=layer or none (Gulrajani et al. 2017, Sec. 4)"
             )
         if self.lsgan_a == self.lsgan_b and self.name == "lsgan":
-            raise ConfigError("loss.lsgan_a and loss.lsgan_b must differ: D needs two targets to tell reals from fakes")
+            raise ConfigError(
+                "loss.lsgan_a and loss.lsgan_b must differ: D needs two targets to tell reals from fakes"
+            )

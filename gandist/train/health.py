@@ -13,7 +13,7 @@ near-duplicate rate in pixel space, next to the same statistics of a fixed batch
 
 How the loop drives it (statistics stay on the device inside a step, DESIGN.md):
 
-    monitor = HealthMonitor(cfg.health, flatten_settings(dataclasses.asdict(cfg)), sample, reference, log_fn)
+    monitor = HealthMonitor(cfg.health, config.flat_dict(cfg), sample, reference, log_fn)
     after each step: if monitor.due(step) or the step was skipped as non-finite, read the pending
         per-step statistics back in one sync, monitor.observe(s, stats) for each pending step s in
         order, then monitor.update(step, nonfinite)
@@ -44,7 +44,6 @@ beyond the probe's one forward pass and its read-back, every `diversity_every` s
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import sys
@@ -58,18 +57,6 @@ import torch
 from gandist.config import HealthConfig
 
 Settings = Mapping[str, Any]
-
-
-def flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config mapping (e.g. `dataclasses.asdict(cfg)`) as dotted keys: {"loss.name": ...}."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten_settings(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 # -------------------------------------------------------------------------------------------------
@@ -407,13 +394,12 @@ def oscillation_score(values: list[float], chunks: int) -> tuple[int, float, flo
 
 
 class HealthMonitor:
-    """Watches one run. `settings`: the run's resolved config as dotted keys (`flatten_settings`);
+    """Watches one run. `settings`: the run's resolved config as dotted keys (`gandist.config.flat_dict`);
     `sample()`: G_ema's samples [N, ...] on the probe's fixed latents (the loop owns them);
     `reference`: a fixed batch of real samples [N, ...] of the same shape. Without `sample` there is no
     diversity probe and no mode_collapse diagnosis. `log_fn(event)` receives every start/clear event.
 
-    `settings=None` is the legacy adapter's construction (`on_step` fills settings, sample and
-    reference from the trainer); it goes away with the current loop."""
+    `settings=None` gives advice without reading the run's settings (every remedy is offered)."""
 
     def __init__(
         self,
@@ -440,7 +426,6 @@ class HealthMonitor:
         self._fresh_probe = False  # a probe ran since the last regular evaluation
         self._real_stats: tuple[float, float] | None = None
         self._dup_scale = 0.0
-        self._bound = False  # legacy adapter: settings/sample/reference filled from the trainer
 
     # -- inputs ----------------------------------------------------------------------------------
     def observe(self, step: int, stats: Mapping[str, float]) -> None:
@@ -645,36 +630,3 @@ class HealthMonitor:
                 out[f"median_{key}"] = m
         out.update({f"probe_{k}": v for k, v in self.diversity.items()})
         return out
-
-    # -- legacy adapter: the current loop's callback protocol; deleted when the new loop lands ---------
-    def _bind_legacy(self, trainer) -> None:
-        """Fill whatever the constructor was not given from the trainer: settings from its config, the
-        probe's latents from the 'health_probe' stream, the reference from data position 0."""
-        from gandist.rng import stream
-
-        tc = trainer.cfg
-        if self.settings is None:
-            self.settings = flatten_settings(dataclasses.asdict(tc))
-        n = self.cfg.diversity_n
-        if self.sample is None and self.cfg.diversity_every:
-            z = torch.randn(n, tc.model.z_dim, generator=stream(tc.train.seed, "health_probe")).to(
-                trainer.device
-            )
-            self.sample = lambda: trainer.ema.shadow(z)
-        if self.reference is None:
-            self.reference = trainer.data.peek(n, position=0)
-        self._bound = True
-
-    def on_step(self, trainer, stats: dict[str, float]) -> None:
-        """Legacy adapter: the current loop hands over each step's host floats."""
-        if not self._bound:
-            self._bind_legacy(trainer)
-        step = trainer.step
-        self.observe(step, stats)
-        nonfinite = self.last_nonfinite == step
-        if self.due(step) or nonfinite:
-            self.update(step, nonfinite)
-
-    def on_log(self, trainer, record: dict[str, Any]) -> None:
-        """Legacy adapter: annotate the current loop's log record."""
-        self.annotate(record)

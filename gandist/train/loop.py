@@ -122,7 +122,9 @@ class Trainer:
         if cfg.health.enabled:
             from gandist.train.health import HealthMonitor
 
-            probe_z = torch.randn(cfg.health.diversity_n, self.z_dim, generator=stream(tc.seed, "health_probe"))
+            probe_z = torch.randn(
+                cfg.health.diversity_n, self.z_dim, generator=stream(tc.seed, "health_probe")
+            )
             self.health = HealthMonitor(
                 cfg.health,
                 flat_dict(cfg),
@@ -137,7 +139,9 @@ class Trainer:
 
             unknown = [m for m in self._metric_names if m not in METRICS]
             if unknown:
-                raise UserError(f"metrics.names: unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
+                raise UserError(
+                    f"metrics.names: unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}"
+                )
 
     # ---------------------------------------------------------------------------------------------
     # Helpers
@@ -179,7 +183,9 @@ class Trainer:
         batch = self.data.next_batch(b).to(self.device) if phase.reals else None
         if phase.reals and phase.interval == 1:
             self.nimg += b
-        chunks: list[Batch | None] = batch.split(micro) if batch is not None else [None] * math.ceil(b / micro)
+        chunks: list[Batch | None] = (
+            batch.split(micro) if batch is not None else [None] * math.ceil(b / micro)
+        )
         opt.zero_grad(set_to_none=True)
         losses, acc = [], defaultdict(list)
         for chunk in chunks:
@@ -273,7 +279,9 @@ class Trainer:
                 ) from None
         missing = set(self.optimizers) - set(data["optim"])
         if missing:
-            raise CheckpointError(f"checkpoint '{path}' has no optimizer state for {', '.join(sorted(missing))}")
+            raise CheckpointError(
+                f"checkpoint '{path}' has no optimizer state for {', '.join(sorted(missing))}"
+            )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(data["optim"][name])
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
@@ -301,7 +309,11 @@ class Trainer:
         if self.kind == "points":
             ref = self.data.peek(2000)
             return save_scatter(
-                out, path, reference=ref, modes=getattr(self.data, "modes", None), title=f"{self.cfg.name} {name}"
+                out,
+                path,
+                reference=ref,
+                modes=getattr(self.data, "modes", None),
+                title=f"{self.cfg.name} {name}",
             )
         return save_grid(out, path)
 
@@ -352,7 +364,9 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------
     # The loop
 
-    def _read(self, pending: list[tuple[int, dict[str, list[torch.Tensor]]]]) -> list[tuple[int, dict[str, float]]]:
+    def _read(
+        self, pending: list[tuple[int, dict[str, list[torch.Tensor]]]]
+    ) -> list[tuple[int, dict[str, float]]]:
         """Device statistics of the pending steps to host floats in one transfer; the count of skipped
         updates rides along. Phase repeats within a step are averaged here, in float64."""
         tensors = [v for _, stats in pending for vs in stats.values() for v in vs]
@@ -420,7 +434,9 @@ class Trainer:
                     t_tick, nimg_tick = now, self.nimg
                 if self.step % tc.sample_every == 0 or self.step == tc.steps:
                     self.save_samples(f"step_{self.step:07d}")
-                if self.cfg.metrics.every and (self.step % self.cfg.metrics.every == 0 or self.step == tc.steps):
+                if self.cfg.metrics.every and (
+                    self.step % self.cfg.metrics.every == 0 or self.step == tc.steps
+                ):
                     self.run_metrics()
                 if stop.signal is not None:
                     interrupted = signal.Signals(stop.signal).name

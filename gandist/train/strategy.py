@@ -66,7 +66,9 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         if requested == "cuda":
-            raise StrategyError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+            raise StrategyError(
+                "train.device=cuda but no CUDA device is visible; use train.device=cpu or auto"
+            )
         return torch.device("cpu")
     count = torch.cuda.device_count()
     if local_rank >= count:
@@ -217,7 +219,9 @@ class ProcessGroupStrategy(Strategy):
         self._owns_group = False
 
 
-STRATEGIES = ("single",)  # what train.strategy accepts today; ddp and deepspeed derive from ProcessGroupStrategy
+STRATEGIES = (
+    "single",
+)  # what train.strategy accepts today; ddp and deepspeed derive from ProcessGroupStrategy
 
 
 def build_strategy(name: str = "single", device: str = "auto", env: DistEnv | None = None) -> Strategy:
