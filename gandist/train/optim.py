@@ -1,5 +1,8 @@
 """Optimizers by name, lazy-regularisation correction, and a step that a non-finite loss skips on the device.
 
+Adam runs fused (one kernel per step on CPU and GPU): its step counters live on the parameters' device, so
+no bias correction is read back to the host, and its `found_inf` input skips an update on the device.
+
 Lazy regularisation (StyleGAN2, Sec. 3.1, and its code's `mb_ratio`): when a network's penalty runs in a
 phase of its own every N steps, its optimizer takes N + 1 steps where the non-lazy one takes N, so the
 learning rate is scaled by c = N / (N + 1) and every exponential-average decay (Adam's betas, RMSprop's
@@ -21,7 +24,7 @@ OPTIMIZERS: dict[str, Builder] = {}
 
 @register(OPTIMIZERS, "adam")
 def adam(params, cfg: OptimConfig, lr: float, c: float = 1.0) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr * c, betas=(cfg.beta1**c, cfg.beta2**c), eps=cfg.eps)
+    return torch.optim.Adam(params, lr=lr * c, betas=(cfg.beta1**c, cfg.beta2**c), eps=cfg.eps, fused=True)
 
 
 @register(OPTIMIZERS, "rmsprop")
@@ -53,6 +56,10 @@ def guarded_step(opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
     very first step, which creates its state, reads the flag (once per run)."""
     params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
     if not params:
+        return
+    if opt.defaults.get("fused"):  # the fused kernel skips on the device and undoes its step count
+        opt.found_inf = (~ok).to(torch.float32)
+        opt.step()
         return
     if any(not opt.state.get(p) for p in params):
         if bool(ok):  # host sync: once, before the state exists
