@@ -1,6 +1,6 @@
 """The `model` section of each model family: its keys, their ranges and its checks (torch-free).
 
-The networks live beside this file (`mlp.py`, `dcgan.py`) and register their builders under the same
+The networks live beside this file (`mlp.py`, `dcgan.py`, `pggan.py`) and register their builders under the same
 names in `gandist.models.base.MODELS`. A family also names its objective (`gandist/objectives/`),
 whose config class is the `loss` section.
 """
@@ -13,6 +13,7 @@ from typing import ClassVar
 from gandist.config import Config, ConfigError, NamedSection, register_section, setting
 
 DCGAN_RESOLUTIONS = (8, 16, 32, 64, 128)
+PGGAN_RESOLUTIONS = tuple(2**k for k in range(2, 11))  # 4 .. 1024, the paper's CelebA-HQ top
 
 
 @dataclass
@@ -93,3 +94,48 @@ class DCGANModel(GANModel):
                 f"data.resolution={resolution} is not supported by model.name=dcgan; "
                 f"use one of {', '.join(map(str, DCGAN_RESOLUTIONS))}"
             )
+
+
+@register_section("model", "pggan")
+@dataclass
+class PGGANModel(NamedSection):
+    """Karras et al. 2018 (PGGAN), Table 2 and the official networks.py defaults: G and D grow from 4x4
+    to data.resolution. Trained with the classic objective; the paper's loss is WGAN-GP (lambda 10) plus
+    drift 0.001 (Appendix A.1), set in the loss section."""
+
+    objective: ClassVar[str] = "classic"
+    z_dim: int = setting(512, gt=0)  # latent size (Table 2: 512)
+    fmap_base: int = setting(8192, gt=0)  # channels at resolution r: min(fmap_base / 2^(log2 r - 1), fmap_max)
+    fmap_max: int = setting(512, gt=0)
+    mbstd_group: int = setting(4, ge=0)  # minibatch stddev group size in D's 4x4 block (Sec. 3: 4; 0 = off)
+    normalize_latents: bool = True  # pixel norm on z before G's first layer (official code)
+    pixelnorm: bool = True  # pixelwise feature normalisation after every G conv (Sec. 4.2)
+    equalized_lr: bool = True  # N(0, 1) weights scaled at run time by He's constant (Sec. 4.1);
+    # false: plain layers with the same (He) init, for ablations
+    output: str = setting("linear", choices=("linear", "tanh"))  # G output: linear as the paper
+
+    def check(self, cfg: Config) -> None:
+        resolution = getattr(cfg.data, "resolution", None)
+        if resolution is None:
+            raise ConfigError(
+                f"model.name=pggan needs image data, but data.name={cfg.data.name} is 2-D points; use model.name=mlp"
+            )
+        if resolution not in PGGAN_RESOLUTIONS:
+            raise ConfigError(
+                f"data.resolution={resolution}: PGGAN grows to a power of two between 4 and 1024; "
+                f"use one of {', '.join(map(str, PGGAN_RESOLUTIONS))}"
+            )
+        if self.fmap_base < resolution // 2:  # nf(R) = int(fmap_base / (R / 2)) must be >= 1
+            raise ConfigError(
+                f"model.fmap_base={self.fmap_base} leaves no feature maps at {resolution}x{resolution}; "
+                f"use model.fmap_base >= {resolution // 2}"
+            )
+        if self.mbstd_group == 1:
+            raise ConfigError("model.mbstd_group=1 must be 0 (off) or a group size >= 2")
+        if self.mbstd_group and cfg.data.batch_size % self.mbstd_group:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} must be divisible by model.mbstd_group={self.mbstd_group}"
+            )
+        micro = cfg.train.micro_batch
+        if self.mbstd_group and micro and micro % self.mbstd_group:
+            raise ConfigError(f"train.micro_batch={micro} must be divisible by model.mbstd_group={self.mbstd_group}")

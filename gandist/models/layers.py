@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class MinibatchStdDev(nn.Module):
@@ -93,3 +96,124 @@ class LatentPriorGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.dim() == 2 and z.shape[1] == self.z_dim, f"G expects [N, {self.z_dim}], got {list(z.shape)}"
         return self.net(self.prior(z))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Progressive GANs (Karras et al. 2018, "Progressive Growing of GANs", Sec. 4) and the style-based
+# networks built on them.
+
+
+def _weight_scales(fan_in: int, gain: float, lr_mul: float, equalized: bool) -> tuple[float, float, float]:
+    """(init std, runtime weight scale, He's constant) of a layer; see EqualizedLinear."""
+    he = gain / math.sqrt(fan_in)  # He et al. 2015: std that keeps activations' second moment
+    if equalized:
+        return 1.0 / lr_mul, he * lr_mul, he
+    return he / lr_mul, lr_mul, he
+
+
+class EqualizedLinear(nn.Module):
+    """Fully connected layer with the equalized learning rate of PGGAN (Sec. 4.1) and StyleGAN's
+    learning-rate multiplier. [N, in_features] -> [N, out_features].
+
+    The stored weight [out, in] starts at N(0, 1/lr_mul^2) and is multiplied at run time by
+    `weight_scale` = he * lr_mul, he = gain / sqrt(in_features) (He's constant; gain sqrt(2) for the
+    leaky-ReLU layers, 1 for linear outputs): every weight then has the same dynamic range, so Adam's
+    scale-invariant step changes each layer at the same relative speed. lr_mul < 1 slows a layer down
+    (StyleGAN's mapping network, lr_mul 0.01, Karras et al. 2019 Sec. C). The bias starts at
+    `bias_init` (stored divided by lr_mul) and is multiplied by `bias_scale` = lr_mul.
+    `equalized=False` is the plain layer for ablations: the same effective init (std he), weight_scale lr_mul.
+    Source: tkarras/progressive_growing_of_gans networks.py `get_weight`/`dense`, NVlabs/stylegan `G_mapping`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        gain: float = math.sqrt(2),
+        lr_mul: float = 1.0,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        equalized: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        init_std, self.weight_scale, self.he_std = _weight_scales(in_features, gain, lr_mul, equalized)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) * init_std)
+        self.bias = nn.Parameter(torch.full((out_features,), bias_init / lr_mul)) if bias else None
+        self.bias_scale = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias * self.bias_scale if self.bias is not None else None
+        return F.linear(x, self.weight * self.weight_scale, b)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, weight_scale={self.weight_scale:.4g}"
+
+
+class EqualizedConv2d(nn.Module):
+    """2-D convolution with the equalized learning rate (PGGAN Sec. 4.1), stride 1, 'same' padding
+    (odd kernels). [N, in_channels, H, W] -> [N, out_channels, H, W].
+
+    As EqualizedLinear with fan_in = in_channels * kernel_size^2: weight [out, in, k, k] ~ N(0, 1/lr_mul^2)
+    times `weight_scale` = gain / sqrt(fan_in) * lr_mul at run time; bias starts at `bias_init`, scaled by lr_mul.
+    Source: tkarras/progressive_growing_of_gans networks.py `conv2d`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        gain: float = math.sqrt(2),
+        lr_mul: float = 1.0,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        equalized: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"EqualizedConv2d pads to the same size: kernel_size must be odd, got {kernel_size}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        fan_in = in_channels * kernel_size * kernel_size
+        init_std, self.weight_scale, self.he_std = _weight_scales(fan_in, gain, lr_mul, equalized)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size) * init_std)
+        self.bias = nn.Parameter(torch.full((out_channels,), bias_init / lr_mul)) if bias else None
+        self.bias_scale = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias * self.bias_scale if self.bias is not None else None
+        return F.conv2d(x, self.weight * self.weight_scale, b, padding=self.kernel_size // 2)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"weight_scale={self.weight_scale:.4g}"
+        )
+
+
+class PixelNorm(nn.Module):
+    """Pixelwise feature vector normalisation (PGGAN Sec. 4.2): x / sqrt(mean over channels of x^2 + eps),
+    eps 1e-8. [N, C, ...] -> same shape; every pixel's feature vector gets unit mean square."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + self.eps)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x nearest-neighbour upsampling, [N, C, H, W] -> [N, C, 2H, 2W] (PGGAN's upscale2d). Written as
+    expand + reshape: its backward is a plain sum (deterministic on every device) and differentiable again."""
+    n, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
+def avgpool2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling, stride 2, [N, C, H, W] -> [N, C, H/2, W/2] (PGGAN's downscale2d box filter)."""
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError(f"avgpool2x needs even height and width, got {list(x.shape)}")
+    return F.avg_pool2d(x, 2)
