@@ -114,6 +114,7 @@ class Section:
     """Base of the `model`, `loss` and `data` sections; subclasses register under a name."""
 
     registered_name: ClassVar[str] = ""
+    grows: ClassVar[bool] = False  # model families only: networks that grow through resolutions (set_growth)
 
     def check(self, cfg: Config) -> None:
         """Cross-field and cross-section rules; raise ConfigError with one line naming the keys."""
@@ -187,6 +188,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = setting(2000, gt=0)  # total generator steps
+    kimg: float = setting(
+        0.0, ge=0
+    )  # > 0: train until this many thousand real images instead (progressive runs)
     d_steps: int = setting(
         1, gt=0
     )  # k discriminator steps per generator step (Goodfellow et al. Alg. 1); WGAN n_critic=5
@@ -196,6 +200,9 @@ class TrainConfig:
     seed: int = 0
     strategy: str = setting("single", choices=("single",))
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
+    # bf16: autocast on CUDA with fp32 weights and optimizer state; fp16: the same with a dynamic loss scale.
+    # Gradient penalties (double backward) always run in fp32.
+    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))
     # G_ema: half-life in thousands of generator images (StyleGAN2's ema_kimg; 0 = an exact copy of G),
     # optionally ramped up as half-life <= images seen x ema_rampup (StyleGAN2-ADA uses 0.05).
     ema_kimg: float = setting(10.0, ge=0)
@@ -260,6 +267,73 @@ class MetricsConfig:
     )
 
 
+@dataclass
+class ScheduleConfig:
+    """Progressive growing (gandist/train/schedule.py): phases measured in real images shown to D."""
+
+    kind: str = setting("fixed", choices=("fixed", "progressive"))  # fixed: data.resolution throughout
+    start_resolution: int = setting(4, ge=4)  # progressive: the first resolution
+    stable_kimg: float = setting(600.0, gt=0)  # images per stabilisation phase (PGGAN: 600k; 800k at 1024)
+    fade_kimg: float = setting(600.0, gt=0)  # images per transition phase, alpha rising 0 -> 1
+    batch: dict[int, int] = field(default_factory=dict)  # resolution -> batch size (else data.batch_size)
+    lr: dict[int, float] = field(
+        default_factory=dict
+    )  # resolution -> learning rate of G and D (else optim's)
+    reset_optimizer: bool = True  # reset the optimizers' state at each phase boundary (the official code)
+
+    def check(self, cfg: Config) -> None:
+        if self.kind != "progressive":
+            for key in ("batch", "lr"):
+                if getattr(self, key):
+                    raise ConfigError(
+                        f"schedule.{key} is set but schedule.kind=fixed; set schedule.kind=progressive"
+                    )
+            return
+        model_cls = type(cfg.model)
+        if not getattr(model_cls, "grows", False):
+            raise ConfigError(
+                f"schedule.kind=progressive needs a family that grows (model.name=pggan); "
+                f"model.name={cfg.model.name} trains at one resolution: set schedule.kind=fixed"
+            )
+        final = getattr(cfg.data, "resolution", None)
+        if final is None:
+            raise ConfigError(
+                f"schedule.kind=progressive needs image data; data.name={cfg.data.name} is points"
+            )
+        start = self.start_resolution
+        if start & (start - 1) or start > final:
+            raise ConfigError(
+                f"schedule.start_resolution={start} must be a power of two no larger than data.resolution={final}"
+            )
+        valid = [start * 2**k for k in range(int(math.log2(final // start)) + 1)]
+        for key, table in (("batch", self.batch), ("lr", self.lr)):
+            for res, value in table.items():
+                if res not in valid:
+                    raise ConfigError(
+                        f"schedule.{key} has resolution {res}; this run grows through {', '.join(map(str, valid))}"
+                    )
+                if not value > 0:
+                    raise ConfigError(f"schedule.{key}[{res}]={value} must be positive")
+        if getattr(cfg.data, "loader", "torch") == "dali" and set(self.batch.values()) - {
+            cfg.data.batch_size
+        }:
+            raise ConfigError(
+                "data.loader=dali runs one batch size (data.batch_size); drop schedule.batch or use data.loader=torch"
+            )
+        micro = cfg.train.micro_batch
+        group = getattr(cfg.model, "mbstd_group", getattr(cfg.model, "minibatch_std", 0))
+        for res, batch in self.batch.items():
+            if micro and batch % micro:
+                raise ConfigError(
+                    f"schedule.batch[{res}]={batch} must be divisible by train.micro_batch={micro}"
+                )
+            if group > 1 and batch > group and batch % group:
+                raise ConfigError(
+                    f"schedule.batch[{res}]={batch} must be divisible by the minibatch-std group size {group} "
+                    f"(or at most {group})"
+                )
+
+
 def _default_section(section: str) -> Any:
     return section_class(section, DEFAULT_NAMES[section])()
 
@@ -279,6 +353,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     COMPONENTS: ClassVar[tuple[str, ...]] = ("model", "loss", "data")
 
@@ -314,6 +389,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         names = " or ".join(_type_name(a) for a in args if a is not type(None))
         raise ConfigError(f"config key '{key}': expected {names}, got {type(value).__name__} {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, value_tp = typing.get_args(tp) or (Any, Any)
+        return {
+            _coerce(k, key_tp, f"{key} key"): _coerce(v, value_tp, f"{key}[{k}]") for k, v in value.items()
+        }
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {type(value).__name__} {value!r}")
@@ -593,7 +675,7 @@ def _resolve(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
-    for name in ("optim", "train", "health", "metrics", "model", "loss", "data"):
+    for name in ("optim", "train", "health", "metrics", "schedule", "model", "loss", "data"):
         check_ranges(getattr(cfg, name), name)
     if cfg.train.micro_batch and cfg.data.batch_size % cfg.train.micro_batch:
         raise ConfigError(
@@ -601,4 +683,5 @@ def validate(cfg: Config) -> None:
         )
     for name in ("data", "model", "loss"):  # a source's own rules first: they are the most basic
         getattr(cfg, name).check(cfg)
+    cfg.schedule.check(cfg)
     _resolve(cfg)

@@ -61,6 +61,9 @@ def load_generator(path: str | Path, which: str = "G_ema") -> LoadedGenerator:
     except RuntimeError as exc:  # names or shapes differ from what the config builds
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint '{p}': {which} weights do not fit its config ({first})") from None
+    stage = state.get("stage")
+    if stage and hasattr(G, "set_growth"):  # a growing G samples at the resolution its run reached
+        G.set_growth(int(stage["resolution"]), float(stage["alpha"]))
     return LoadedGenerator(G.eval(), cfg, kind, step, p)
 
 

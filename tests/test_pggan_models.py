@@ -331,7 +331,7 @@ def test_config_loads_and_builds():
         (["data.name=ring", "data.batch_size=8"], r"^model.name=pggan needs image data, but data.name=ring is 2-D points; use model.name=mlp$"),
         (["data.name=procedural", "data.resolution=48"], r"^data.resolution=48: PGGAN grows to a power of two between 4 and 1024; use one of 4, 8, "),
         (["data.name=procedural", "data.resolution=2048"], r"^data.resolution=2048: PGGAN grows"),
-        (["data.batch_size=6"], r"^data.batch_size=6 must be divisible by model.mbstd_group=4$"),
+        (["data.batch_size=6"], r"^data.batch_size=6 must be divisible by model.mbstd_group=4 \(or at most 4\)$"),
         (["model.mbstd_group=1"], r"^model.mbstd_group=1 must be 0 \(off\) or a group size >= 2$"),
         (["data.name=procedural", "data.resolution=256", "model.fmap_base=64"], r"^model.fmap_base=64 leaves no feature maps at 256x256; use model.fmap_base >= 128$"),
         (["model.output=sigmoid"], r"^model.output='sigmoid' is not known"),

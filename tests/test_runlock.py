@@ -136,7 +136,18 @@ def test_readers_need_no_lock(tmp_path):
 def test_failed_start_leaves_no_folder_behind(tmp_path, monkeypatch):
     new = tmp_path / "new"
     assert (
-        main(["train", "ring_wgangp", "--out", str(new), "--resume", str(tmp_path / "nope"), *_tiny(2, images=False)]) == 2
+        main(
+            [
+                "train",
+                "ring_wgangp",
+                "--out",
+                str(new),
+                "--resume",
+                str(tmp_path / "nope"),
+                *_tiny(2, images=False),
+            ]
+        )
+        == 2
     )
     assert not new.exists()
     monkeypatch.chdir(tmp_path)  # runs/<id>-<name>/ is made by this call: removed too

@@ -55,6 +55,7 @@ class DataSource:
         self.cfg = cfg
         self.seed = seed
         self.position = 0  # samples drawn so far: the whole loader state
+        self.served_resolution: int | None = None  # images box-filtered to this size (progressive growing)
 
     # -- interface -----------------------------------------------------------------------------
     @property
@@ -84,11 +85,25 @@ class DataSource:
         """The next `n` samples of the stream as a Batch; advances the position."""
         out = self._draw_batch(self.position, n)
         self.position += n
+        out.x = self._served(out.x)
         return out
 
     def peek(self, n: int, position: int = 0) -> torch.Tensor:
         """`n` samples from a given position without moving the stream (evaluation, reference grids)."""
-        return self._draw(position, n)
+        return self._served(self._draw(position, n))
+
+    def serve_resolution(self, resolution: int | None) -> None:
+        """From now on serve images box-filtered down to `resolution` (the mip-maps of progressive growing,
+        Karras et al. 2018); None serves the source's own resolution. The stream itself is unchanged."""
+        self.served_resolution = resolution
+
+    def _served(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.served_resolution
+        if r is None or self.kind != "images" or x.shape[-1] == r:
+            return x
+        from gandist.train.schedule import downsample
+
+        return downsample(x, r)
 
     def state_dict(self) -> dict[str, Any]:
         return {"position": self.position, "seed": self.seed}

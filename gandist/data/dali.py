@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gandist.data.base import DataSource, epoch_indices, position_generator
+from gandist.data.base import Batch, DataSource, epoch_indices, position_generator
 from gandist.data.config import FolderData
 from gandist.data.folder import dataset_files
 from gandist.errors import DataError
@@ -185,6 +185,10 @@ class DaliFolder(DataSource):
         self.batches_served += 1
         self.position += n
         return _to_torch(out)
+
+    def next_batch(self, n: int) -> Batch:
+        """The next batch from the pipeline (box-filtered to the served resolution, if one is set)."""
+        return Batch(self._served(self.sample(n)))
 
     def _draw(self, position: int, n: int) -> torch.Tensor:
         """Off-pipeline reads (evaluation, reference grids) decode with PIL, as the torch loader does."""

@@ -103,9 +103,13 @@ class PGGANModel(NamedSection):
     to data.resolution. Trained with the classic objective; the paper's loss is WGAN-GP (lambda 10) plus
     drift 0.001 (Appendix A.1), set in the loss section."""
 
+    grows: ClassVar[bool] = True  # G and D implement set_growth(resolution, alpha)
+
     objective: ClassVar[str] = "classic"
     z_dim: int = setting(512, gt=0)  # latent size (Table 2: 512)
-    fmap_base: int = setting(8192, gt=0)  # channels at resolution r: min(fmap_base / 2^(log2 r - 1), fmap_max)
+    fmap_base: int = setting(
+        8192, gt=0
+    )  # channels at resolution r: min(fmap_base / 2^(log2 r - 1), fmap_max)
     fmap_max: int = setting(512, gt=0)
     mbstd_group: int = setting(4, ge=0)  # minibatch stddev group size in D's 4x4 block (Sec. 3: 4; 0 = off)
     normalize_latents: bool = True  # pixel norm on z before G's first layer (official code)
@@ -132,10 +136,14 @@ class PGGANModel(NamedSection):
             )
         if self.mbstd_group == 1:
             raise ConfigError("model.mbstd_group=1 must be 0 (off) or a group size >= 2")
-        if self.mbstd_group and cfg.data.batch_size % self.mbstd_group:
+        # A batch smaller than the group is one group (the official min(group, batch)); a larger one must divide.
+        batch, group = cfg.data.batch_size, self.mbstd_group
+        if group and batch > group and batch % group:
             raise ConfigError(
-                f"data.batch_size={cfg.data.batch_size} must be divisible by model.mbstd_group={self.mbstd_group}"
+                f"data.batch_size={batch} must be divisible by model.mbstd_group={group} (or at most {group})"
             )
         micro = cfg.train.micro_batch
-        if self.mbstd_group and micro and micro % self.mbstd_group:
-            raise ConfigError(f"train.micro_batch={micro} must be divisible by model.mbstd_group={self.mbstd_group}")
+        if group and micro and micro > group and micro % group:
+            raise ConfigError(
+                f"train.micro_batch={micro} must be divisible by model.mbstd_group={group} (or at most {group})"
+            )

@@ -174,11 +174,15 @@ class EqualizedConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"EqualizedConv2d pads to the same size: kernel_size must be odd, got {kernel_size}")
+            raise ValueError(
+                f"EqualizedConv2d pads to the same size: kernel_size must be odd, got {kernel_size}"
+            )
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         fan_in = in_channels * kernel_size * kernel_size
         init_std, self.weight_scale, self.he_std = _weight_scales(fan_in, gain, lr_mul, equalized)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size) * init_std)
+        self.weight = nn.Parameter(
+            torch.randn(out_channels, in_channels, kernel_size, kernel_size) * init_std
+        )
         self.bias = nn.Parameter(torch.full((out_channels,), bias_init / lr_mul)) if bias else None
         self.bias_scale = lr_mul
 

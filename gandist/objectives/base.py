@@ -58,6 +58,7 @@ class OptimizerSpec:
     networks: tuple[str, ...]  # whose parameters it updates
     lr: float
     reg_interval: int = 1  # lazy regularisation interval of this optimizer's networks (Adam correction)
+    role: str = "G"  # "G" or "D": which learning rate of a schedule's per-resolution table applies
 
 
 @dataclass
@@ -65,7 +66,7 @@ class PhaseContext:
     """What the loop hands an objective for one micro-batch."""
 
     step: int  # generator steps completed before this one
-    gain: float  # phase gain x micro-batch share: multiply the loss by it before backward
+    gain: float | torch.Tensor  # phase gain x micro-batch share (x the fp16 loss scale, a device tensor)
     generator: torch.Generator  # the loop's CPU stream for latents and other draws (state in checkpoints)
     device: torch.device
     z_dim: int
@@ -118,9 +119,9 @@ class Objective:
         pass
 
 
-def backward(loss: torch.Tensor, gain: float) -> None:
-    """loss * gain backward; a gain of 1 adds no multiplication (keeps results bit-identical)."""
-    (loss if gain == 1.0 else loss * gain).backward()
+def backward(loss: torch.Tensor, gain: float | torch.Tensor) -> None:
+    """loss * gain backward; a gain of exactly 1.0 adds no multiplication (keeps results bit-identical)."""
+    (loss if isinstance(gain, float) and gain == 1.0 else loss * gain).backward()
 
 
 def build_objective(name: str, cfg: Config, networks: dict[str, nn.Module], kind: str) -> Objective:

@@ -45,8 +45,8 @@ class Classic(Objective):
     def optimizers(self) -> dict[str, OptimizerSpec]:
         o = self.cfg.optim
         return {
-            "G": OptimizerSpec(("G",), o.lr_g),
-            "D": OptimizerSpec(("D",), o.lr_d, self.lc.reg_interval if self.lazy else 1),
+            "G": OptimizerSpec(("G",), o.lr_g, role="G"),
+            "D": OptimizerSpec(("D",), o.lr_d, self.lc.reg_interval if self.lazy else 1, role="D"),
         }
 
     def phases(self) -> list[Phase]:
@@ -69,7 +69,13 @@ class Classic(Objective):
             return self.G(ctx.latents())
 
     def _penalty_terms(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
-        """[(weighted penalty, stats)]: GP on interpolates and/or R1 on reals."""
+        """[(weighted penalty, stats)]: GP on interpolates and/or R1 on reals. Always in fp32: under bf16 or
+        fp16 autocast the gradient of a gradient is too coarse (or overflows) to penalise."""
+        with torch.autocast(ctx.device.type, enabled=False):
+            real, fake = real.float(), None if fake is None else fake.float()
+            return self._penalty_terms_fp32(real, fake, ctx)
+
+    def _penalty_terms_fp32(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
         terms = []
         if "gp" in self.penalties:
             gp = wgan_gp_penalty(self.D, real, fake, generator=ctx.generator)

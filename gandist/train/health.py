@@ -463,6 +463,12 @@ class HealthMonitor:
             return []
         return self.evaluate(step, regular=regular)
 
+    def set_reference(self, reference: torch.Tensor) -> None:
+        """A new fixed batch of real samples, e.g. at each resolution of a growing run (the probe's fakes
+        come at that resolution too); the data's statistics are recomputed at the next probe."""
+        self.reference = reference
+        self._real_stats = None
+
     def annotate(self, record: dict[str, Any]) -> None:
         """Add the latest diversity figures and the active diagnoses to a log record."""
         record.update(self.diversity)

@@ -8,7 +8,12 @@ table of phases per family) the same way for every family, and owns everything a
      finite, step the optimizer (or, where it was not, leave parameters and optimizer state exactly as
      they were), and let the objective act after the step (e.g. WGAN's clipping);
   2. after all phases of a generator step: the EMA networks, with a half-life in images;
-  3. around the steps: learning-rate decay, logs, sample pictures, evaluation, checkpoints, signals.
+  3. before each step: the growth schedule (`schedule.py`, a function of images seen) sets the
+     resolution, fade-in alpha, batch size and learning rates; the data source serves that resolution;
+  4. around the steps: learning-rate decay, logs, sample pictures, evaluation, checkpoints, signals.
+
+Precision: fp32, or bf16 / fp16 autocast with fp32 weights and optimizer state (fp16 with a dynamic
+loss scale kept on the device); gradient penalties run in fp32 inside the objective.
 
 Nothing in a step is read back to the host: statistics stay on the device as 0-dim tensors and are
 read in one transfer at log points and health-monitor points; the non-finite decision is made on the
@@ -18,6 +23,7 @@ into every checkpoint, so a resumed CPU run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -41,9 +47,12 @@ from gandist.train import checkpoint as ckpt
 from gandist.train.ema import EMA
 from gandist.train.optim import build_optimizer, guarded_step
 from gandist.train.runlog import RunLog
+from gandist.train.schedule import Schedule, Stage, fade_reals
 from gandist.train.strategy import Strategy, build_strategy
 
-CHECKPOINT_FORMAT = 2  # 1: gandist 0.1 (fixed G/D/G_ema, d_updates); 2: named networks, images seen
+CHECKPOINT_FORMAT = 2  # 1: gandist 0.1 (fixed G/D/G_ema, d_updates); 2: named networks, images seen, stage
+# fp16 loss scale: torch.amp.GradScaler's defaults (start 2^16, x2 after 2000 finite steps, x0.5 on overflow)
+FP16_SCALE, FP16_GROWTH, FP16_BACKOFF, FP16_INTERVAL = 2.0**16, 2.0, 0.5, 2000
 
 
 class StopRequest:
@@ -104,11 +113,21 @@ class Trainer:
             for name, source in self.objective.ema.items()
         }
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        for name, spec in self.objective.optimizers().items():
+        self.optimizer_specs = self.objective.optimizers()
+        for name, spec in self.optimizer_specs.items():
             params = [p for net in spec.networks for p in self.nets[net].parameters()]
             self.optimizers[name] = build_optimizer(params, cfg.optim, spec.lr, spec.reg_interval)
         self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.phases = self.objective.phases()
+        self.schedule = Schedule(cfg)
+        self.stage: Stage | None = None
+        self._stage_key: tuple[int, str] | None = None  # the phase the optimizer state belongs to
+        self.batch_size = cfg.data.batch_size
+        self.precision = tc.precision
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
+        if self.precision == "fp16":
+            self.loss_scale = torch.full((), FP16_SCALE, device=self.device)
+            self._scale_growth = torch.zeros((), dtype=torch.int32, device=self.device)
         sampler = self.nets.get(self.objective.sample_network)
         self.z_dim = getattr(sampler, "z_dim", getattr(cfg.model, "z_dim", 0))
         self.gen = torch.Generator().manual_seed(tc.seed)  # latents and penalty interpolation weights
@@ -133,6 +152,7 @@ class Trainer:
                 log_fn=self._log_event,
                 echo=self.strategy.is_main,
             )
+        self.apply_stage()
         self._metric_names = self.metric_names()
         if cfg.metrics.every:
             from gandist.metrics.evaluate import METRICS
@@ -163,12 +183,48 @@ class Trainer:
     def _log_event(self, record: dict[str, Any]) -> None:
         self.open_run().log(record)
 
+    def growing(self) -> list[nn.Module]:
+        """Every network (EMA copies included) that follows the growth schedule."""
+        mods = [*self.nets.values(), *(ema.shadow for ema in self.ema.values())]
+        return [m for m in mods if hasattr(m, "set_growth")]
+
+    def apply_stage(self) -> Stage:
+        """Resolution, fade-in, batch size and learning rates for the step that starts now."""
+        stage = self.schedule.at(self.nimg)
+        if self.schedule.progressive:
+            for net in self.growing():
+                net.set_growth(stage.resolution, stage.alpha)
+            changed = self._stage_key is not None and stage.key != self._stage_key
+            if changed and self.cfg.schedule.reset_optimizer:
+                for opt in (
+                    self.optimizers.values()
+                ):  # the official code resets Adam when the level of detail changes
+                    opt.state.clear()
+            if self.stage is None or stage.resolution != self.stage.resolution:
+                self.data.serve_resolution(stage.resolution)
+                if self.health is not None:
+                    self.health.set_reference(self.data.peek(self.cfg.health.diversity_n, position=0))
+        self._stage_key = stage.key
+        self.stage, self.batch_size = stage, stage.batch
+        return stage
+
+    def done(self) -> bool:
+        tc = self.cfg.train
+        return self.nimg >= tc.kimg * 1000 if tc.kimg > 0 else self.step >= tc.steps
+
+    def progress_fraction(self) -> float:
+        tc = self.cfg.train
+        return self.nimg / (tc.kimg * 1000) if tc.kimg > 0 else self.step / tc.steps
+
     def set_learning_rates(self) -> None:
         o = self.cfg.optim
-        scale = 1.0 - self.step / self.cfg.train.steps if o.decay == "linear" else 1.0
+        scale = 1.0 - self.progress_fraction() if o.decay == "linear" else 1.0
         for name, opt in self.optimizers.items():
+            role = self.optimizer_specs[name].role
+            stage_lr, config_lr = (self.stage.lr_d, o.lr_d) if role == "D" else (self.stage.lr_g, o.lr_g)
+            ratio = stage_lr / config_lr  # exactly 1.0 without a per-resolution table
             for group, lr in zip(opt.param_groups, self.base_lr[name]):
-                group["lr"] = lr * scale
+                group["lr"] = lr * ratio * scale
 
     # ---------------------------------------------------------------------------------------------
     # Phases and steps
@@ -178,9 +234,11 @@ class Trainer:
         opt = self.optimizers[phase.optimizer]
         for name, net in self.nets.items():
             net.requires_grad_(name in phase.trains)
-        b = self.cfg.data.batch_size
+        b, stage = self.batch_size, self.stage
         micro = self.cfg.train.micro_batch or b
         batch = self.data.next_batch(b).to(self.device) if phase.reals else None
+        if batch is not None and stage.phase == "fade":
+            batch.x = fade_reals(batch.x, stage.alpha)  # reals blended like G's output (PGGAN Sec. 3)
         if phase.reals and phase.interval == 1:
             self.nimg += b
         chunks: list[Batch | None] = (
@@ -188,16 +246,24 @@ class Trainer:
         )
         opt.zero_grad(set_to_none=True)
         losses, acc = [], defaultdict(list)
+        extras = {"resolution": stage.resolution, "alpha": stage.alpha}
+        fp16 = self.precision == "fp16"
         for chunk in chunks:
             n = len(chunk) if chunk is not None else min(micro, b - micro * len(losses))
-            ctx = PhaseContext(self.step, phase.gain * n / b, self.gen, self.device, self.z_dim, n)
-            result = self.objective.accumulate(phase, chunk, ctx)
+            gain = phase.gain * n / b
+            ctx = PhaseContext(self.step, gain * self.loss_scale if fp16 else gain, self.gen, self.device,
+                               self.z_dim, n, extras)  # fmt: skip
+            with self._autocast():
+                result = self.objective.accumulate(phase, chunk, ctx)
             losses.append(result.loss)
             for k, v in result.stats.items():
                 acc[k].append(v)
         stats = {k: v[0] if len(v) == 1 else torch.stack(v).mean() for k, v in acc.items()}
         loss = losses[0] if len(losses) == 1 else torch.stack(losses)
-        ok = self.strategy.all_reduce_flag(torch.isfinite(loss).all())
+        finite = torch.isfinite(loss).all()
+        if fp16:
+            finite = finite & self._unscale(opt)
+        ok = self.strategy.all_reduce_flag(finite)
         if self.health is not None:
             stats[f"{phase.optimizer.lower()}_grad_norm"] = _grad_norm(opt)
         guarded_step(opt, ok)
@@ -207,9 +273,25 @@ class Trainer:
             net.requires_grad_(True)
         return stats
 
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    def _unscale(self, opt: torch.optim.Optimizer) -> torch.Tensor:
+        """fp16: divide the gradients by the loss scale and adapt the scale, on the device (the
+        GradScaler algorithm without its host reads). Returns 'no gradient overflowed'."""
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        found_inf = torch.zeros((), device=self.device)
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, self.loss_scale.reciprocal())
+        torch._amp_update_scale_(self.loss_scale, self._scale_growth, found_inf, FP16_GROWTH, FP16_BACKOFF,
+                                 FP16_INTERVAL)  # fmt: skip
+        return found_inf == 0
+
     def train_step(self) -> dict[str, list[torch.Tensor]]:
-        """One generator step: every phase due at this step, then EMA. Returns device statistics (one
-        tensor per phase run, averaged on the host when read)."""
+        """One generator step: the stage, every phase due at this step, then EMA. Returns device
+        statistics (one tensor per phase run, averaged on the host when read)."""
+        self.apply_stage()
         self.set_learning_rates()
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         for phase in self.phases:
@@ -220,7 +302,7 @@ class Trainer:
                     stats[k].append(v)
         for name, ema in self.ema.items():
             source = self.nets[self.objective.ema[name]]
-            ema.update(source, ema.beta(self.cfg.data.batch_size, self.nimg))
+            ema.update(source, ema.beta(self.batch_size, self.nimg))
         self.step += 1
         return stats
 
@@ -247,6 +329,13 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "nimg": self.nimg,
+            "schedule": self.schedule.describe(),
+            "stage": {
+                "resolution": self.stage.resolution,
+                "alpha": self.stage.alpha,
+                "phase": self.stage.phase,
+                "key": list(self._stage_key) if self._stage_key else None,
+            },  # fmt: skip
             "skipped": int(self.skipped),  # host read: checkpoints are not inside a step
             "data": self.data.state_dict(),
             "objective": self.objective.state_dict()["values"],
@@ -265,6 +354,17 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         data = ckpt.load_checkpoint(path)
+        s = data["state"]
+        written = s.get("schedule", {"kind": "fixed"})  # format 1 had no schedule: one resolution
+        ours = self.schedule.describe()
+        if written.get("kind") != ours["kind"] or (ours["kind"] == "progressive" and written != ours):
+            differ = ", ".join(
+                f"{k} {written.get(k)} there, {v} here" for k, v in ours.items() if written.get(k) != v
+            )
+            raise CheckpointError(
+                f"checkpoint '{path}' was written under another resolution schedule ({differ}); resume with "
+                "the config it was written with (its run's config.yaml), or start a new run with --out elsewhere"
+            )
         t = data["tensors"]
         modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
         for prefix, module in modules.items():
@@ -285,7 +385,6 @@ class Trainer:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(data["optim"][name])
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
-        s = data["state"]
         self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
         self.strategy.set_rng_state(data["rng"])
         self.gen.set_state(data["rng"]["loop"])
@@ -294,6 +393,12 @@ class Trainer:
         default_nimg = s["step"] * self.cfg.data.batch_size * self.cfg.train.d_steps
         self.nimg = s.get("nimg", default_nimg)
         self.data.load_state_dict(s["data"])
+        key = (s.get("stage") or {}).get("key")
+        self._stage_key = (
+            tuple(key) if key else None
+        )  # so a phase boundary right after resume resets as before
+        self.stage = None
+        self.apply_stage()
 
     # ---------------------------------------------------------------------------------------------
     # Pictures
@@ -382,8 +487,8 @@ class Trainer:
         return out
 
     def train(self, progress: bool | None = None) -> dict[str, Any]:
-        """Train until train.steps generator steps; returns a summary. Checkpoints at the end, every
-        train.ckpt_every steps and when a stop signal arrives."""
+        """Train until train.steps generator steps (or train.kimg thousand images); returns a summary.
+        Checkpoints at the end, every train.ckpt_every steps and when a stop signal arrives."""
         tc = self.cfg.train
         progress = tc.progress if progress is None else progress
         log = self.open_run()
@@ -393,18 +498,21 @@ class Trainer:
         if self.step == 0:
             self.save_reals()
             self.save_samples(f"step_{0:07d}")
-        bar = _progress(progress and self.strategy.is_main, tc.steps, self.step)
+        by_images = tc.kimg > 0
+        total, done_now = (tc.kimg, self.nimg / 1000) if by_images else (tc.steps, self.step)
+        bar = _progress(progress and self.strategy.is_main, total, done_now, "kimg" if by_images else "step")
         pending: list[tuple[int, dict[str, list[torch.Tensor]]]] = []
         window: dict[str, list[float]] = defaultdict(list)
         interrupted = None
         t_start = t_tick = time.perf_counter()
         step_start, nimg_tick = self.step, self.nimg
         with StopRequest() as stop:
-            while self.step < tc.steps:
+            while not self.done():
                 pending.append((self.step + 1, self.train_step()))
+                finished = self.done()
                 if bar is not None:
-                    bar.update(1)
-                log_now = self.step % tc.log_every == 0 or self.step == tc.steps
+                    bar.update(min(self.nimg / 1000, tc.kimg) - bar.n if by_images else 1)
+                log_now = self.step % tc.log_every == 0 or finished
                 health_now = self.health is not None and self.health.due(self.step)
                 if log_now or health_now:
                     nonfinite = False
@@ -421,6 +529,11 @@ class Trainer:
                     now = time.perf_counter()
                     n_steps = max(len(next(iter(window.values()), [])), 1)
                     record = {"step": self.step, "kimg": self.nimg / 1000}
+                    if self.schedule.progressive:
+                        st = self.stage
+                        record.update(
+                            resolution=st.resolution, alpha=st.alpha, phase=st.phase, batch=st.batch
+                        )
                     record.update({k: sum(v) / len(v) for k, v in window.items()})
                     record["sec_per_step"] = (now - t_tick) / n_steps
                     record["img_per_s"] = (self.nimg - nimg_tick) / max(now - t_tick, 1e-9)
@@ -432,16 +545,14 @@ class Trainer:
                         bar.set_postfix_str(_postfix(record), refresh=False)
                     window.clear()
                     t_tick, nimg_tick = now, self.nimg
-                if self.step % tc.sample_every == 0 or self.step == tc.steps:
+                if self.step % tc.sample_every == 0 or finished:
                     self.save_samples(f"step_{self.step:07d}")
-                if self.cfg.metrics.every and (
-                    self.step % self.cfg.metrics.every == 0 or self.step == tc.steps
-                ):
+                if self.cfg.metrics.every and (self.step % self.cfg.metrics.every == 0 or finished):
                     self.run_metrics()
                 if stop.signal is not None:
                     interrupted = signal.Signals(stop.signal).name
                     break
-                if self.step % tc.ckpt_every == 0 and self.step < tc.steps:
+                if self.step % tc.ckpt_every == 0 and not finished:
                     self.save()
         if bar is not None:
             bar.close()
@@ -473,7 +584,12 @@ def _grad_norm(opt: torch.optim.Optimizer) -> torch.Tensor:
 
 
 def _postfix(r: dict[str, Any]) -> str:
-    parts = [
+    parts = (
+        [f"{r['resolution']}px" + (f" fade {r['alpha']:.2f}" if r["phase"] == "fade" else "")]
+        if "phase" in r
+        else []
+    )
+    parts += [
         f"D {r.get('d_loss', float('nan')):.3f}",
         f"G {r.get('g_loss', float('nan')):.3f}",
         f"D(x) {r.get('d_real', float('nan')):.2f}",
@@ -485,9 +601,12 @@ def _postfix(r: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def _progress(enabled: bool, total: int, initial: int):
+def _progress(enabled: bool, total: float, initial: float, unit: str):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+    fmt = (
+        "{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}{postfix}]" if unit == "kimg" else None
+    )
+    return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=sys.stderr, bar_format=fmt)
