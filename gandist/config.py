@@ -203,6 +203,9 @@ class TrainConfig:
     # bf16: autocast on CUDA with fp32 weights and optimizer state; fp16: the same with a dynamic loss scale.
     # Gradient penalties (double backward) always run in fp32.
     precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))
+    # torch.compile the networks; gradient penalties run through the uncompiled modules (compile cannot
+    # differentiate twice)
+    compile: bool = False
     # G_ema: half-life in thousands of generator images (StyleGAN2's ema_kimg; 0 = an exact copy of G),
     # optionally ramped up as half-life <= images seen x ema_rampup (StyleGAN2-ADA uses 0.05).
     ema_kimg: float = setting(10.0, ge=0)

@@ -73,3 +73,20 @@ def test_loader_benchmark_smoke(tmp_path):
     rows = main(["--smoke", "--out", str(tmp_path)])
     assert rows[0]["torch_img_per_s"]["median"] > 0 and rows[0]["dali_img_per_s"]["median"] > 0
     assert len(list(tmp_path.glob("loaders-smoke-*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_training_benchmark_smoke(tmp_path):
+    """PGGAN training steps per resolution, eager and compiled (the penalty through the eager module)."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "train"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_train import main
+
+    rows = main(["--smoke", "--out", str(tmp_path)])
+    assert [(r["resolution"], r["mode"]) for r in rows] == [(8, "eager"), (8, "compile"), (16, "eager")]
+    assert all("error" not in r for r in rows), rows
+    for r in rows:
+        assert r["p20_s"] <= r["median_s"] <= r["p80_s"] and r["img_per_s"] > 0 and r["peak_mem_gib"] > 0
+        assert r["sec_per_kimg"] == pytest.approx(1000 / r["img_per_s"])
+    assert rows[1]["speedup_vs_eager"] == pytest.approx(rows[0]["median_s"] / rows[1]["median_s"])
+    assert len(list(tmp_path.glob("train-pggan-smoke-*.md"))) == 1

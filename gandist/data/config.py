@@ -89,3 +89,16 @@ class FolderData(ImageData):
             raise ConfigError(f"data.path '{root}' does not exist; point data.path at a folder of images")
         if not root.is_dir():
             raise ConfigError(f"data.path '{root}' is not a folder; point data.path at a folder of images")
+        manifest = root / "manifest.json"
+        if manifest.is_file():  # a prepared dataset: never train above the resolution it holds
+            import json
+
+            try:
+                prepared = int(json.loads(manifest.read_text())["resolution"])
+            except (ValueError, KeyError, TypeError):
+                return  # a damaged manifest is reported, with its file, when the source is built
+            if self.resolution > prepared:
+                raise ConfigError(
+                    f"data.resolution={self.resolution} is above the {prepared} px that data.path '{root}' holds; "
+                    f"set data.resolution<={prepared} or prepare the images again with --resolution {self.resolution}"
+                )

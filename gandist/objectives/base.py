@@ -119,6 +119,12 @@ class Objective:
         pass
 
 
+def uncompiled(module: nn.Module) -> nn.Module:
+    """The module inside a `torch.compile` wrapper: gradient penalties take gradients of gradients,
+    which compiled graphs (aot_autograd) cannot, so they run through this one."""
+    return getattr(module, "_orig_mod", module)
+
+
 def backward(loss: torch.Tensor, gain: float | torch.Tensor) -> None:
     """loss * gain backward; a gain of exactly 1.0 adds no multiplication (keeps results bit-identical)."""
     (loss if isinstance(gain, float) and gain == 1.0 else loss * gain).backward()

@@ -24,6 +24,7 @@ from gandist.objectives.base import (
     PhaseContext,
     PhaseResult,
     backward,
+    uncompiled,
 )
 from gandist.registry import register
 
@@ -37,6 +38,7 @@ class Classic(Objective):
     def __init__(self, cfg: Config, networks: dict[str, nn.Module], kind: str) -> None:
         super().__init__(cfg, networks)
         self.G, self.D = networks["G"], networks["D"]
+        self.D_penalty = uncompiled(self.D)  # double backward runs eager
         self.lc = cfg.loss
         self.loss = build_loss(cfg.loss)
         self.penalties = cfg.loss.penalties
@@ -78,10 +80,10 @@ class Classic(Objective):
     def _penalty_terms_fp32(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
         terms = []
         if "gp" in self.penalties:
-            gp = wgan_gp_penalty(self.D, real, fake, generator=ctx.generator)
+            gp = wgan_gp_penalty(self.D_penalty, real, fake, generator=ctx.generator)
             terms.append((self.lc.gp_weight * gp, {"gp": gp.detach()}))
         if "r1" in self.penalties:
-            r1 = r1_penalty(self.D, real)
+            r1 = r1_penalty(self.D_penalty, real)
             terms.append((0.5 * self.lc.r1_gamma * r1, {"r1": r1.detach()}))
         return terms
 

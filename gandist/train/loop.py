@@ -107,6 +107,10 @@ class Trainer:
         nets = build_networks(cfg.model, self.data.shape, self.kind)
         self.nets: dict[str, nn.Module] = {name: net.to(self.device) for name, net in nets.items()}
         wrapped = {name: self.strategy.wrap(net, name) for name, net in self.nets.items()}
+        if (
+            tc.compile
+        ):  # the objective reaches the plain module for double backward (objectives.base.uncompiled)
+            wrapped = {name: torch.compile(net) for name, net in wrapped.items()}
         self.objective = build_objective(type(cfg.model).objective, cfg, wrapped, self.kind)
         self.ema = {
             name: EMA(self.nets[source], tc.ema_kimg * 1000, tc.ema_rampup)
