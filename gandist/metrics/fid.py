@@ -84,8 +84,9 @@ def load_stats(path: str | Path, dim: int | None = None) -> tuple[np.ndarray, np
             f"statistics file '{path}': mu {list(mu.shape)} and sigma {list(sigma.shape)} do not fit"
         )
     if dim is not None and len(mu) != dim:
+        made_by = f" (made with {meta['extractor']})" if "extractor" in meta else ""
         raise UserError(
-            f"statistics file '{path}' holds {len(mu)}-d statistics but the features here are {dim}-d "
-            f"({meta.get('extractor', 'another extractor')}); use statistics of the same extractor"
+            f"statistics file '{path}' holds {len(mu)}-d statistics{made_by}, but {dim}-d are needed here; "
+            "use statistics of the same feature extractor"
         )
     return mu, sigma, meta

@@ -246,7 +246,7 @@ class FolderSource(Source):
         return f"{len(st)}:{sum(s.st_size for s in st)}:{max(s.st_mtime_ns for s in st)}"
 
     def describe(self):
-        return {"path": str(self.root), "n": self.n}
+        return {"folder": str(self.root), "n": self.n}
 
 
 class StatsFile:
