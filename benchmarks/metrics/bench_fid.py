@@ -142,6 +142,10 @@ def parse_fid(tool: str, text: str, out_json: Path) -> float | None:
 
 
 def commands(tool: str, a: Path, b: Path, weights: Path, out_json: Path, args) -> list[str]:
+    """Each tool's own command line; on a machine with CUDA every tool runs on GPU 0."""
+    import torch
+
+    cuda = torch.cuda.is_available()
     py = sys.executable
     if tool.startswith("gandist"):
         impl = "reference" if tool == "gandist-reference" else args.gandist_impl
@@ -149,9 +153,9 @@ def commands(tool: str, a: Path, b: Path, weights: Path, out_json: Path, args) -
                "--out", str(out_json), "--extractor-impl", impl]  # fmt: skip
         return cmd + (["--batch", str(args.batch)] if args.batch else [])
     if tool == "torch-fidelity":
-        return [py, "-m", "torch_fidelity.fidelity", "--cpu", "--fid", "--input1", str(a), "--input2", str(b),
+        return [py, "-m", "torch_fidelity.fidelity", *(["--gpu", "0"] if cuda else ["--cpu"]), "--fid", "--input1", str(a), "--input2", str(b),
                 "--feature-extractor-weights-path", str(weights), "--no-cache", "--json", "--silent"]  # fmt: skip
-    return [py, "-m", "pytorch_fid", str(a), str(b), "--device", "cpu"]
+    return [py, "-m", "pytorch_fid", str(a), str(b), "--device", "cuda" if cuda else "cpu"]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -250,7 +254,10 @@ def main() -> int:
               "settings": vars(args), "summary": summary, "runs": rows}  # fmt: skip
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"fid-{'smoke' if args.smoke else 'cpu'}-{args.n}x{args.res}-{prov['date'][:10]}"
+    import torch
+
+    kind = "smoke" if args.smoke else "gpu" if torch.cuda.is_available() else "cpu"
+    stem = f"fid-{kind}-{args.n}x{args.res}-{prov['date'][:10]}"
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         cols = ["tool", "round", "n", "res", "wall_s", "cpu_s", "user_s", "sys_s", "peak_tree_pss_gib",

@@ -9,6 +9,8 @@ block unwinds and destroys the group; a rank that exits with a live gloo group a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -17,13 +19,19 @@ class _Terminated(Exception):
     """SIGTERM (a scheduler's or torchrun's stop) raised in the main thread, so `with` blocks unwind."""
 
 
-def _raise_on_sigterm() -> None:
-    import signal
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises _Terminated in the main thread while the block runs (the previous handler is
+    restored after). A rank blocked inside a collective sees it when the collective returns."""
 
     def handler(signum, frame):
         raise _Terminated(f"stopped by signal {signum}")
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _report(res: dict, out: str | Path | None) -> None:
@@ -42,13 +50,13 @@ def _report(res: dict, out: str | Path | None) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from gandist.train.strategy import build_strategy
 
-    _raise_on_sigterm()
     # torchrun: joins the process group; every rank generates and extracts its share, rank 0 reports.
     # The `with` destroys the group on every exit (return, error, SIGTERM).
-    with build_strategy("auto", "auto") as strategy:
+    with _sigterm_raises(), build_strategy("auto", "auto") as strategy:
         try:
             res, out = _eval(args, strategy)
-        except _Terminated:
+        except _Terminated as exc:
+            print(f"[gandist] eval {exc}; nothing written", file=sys.stderr)
             return 143
         if strategy.is_main:
             _report(res, out)
@@ -94,11 +102,11 @@ def _eval(args: argparse.Namespace, strategy):
 def run_fid(args: argparse.Namespace) -> int:
     from gandist.train.strategy import build_strategy
 
-    _raise_on_sigterm()
-    with build_strategy("auto", "auto") as strategy:
+    with _sigterm_raises(), build_strategy("auto", "auto") as strategy:
         try:
             res = _fid(args, strategy)
-        except _Terminated:
+        except _Terminated as exc:
+            print(f"[gandist] fid {exc}; nothing written", file=sys.stderr)
             return 143
         if strategy.is_main:
             _report(res, args.out)

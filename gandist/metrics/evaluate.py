@@ -112,7 +112,7 @@ def extract_side(
     n = source.n
     start, stop = _rank_range(n, strategy)
     run, kept = None, []
-    isc = ISAccumulator(n, extractor.classes, is_splits, device=extractor.device) if is_splits else None
+    isc = ISAccumulator(n, extractor.classes, is_splits) if is_splits else None
     pos = start
     with tqdm(total=stop - start, desc=desc, unit="img", disable=not strategy.is_main or stop - start < 4 * batch,
               leave=False, file=sys.stderr) as bar:  # fmt: skip

@@ -62,17 +62,21 @@ def inception_score(
 
 
 class ISAccumulator:
-    """The Inception Score of N samples fed in any order and batching, by global sample index."""
+    """The Inception Score of N samples fed in any order and batching, by global sample index.
 
-    def __init__(self, n: int, classes: int, splits: int = 10, shuffle_seed: int | None = IS_SHUFFLE_SEED,
-                 device: torch.device | str = "cpu") -> None:  # fmt: skip
+    It lives on the CPU (index_add_ has no deterministic CUDA kernel, and B x K logits per batch are
+    cheap to move); `reduce` sums it over ranks on the strategy's device."""
+
+    def __init__(
+        self, n: int, classes: int, splits: int = 10, shuffle_seed: int | None = IS_SHUFFLE_SEED
+    ) -> None:
         if splits < 1 or n < splits:
             raise ValueError(f"the Inception Score needs at least splits={splits} samples, got {n}")
         self.splits = splits
-        self.which = torch.from_numpy(split_of_samples(n, splits, shuffle_seed)).to(device)
-        self.sum_p = torch.zeros(splits, classes, dtype=torch.float64, device=device)
-        self.sum_plogp = torch.zeros(splits, dtype=torch.float64, device=device)
-        self.counts = torch.zeros(splits, dtype=torch.float64, device=device)
+        self.which = torch.from_numpy(split_of_samples(n, splits, shuffle_seed))
+        self.sum_p = torch.zeros(splits, classes, dtype=torch.float64)
+        self.sum_plogp = torch.zeros(splits, dtype=torch.float64)
+        self.counts = torch.zeros(splits, dtype=torch.float64)
 
     def update(self, logits: torch.Tensor, start: int) -> None:
         """logits [B, K] of samples start .. start + B - 1."""
@@ -86,8 +90,9 @@ class ISAccumulator:
     def reduce(self, strategy) -> None:
         """Sum every rank's accumulators (one collective)."""
         if strategy.world_size > 1:
-            flat = torch.cat([self.sum_p.reshape(-1), self.sum_plogp, self.counts])
+            flat = torch.cat([self.sum_p.reshape(-1), self.sum_plogp, self.counts]).to(strategy.device)
             strategy.all_reduce(flat, "sum")
+            flat = flat.cpu()
             k = self.sum_p.numel()
             self.sum_p = flat[:k].reshape(self.sum_p.shape)
             self.sum_plogp, self.counts = flat[k : k + self.splits], flat[k + self.splits :]

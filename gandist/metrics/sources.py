@@ -49,8 +49,8 @@ class Source:
         raise NotImplementedError
 
     def first(self, k: int) -> torch.Tensor:
-        """The first k samples in the training format (pictures of nearest neighbours)."""
-        return torch.cat(list(self.batches(0, min(k, self.n), k)))
+        """The first k samples in the training format, on the CPU (pictures of nearest neighbours)."""
+        return torch.cat(list(self.batches(0, min(k, self.n), k))).cpu()
 
     def describe(self) -> dict:
         return {}
