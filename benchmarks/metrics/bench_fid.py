@@ -158,64 +158,8 @@ def commands(tool: str, a: Path, b: Path, weights: Path, out_json: Path, args) -
     return [py, "-m", "pytorch_fid", str(a), str(b), "--device", "cuda" if cuda else "cpu"]
 
 
-def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 3)
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=1000, help="images per folder")
-    p.add_argument("--res", type=int, default=64, help="image size")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--tools", default=",".join(TOOLS))
-    p.add_argument("--weights", default=None, help="Inception weights file (default: the stand-in)")
-    p.add_argument("--work", default="/tmp/gandist-bench-fid", help="folders, weights, logs")
-    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
-    p.add_argument("--batch", type=int, default=0, help="gandist's extraction batch (0: its default)")
-    p.add_argument("--gandist-impl", default="auto", choices=["auto", "fused", "reference"])
-    p.add_argument(
-        "--smoke", action="store_true", help="6 vs 6 images at 32x32, one round: checks the harness"
-    )
-    args = p.parse_args()
-    if args.smoke:
-        args.n, args.res, args.rounds = 6, 32, 1
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    weights = Path(args.weights) if args.weights else work / "standin-inception.pth"
-    if not weights.is_file():
-        from gandist.metrics.standin import make_standin_inception
-
-        make_standin_inception(weights)
-    a, b = make_folders(work, args.n, args.res)
-    hub = work / "torch-home"  # pytorch-fid finds the same file in the torch hub cache, under its name
-    (hub / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    link = hub / "hub" / "checkpoints" / PYTORCH_FID_FILE
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(weights.resolve())
-    env = {
-        **os.environ,
-        "TORCH_HOME": str(hub),
-        "PYTHONPATH": str(ROOT),
-        "GANDIST_CACHE": str(work / "cache"),
-    }
-    tools = [t for t in args.tools.split(",") if t]
-    rows = []
-    for r in range(args.rounds):
-        order = tools[r % len(tools) :] + tools[: r % len(tools)]
-        for tool in order:
-            log, out_json = work / f"{tool}-{r}.log", work / f"{tool}-{r}.jsonl"
-            out_json.unlink(missing_ok=True)
-            cmd = commands(tool, a, b, weights, out_json, args)
-            m = run_tool(cmd, env, log)
-            text = log.read_text()
-            m.update(tool=tool, round=r, fid=parse_fid(tool, text, out_json), n=args.n, res=args.res,
-                     command=" ".join(cmd))  # fmt: skip
-            if m["exit"] != 0:
-                m["error"] = text[-2000:]
-            rows.append(m)
-            print(json.dumps({k: m[k] for k in ("tool", "round", "wall_s", "cpu_s", "peak_tree_pss_gib", "fid")}),
-                  flush=True)  # fmt: skip
+def write_results(rows: list[dict], tools: list[str], args, weights: Path, a: Path, b: Path) -> Path:
+    """Summary (median, p20/p80 per tool, ratios to the peers) + rows + provenance: .json, .csv, .md."""
     prov = provenance()
     versions = {}
     for mod in ("torch_fidelity", "pytorch_fid", "torchvision"):
@@ -224,6 +168,7 @@ def main() -> int:
         except ImportError:
             versions[mod] = None
     summary = {}
+    tools = [t for t in tools if any(x["tool"] == t for x in rows)]
     for tool in tools:
         rs = [x for x in rows if x["tool"] == tool and x["exit"] == 0]
         if not rs:
@@ -269,7 +214,9 @@ def main() -> int:
     lines = [f"# FID, {args.n} vs {args.n} images at {args.res}x{args.res}, {args.rounds} rounds",
              "", f"{prov['device']}, torch {prov['torch']}, torch-fidelity {versions['torch_fidelity']}, "
              f"pytorch-fid {versions['pytorch_fid']}, commit {prov['commit']}, {prov['date']}. "
-             f"Command: `{prov['command']}`. Weights: {weights.name} (all three tools).", "",
+             f"Command: `{prov['command']}`. Weights: {weights.name} (all three tools). "
+             f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine).",
+             *([ "", args.note] if getattr(args, "note", "") else []), "",
              "| tool | wall s median (p20-p80) | CPU s median | peak memory, tree PSS GiB | main RSS GiB | FID |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for tool in tools:
@@ -288,7 +235,72 @@ def main() -> int:
         f"- `{x['command']}`" for x in rows[: len(tools)]
     ]
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out_dir / stem}.json/.csv/.md")
+    return out_dir / stem
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1000, help="images per folder")
+    p.add_argument("--res", type=int, default=64, help="image size")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--weights", default=None, help="Inception weights file (default: the stand-in)")
+    p.add_argument("--work", default="/tmp/gandist-bench-fid", help="folders, weights, logs")
+    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--batch", type=int, default=0, help="gandist's extraction batch (0: its default)")
+    p.add_argument("--gandist-impl", default="auto", choices=["auto", "fused", "reference"])
+    p.add_argument("--note", default="", help="a line for the summary (conditions of the run)")
+    p.add_argument(
+        "--smoke", action="store_true", help="6 vs 6 images at 32x32, one round: checks the harness"
+    )
+    args = p.parse_args()
+    if args.smoke:
+        args.n, args.res, args.rounds = 6, 32, 1
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    weights = Path(args.weights) if args.weights else work / "standin-inception.pth"
+    if not weights.is_file():
+        from gandist.metrics.standin import make_standin_inception
+
+        make_standin_inception(weights)
+    a, b = make_folders(work, args.n, args.res)
+    hub = work / "torch-home"  # pytorch-fid finds the same file in the torch hub cache, under its name
+    (hub / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    link = hub / "hub" / "checkpoints" / PYTORCH_FID_FILE
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(weights.resolve())
+    env = {
+        **os.environ,
+        "TORCH_HOME": str(hub),
+        "PYTHONPATH": str(ROOT),
+        "GANDIST_CACHE": str(work / "cache"),
+    }
+    tools = [t for t in args.tools.split(",") if t]
+    rows = []
+    for r in range(args.rounds):
+        order = tools[r % len(tools) :] + tools[: r % len(tools)]
+        for tool in order:
+            log, out_json = work / f"{tool}-{r}.log", work / f"{tool}-{r}.jsonl"
+            out_json.unlink(missing_ok=True)
+            cmd = commands(tool, a, b, weights, out_json, args)
+            m = run_tool(cmd, env, log)
+            text = log.read_text()
+            m.update(tool=tool, round=r, fid=parse_fid(tool, text, out_json), n=args.n, res=args.res,
+                     command=" ".join(cmd))  # fmt: skip
+            if m["exit"] != 0:
+                m["error"] = text[-2000:]
+            rows.append(m)
+            write_results(
+                rows, tools, args, weights, a, b
+            )  # after every run: an interrupted run keeps its rows
+            print(json.dumps({k: m[k] for k in ("tool", "round", "wall_s", "cpu_s", "peak_tree_pss_gib", "fid")}),
+                  flush=True)  # fmt: skip
+    print(f"wrote {write_results(rows, tools, args, weights, a, b)}.json/.csv/.md")
     return 0 if all(x["exit"] == 0 for x in rows) else 1
 
 
