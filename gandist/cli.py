@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="append the result (JSON line) to this file; default: RUN/metrics.jsonl"
     )
     e.add_argument("--batch", type=int, default=None,
-                   help="extraction batch (default: metrics.batch of the run, else 50 on CPU, 256 on GPU)")  # fmt: skip
+                   help="extraction batch (default: metrics.batch of the run, else 32 on CPU, 256 on GPU)")  # fmt: skip
     e.add_argument("--workers", type=int, default=None, help="image decoding workers (default: by CPU count)")
     e.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
                    help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-cache", action="store_true", help="neither read nor write cached folder statistics")
     f.add_argument("--save-stats", default=None, metavar="NPZ", help="also write A's statistics to this .npz")
     f.add_argument("--out", default=None, help="append the result (JSON line) to this file")
-    f.add_argument("--batch", type=int, default=None, help="extraction batch (default: 50 on CPU, 256 on GPU)")
+    f.add_argument("--batch", type=int, default=None, help="extraction batch (default: 32 on CPU, 256 on GPU)")
     f.add_argument("--workers", type=int, default=None, help="image decoding workers (default: by CPU count)")
     f.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
                    help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
