@@ -86,8 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--v", required=True, type=Seeds(), help="seed group v")
     a.add_argument("--w", required=True, type=Seeds(), help="seed group w")
     a.add_argument("--out", default="arithmetic.png", type=Text())
-    e = sub.add_parser("eval", help="evaluate a checkpoint: fid,is,kid,pr,nn,modes,parzen")
-    e.add_argument("checkpoint", type=Text())
+
+    e = sub.add_parser(
+        "eval", help="evaluate a checkpoint or a folder of fakes: fid,is,kid,pr,nn,modes,parzen"
+    )
+    e.add_argument(
+        "checkpoint", type=Text(), help="checkpoint folder, run directory, or a folder of generated images"
+    )
     e.add_argument(
         "--metrics", default="fid,kid", type=Names(), help="comma list of fid,is,kid,pr,nn,modes,parzen"
     )
@@ -100,9 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--inception", default=None, type=Text(), help="path to the TF-ported Inception-v3 weights file"
     )
-    e.add_argument(
-        "--data", default=None, type=Text(), help="override the dataset folder (data.path) of the run"
-    )
+    e.add_argument("--data", default=None, type=Text(), help="override the dataset folder (data.path) of the run; "
+                   "with a folder of fakes: the folder of real images")  # fmt: skip
     e.add_argument(
         "--ref-stats",
         default=None,
@@ -115,6 +119,45 @@ def build_parser() -> argparse.ArgumentParser:
         type=Text(),
         help="append the result (JSON line) to this file; default: RUN/metrics.jsonl",
     )
+    e.add_argument("--batch", type=COUNT, default=None,
+                   help="extraction batch (default: metrics.batch of the run, else 32 on CPU, 256 on GPU)")  # fmt: skip
+    e.add_argument(
+        "--workers", type=Int(min=0), default=None, help="image decoding workers (default: by CPU count)"
+    )
+    e.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
+                   help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
+
+    f = sub.add_parser("fid", help="FID between two image folders, statistics files (.npz) or checkpoints")
+    f.add_argument(
+        "a", type=Text(), help="image folder, .npz statistics, or a checkpoint / run directory (generated)"
+    )
+    f.add_argument(
+        "b", type=Text(), help="the same kinds; a folder here is the reference: its statistics are cached"
+    )
+    f.add_argument(
+        "--inception", default=None, type=Text(), help="path to the TF-ported Inception-v3 weights file"
+    )
+    f.add_argument(
+        "--num-samples", dest="n", type=EVAL_N, default=50000, help="samples generated from a checkpoint"
+    )
+    f.add_argument("--seed", type=SEED, default=0, help="latent seed for a checkpoint")
+    f.add_argument("--no-cache", action="store_true", help="neither read nor write cached folder statistics")
+    f.add_argument(
+        "--save-stats",
+        default=None,
+        type=Text(),
+        metavar="NPZ",
+        help="also write A's statistics to this .npz",
+    )
+    f.add_argument("--out", default=None, type=Text(), help="append the result (JSON line) to this file")
+    f.add_argument(
+        "--batch", type=COUNT, default=None, help="extraction batch (default: 32 on CPU, 256 on GPU)"
+    )
+    f.add_argument(
+        "--workers", type=Int(min=0), default=None, help="image decoding workers (default: by CPU count)"
+    )
+    f.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
+                   help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
 
     pr = sub.add_parser("prepare", help="turn a folder of images into a verified training dataset")
     pr.add_argument("src", type=Text(), help="folder of images (searched recursively)")
@@ -137,34 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-    import os
+    from gandist.metrics.commands import run_eval
 
-    import torch
+    return run_eval(args)
 
-    from gandist.generate import load_generator
-    from gandist.metrics.evaluate import evaluate, write_result
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        # torchrun: every rank generates and extracts its share; rank 0 reports
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    gen = load_generator(args.checkpoint)
-    gen.G.to(device)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    run_dir = gen.path.parent.parent
-    res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
-                   extractor=args.extractor, inception=args.inception, device=device, out_dir=run_dir,
-                   data_path=args.data, reference_stats=args.ref_stats)  # fmt: skip
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return 0
-    res = {"checkpoint": str(gen.path), "step": gen.step, **res}
-    write_result(res, args.out or run_dir / "metrics.jsonl")
-    print(json.dumps(res, indent=1))
-    return 0
+def cmd_fid(args: argparse.Namespace) -> int:
+    from gandist.metrics.commands import run_fid
+
+    return run_fid(args)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -381,6 +405,7 @@ COMMANDS = {
     "arithmetic": cmd_arithmetic,
     "health": cmd_health,
     "eval": cmd_eval,
+    "fid": cmd_fid,
     "prepare": cmd_prepare,
 }
 

@@ -154,36 +154,63 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, run_dir, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        from gandist.generate import load_generator
-        from gandist.metrics.evaluate import evaluate
+MP_TIMEOUT = 240  # seconds for a multi-process test; a hang fails with the workers' stderr instead
 
+
+def _worker(rank, world, port, run_dir, out, log_dir):
+    # Each worker's stderr (Python and C++: gloo writes to fd 2) goes to its own file, shown on failure.
+    log = open(os.path.join(log_dir, f"rank{rank}.stderr"), "w")
+    os.dup2(log.fileno(), 2)
+    import sys
+
+    sys.stderr = log
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from gandist.generate import load_generator
+    from gandist.metrics.evaluate import evaluate
+    from gandist.train.strategy import DistEnv, build_strategy
+
+    with build_strategy("auto", "cpu", DistEnv(rank, world, rank)) as strategy:  # destroys the group on exit
         gen = load_generator(run_dir)
-        res = evaluate(gen.G, gen.cfg, gen.kind, ["modes", "fid", "kid", "pr", "parzen"], n=1100, seed=3)
-        if rank == 0:
+        res = evaluate(gen.G, gen.cfg, gen.kind, ["modes", "fid", "kid", "pr", "parzen"], n=1100, seed=3,
+                       strategy=strategy)  # fmt: skip
+        if strategy.is_main:
             with open(out, "w") as f:
                 json.dump(res, f)
-    finally:
-        torch.distributed.destroy_process_group()
+
+
+def _stderr_of(log_dir) -> str:
+    return "\n".join(f"--- {p.name} ---\n{p.read_text()[-3000:]}" for p in sorted(log_dir.glob("*.stderr")))
 
 
 @pytest.mark.distributed
 def test_two_rank_gloo_evaluation_equals_single_process(ring_run, tmp_path):
+    import time
+
     from gandist.generate import load_generator
     from gandist.metrics.evaluate import evaluate
 
     out = tmp_path / "dist.json"
-    mp.start_processes(
-        _worker, args=(2, _free_port(), str(ring_run), str(out)), nprocs=2, join=True, start_method="spawn"
-    )
+    ctx = mp.start_processes(_worker, args=(2, _free_port(), str(ring_run), str(out), str(tmp_path)), nprocs=2,
+                             join=False, start_method="spawn")  # fmt: skip
+    deadline = time.monotonic() + MP_TIMEOUT
+    try:
+        while not ctx.join(timeout=5):
+            if time.monotonic() > deadline:
+                pytest.fail(f"2-rank evaluation did not finish in {MP_TIMEOUT} s\n{_stderr_of(tmp_path)}")
+    except mp.ProcessRaisedException as exc:
+        pytest.fail(f"a rank failed: {exc}\n{_stderr_of(tmp_path)}")
+    except mp.ProcessExitedException as exc:
+        pytest.fail(f"a rank died: {exc}\n{_stderr_of(tmp_path)}")
+    finally:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.kill()
     dist_res = json.loads(out.read_text())
     gen = load_generator(ring_run)
     single = evaluate(gen.G, gen.cfg, gen.kind, ["modes", "fid", "kid", "pr", "parzen"], n=1100, seed=3)
     for key in ("fid", "kid", "precision", "recall", "modes", "high_quality", "reverse_kl", "parzen_ll"):
         assert dist_res[key] == pytest.approx(single[key], rel=1e-12, abs=1e-12), key
+    assert dist_res["world_size"] == 2
 
 
 def test_periodic_evaluation_during_training(tmp_path):
@@ -204,8 +231,13 @@ def test_torchrun_dash_m_gandist_eval(ring_run, tmp_path):
     out = tmp_path / "torchrun.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gandist", "eval",
            str(ring_run), "--metrics", "modes,fid,kid", "--num-samples", "700", "--seed", "5", "--out", str(out)]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=MP_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        pytest.fail(f"torchrun eval did not finish in {MP_TIMEOUT} s; stderr:\n{err[-6000:]}")
+    assert r.returncode == 0, f"torchrun eval exited {r.returncode}; stderr:\n{r.stderr[-6000:]}"
+    assert "terminate called" not in r.stderr, r.stderr[-6000:]  # no rank left with a live process group
     lines = out.read_text().splitlines()
     assert len(lines) == 1  # rank 0 alone reports
     single = tmp_path / "single.jsonl"

@@ -61,7 +61,7 @@ def test_fid_stats_cache_roundtrip(tmp_path):
 def test_inception_score_extremes():
     k = 10
     confident = np.eye(k)[np.arange(1000) % k]  # one-hot, classes spread uniformly over every split
-    mean, std = inception_score(confident, splits=10)
+    mean, std = inception_score(confident, splits=10, shuffle_seed=None)
     assert mean == pytest.approx(k) and std == pytest.approx(0.0, abs=1e-9)
     same = np.tile(rng.dirichlet(np.ones(k)), (1000, 1))
     assert inception_score(same, splits=5)[0] == pytest.approx(1.0)
@@ -75,8 +75,32 @@ def test_inception_score_against_definition():
     for part in np.array_split(p, 3):
         py = part.mean(0)
         expected.append(np.exp(np.mean([np.sum(r * np.log(r / py)) for r in part])))
-    got = inception_score(torch.tensor(p), splits=3)
+    got = inception_score(torch.tensor(p), splits=3, shuffle_seed=None)
     assert got[0] == pytest.approx(np.mean(expected)) and got[1] == pytest.approx(np.std(expected))
+
+
+def test_inception_score_and_kid_follow_torch_fidelity():
+    """Same splits (shuffled, seed 2020) and subsets as torch-fidelity's own functions, streamed or not."""
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from gandist.metrics.isc import ISAccumulator
+
+    logits = torch.tensor(rng.normal(size=(53, 11)) * 3)
+    ref = isc_features_to_metric(logits, splits=4)
+    got = inception_score(torch.softmax(logits, 1), splits=4)
+    assert got == pytest.approx((ref["inception_score_mean"], ref["inception_score_std"]), rel=1e-12)
+    acc = ISAccumulator(53, 11, splits=4)
+    for start in (0, 7, 30):  # uneven batches, any order
+        acc.update(logits[start : {0: 7, 7: 30, 30: 53}[start]], start)
+    assert acc.score() == pytest.approx(got, rel=1e-12)
+    a, b = rng.normal(size=(40, 5)), rng.normal(size=(35, 5)) + 0.2
+    ref = kid_features_to_metric(torch.tensor(a), torch.tensor(b), kid_subsets=7, kid_subset_size=20,
+                                 verbose=False)  # fmt: skip
+    got = kernel_inception_distance(a, b, subsets=7, subset_size=20)
+    assert got == pytest.approx(
+        (ref["kernel_inception_distance_mean"], ref["kernel_inception_distance_std"]), rel=1e-10
+    )
 
 
 def test_kid_unbiased_near_zero_and_positive_when_shifted():

@@ -1,117 +1,283 @@
-"""Evaluate a generator: sample, extract features, compute metrics, record how.
+"""Evaluate generated samples: plan, extract fakes, extract reals (or read cached statistics), compute
+each metric, record how.
 
-Sample i's latent depends only on (seed, i): latents come in chunks of CHUNK, chunk j drawn from a
-generator seeded with (seed, j). Under torchrun every rank takes the chunks j = rank (mod world),
-generates and extracts them, features are all-gathered and put back in global order, and rank 0
-computes the metrics, so a distributed evaluation equals the single-process one.
+Streaming: the samples pass through in batches of `batch` (sized per device, `metrics.batch` to
+override) and only what a requested metric needs stays: the running mean and covariance for FID, the
+per-split sums for IS, the features [N, D] themselves only for KID, precision/recall and the 2-D
+metrics. Sample i is the same whatever the batch, the generation batch, the loader workers or the
+number of ranks (see `sources`), and the extractor gives it the same features (bit for bit on CPU), so
+results do not depend on any of them (statistics merge in another order: ~1e-15 relative).
+
+Distributed: the strategy says which rank of how many this is; rank r takes samples
+[r N / W, (r + 1) N / W) of each side; statistics and IS sums are merged over ranks, features are
+gathered in sample order, and every rank computes the same values (rank 0 reports).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import resource
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from gandist.errors import UserError
+from gandist.metrics.entries import IS_SPLITS, METRICS, check_request
 from gandist.metrics.extractors import Extractor, build_extractor
-from gandist.metrics.fid import feature_stats, frechet_distance, load_stats, save_stats
+from gandist.metrics.sources import DatasetSource, GeneratorSource, Source, StatsFile
+from gandist.metrics.stats import RunningStats, merge_over_ranks
 
-CHUNK = 250
-METRICS = ("fid", "is", "kid", "pr", "nn", "modes", "parzen")
+METRIC_NAMES = tuple(METRICS)
+# Inception on CPU: 32 holds ~0.55 GiB of activations at 299x299 and costs ~7% more CPU per image
+# than 64 (the fastest measured); 250 peaked at 4.3 GB with system time doubled (page faults).
+CPU_BATCH = 32
+CUDA_BATCH = 256  # ~4 GiB of Inception activations at 299x299 in fp32: large enough to fill an H100
+
+
+def auto_batch(device: torch.device, requested: int = 0) -> int:
+    """The extraction batch: `requested` (metrics.batch) if > 0, else sized for the device."""
+    if requested < 0:
+        raise UserError(
+            f"metrics.batch={requested}: use a positive batch size, or 0 for the device's default"
+        )
+    return requested or (CUDA_BATCH if torch.device(device).type == "cuda" else CPU_BATCH)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. plan
 
 
 @dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
+class Plan:
+    metrics: list[str]
+    needs: frozenset[str]
+    batch: int
 
     @classmethod
-    def current(cls) -> DistInfo:
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls()
+    def make(cls, metrics, kind: str, dataset: str | None, extractor: Extractor, batch: int) -> Plan:
+        metrics = list(metrics)
+        check_request(metrics, kind, dataset, extractor.has_probs)
+        needs = frozenset().union(*(METRICS[m].needs for m in metrics)) if metrics else frozenset()
+        return cls(metrics, needs, batch)
+
+    def min_samples(self) -> int:
+        return max((METRICS[m].min_samples for m in self.metrics), default=1)
 
 
-def latent_chunk(seed: int, j: int, n: int, z_dim: int) -> torch.Tensor:
-    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
+# ---------------------------------------------------------------------------------------------------
+# 2./3. extraction of one side
 
 
-def _gather_rows(local: list[tuple[int, torch.Tensor]], n_chunks: int, info: DistInfo) -> torch.Tensor:
-    """Concatenate chunk results [n_j, ...] from every rank in global chunk order."""
-    if info.world == 1:
-        return torch.cat([t for _, t in sorted(local, key=lambda x: x[0])])
-    # Every rank holds chunks j = rank, rank + world, ...; pad to the same count, gather, reorder.
-    per_rank = -(-n_chunks // info.world)
-    sample = local[0][1] if local else None
-    shape = torch.tensor(list(sample.shape[1:]) if sample is not None else [], dtype=torch.long)
-    width = int(shape.prod()) if sample is not None else 0
-    width_t = torch.tensor([width], dtype=torch.long)
-    dist.all_reduce(width_t, op=dist.ReduceOp.MAX)
-    width = int(width_t)
-    buf = torch.zeros(per_rank, CHUNK, width, dtype=torch.float64)
-    counts = torch.zeros(per_rank, dtype=torch.long)
-    for k, (_, t) in enumerate(sorted(local, key=lambda x: x[0])):
-        buf[k, : len(t)] = t.reshape(len(t), -1).double()
-        counts[k] = len(t)
-    bufs = [torch.zeros_like(buf) for _ in range(info.world)]
-    cnts = [torch.zeros_like(counts) for _ in range(info.world)]
-    dist.all_gather(bufs, buf)  # one collective for the features, one for the chunk sizes
-    dist.all_gather(cnts, counts)
-    rows = []
-    for j in range(n_chunks):
-        r, k = j % info.world, j // info.world
-        rows.append(bufs[r][k, : int(cnts[r][k])])
-    return torch.cat(rows)
+@dataclass
+class Side:
+    n: int
+    stats: RunningStats | None = None
+    feats: torch.Tensor | None = None  # [n, D] float32 on the CPU, in sample order
+    inception_score: tuple[float, float] | None = None
 
 
-def generate_and_extract(
-    G, z_dim: int, n: int, seed: int, extractor: Extractor, device, info: DistInfo, keep_samples: int = 0
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Features [n, D], probs [n, K] or None, and the first `keep_samples` samples (for pictures)."""
+def _rank_range(n: int, strategy) -> tuple[int, int]:
+    return strategy.rank * n // strategy.world_size, (strategy.rank + 1) * n // strategy.world_size
+
+
+def _gather_rows(local: torch.Tensor, n: int, strategy) -> torch.Tensor:
+    """Every rank's rows [n_r, D] concatenated in rank order (= sample order), on every rank."""
+    if strategy.world_size == 1:
+        return local
+    per = -(-n // strategy.world_size)
+    buf = torch.zeros(per, local.shape[1], dtype=local.dtype, device=strategy.device)
+    buf[: len(local)] = local.to(strategy.device)
+    parts = strategy.all_gather(buf)  # one collective for every rank's features
+    counts = [
+        (r + 1) * n // strategy.world_size - r * n // strategy.world_size for r in range(strategy.world_size)
+    ]
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]).cpu()
+
+
+def extract_side(
+    source: Source, extractor: Extractor, strategy, batch: int, stats: bool, feats: bool,
+    is_splits: int = 0, desc: str = "",
+) -> Side:  # fmt: skip
+    """Stream this rank's share of `source` through `extractor`, keeping only what is asked for."""
     from tqdm import tqdm
 
-    n_chunks = -(-n // CHUNK)
-    feats, probs, kept = [], [], []
-    mine = range(info.rank, n_chunks, info.world)
-    for j in tqdm(
-        mine, desc="generate + extract", unit="chunk", disable=info.rank != 0 or len(mine) < 4, leave=False
-    ):
-        m = min(CHUNK, n - j * CHUNK)
-        with torch.no_grad():
-            x = G(latent_chunk(seed, j, m, z_dim).to(device))
-        f, p = extractor(x)
-        feats.append((j, f))
-        if p is not None:
-            probs.append((j, p))
-        if j * CHUNK < keep_samples:
-            kept.append((j, x.detach().cpu()))
-    all_f = _gather_rows(feats, n_chunks, info)
-    all_p = _gather_rows(probs, n_chunks, info) if extractor.has_probs else None
-    shown = (
-        torch.cat([t for _, t in sorted(kept, key=lambda x: x[0])])[:keep_samples] if kept else torch.empty(0)
-    )
-    return all_f, all_p, shown
+    from gandist.metrics.isc import ISAccumulator
+
+    n = source.n
+    start, stop = _rank_range(n, strategy)
+    run, kept = None, []
+    isc = ISAccumulator(n, extractor.classes, is_splits) if is_splits else None
+    pos = start
+    with tqdm(total=stop - start, desc=desc, unit="img", disable=not strategy.is_main or stop - start < 4 * batch,
+              leave=False, file=sys.stderr) as bar:  # fmt: skip
+        for x in source.batches(start, stop, batch):
+            f, logits = extractor.extract(x)
+            if stats:
+                run = run or RunningStats(f.shape[1], f.device)
+                run.update(f)
+            if feats:
+                kept.append(f.float().cpu())
+            if isc is not None:
+                isc.update(logits, pos)
+            pos += len(x)
+            bar.update(len(x))
+    if pos != stop:
+        raise UserError(f"{desc}: expected {stop - start} samples, read {pos - start}")
+    side = Side(n)
+    if stats:
+        run = run or RunningStats(extractor.dim or 1, extractor.device)
+        side.stats = merge_over_ranks(run, strategy)
+    if feats:
+        local = torch.cat(kept) if kept else torch.zeros(0, extractor.dim, dtype=torch.float32)
+        side.feats = _gather_rows(local, n, strategy)
+    if isc is not None:
+        isc.reduce(strategy)
+        side.inception_score = isc.score()
+    return side
 
 
-def real_features(data, n: int, extractor: Extractor, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of the first n real samples of the stream (seeded), split over ranks like the fakes."""
-    from tqdm import tqdm
+# ---------------------------------------------------------------------------------------------------
+# 4. context the metrics read
 
-    n_chunks = -(-n // CHUNK)
-    feats = []
-    mine = range(info.rank, n_chunks, info.world)
-    for j in tqdm(
-        mine, desc="real features", unit="chunk", disable=info.rank != 0 or len(mine) < 4, leave=False
-    ):
-        m = min(CHUNK, n - j * CHUNK)
-        feats.append((j, extractor(data.peek(m, position=j * CHUNK))[0]))
-    return _gather_rows(feats, n_chunks, info), data.peek(min(n, 2000))
+
+@dataclass
+class EvalContext:
+    fake: Side
+    real: Side | None
+    real_stats_np: tuple[np.ndarray, np.ndarray] | None
+    extractor: Extractor
+    dataset: str | None
+    fake_source: Source
+    real_source: Any
+    out_dir: str | Path | None
+    is_splits: int = IS_SPLITS
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fake_stats(self):
+        return self.fake.stats.numpy()
+
+    @property
+    def real_stats(self):
+        return self.real_stats_np
+
+    @property
+    def fake_feats(self):
+        return self.fake.feats
+
+    @property
+    def real_feats(self):
+        return self.real.feats
+
+    @property
+    def inception_score(self):
+        return self.fake.inception_score
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest child (loader workers), and the peak
+    CUDA allocation, in GiB."""
+    kib = 1024.0**2  # ru_maxrss is in KiB on Linux
+    out = {
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib,
+        "peak_worker_rss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 1024.0**3
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def evaluate_sources(
+    fake: Source,
+    real: Source | StatsFile | None,
+    metrics: list[str] | tuple[str, ...],
+    extractor: Extractor,
+    strategy=None,
+    batch: int = 0,
+    dataset: str | None = None,
+    out_dir: str | Path | None = None,
+    reference_stats: str | Path | None = None,
+    real_meta: dict | None = None,
+) -> dict[str, Any]:
+    """Metrics of the samples of `fake` against `real` (a source, a statistics file, or None when no
+    metric needs reals). `reference_stats`: where the reals' statistics are cached (read if present,
+    written if not). Returns the values and how they were computed, on every rank."""
+    from gandist.train.strategy import Strategy
+
+    strategy = strategy or Strategy(extractor.device)
+    t0 = time.perf_counter()
+    plan = Plan.make(metrics, fake.kind, dataset, extractor, auto_batch(strategy.device, batch))
+    need_real = plan.needs & {"real_stats", "real_feats", "samples"}
+    if need_real and real is None:
+        raise UserError(
+            f"metric(s) {', '.join(plan.metrics)} need real samples or statistics; none were given"
+        )
+    if isinstance(real, StatsFile) and plan.needs & {"real_feats", "samples"}:
+        wants = [m for m in plan.metrics if METRICS[m].needs & {"real_feats", "samples"}]
+        raise UserError(
+            f"metric(s) {', '.join(wants)} need real samples, not only a statistics file ({real.path})"
+        )
+    n_min = plan.min_samples()
+    for what, src in (("generated", fake), ("real", real if need_real else None)):
+        if isinstance(src, Source) and src.n < n_min:
+            raise UserError(f"{what} samples: {src.n}, but {', '.join(plan.metrics)} need at least {n_min}")
+    if "fid" in plan.metrics and fake.n < 2:
+        raise UserError(f"FID needs at least 2 generated samples, got {fake.n}")
+    is_splits = min(IS_SPLITS, fake.n) if "fake_logits" in plan.needs else 0
+
+    # 2. fakes
+    fake_side = extract_side(fake, extractor, strategy, plan.batch, "fake_stats" in plan.needs,
+                             "fake_feats" in plan.needs, is_splits, desc="generated")  # fmt: skip
+    # 3. reals: cached statistics when that is all the metrics read
+    result: dict[str, Any] = {
+        "n_fake": fake.n,
+        **fake.describe(),
+        **extractor.describe(),
+        "batch": plan.batch,
+    }
+    real_side, real_np = None, None
+    if need_real:
+        cached = reference_stats and Path(reference_stats).is_file() and not (plan.needs & {"real_feats"})
+        if isinstance(real, StatsFile) or cached:
+            sf = real if isinstance(real, StatsFile) else StatsFile(reference_stats)
+            mu, sigma, meta = sf.load(fake_side.stats.dim if fake_side.stats is not None else None)
+            real_np = (mu, sigma)
+            result["n_real"] = sf.n or meta.get("n")
+            result["fid_reference"] = {"stats_file": str(sf.path), **meta}
+        else:
+            real_side = extract_side(real, extractor, strategy, plan.batch, "real_stats" in plan.needs,
+                                     "real_feats" in plan.needs, desc="real")  # fmt: skip
+            result["n_real"] = real.n
+            if real_side.stats is not None:
+                real_np = real_side.stats.numpy()
+                ref_meta = {**(real_meta or real.describe()), "n": real.n, "extractor": extractor.name,
+                            "resize": extractor.resize}  # fmt: skip
+                result["fid_reference"] = ref_meta
+                if reference_stats and strategy.is_main:
+                    from gandist.metrics.fid import save_stats
+
+                    save_stats(reference_stats, *real_np, **ref_meta)
+                    result["fid_reference"] = {**ref_meta, "stats_file": str(reference_stats)}
+    # 4. metrics
+    ctx = EvalContext(fake_side, real_side, real_np, extractor, dataset, fake, real, out_dir, is_splits)
+    for name in plan.metrics:
+        if name == "nn" and not strategy.is_main:
+            continue  # a picture: rank 0 draws it
+        result.update(METRICS[name].compute(ctx))
+    # 5. provenance
+    result.update(seconds=time.perf_counter() - t0, world_size=strategy.world_size, device=str(strategy.device),
+                  **peak_memory())  # fmt: skip
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# A run's generator against the run's data
 
 
 def evaluate(
@@ -124,120 +290,93 @@ def evaluate(
     seed: int = 0,
     extractor: str | Extractor = "auto",
     inception: str | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     out_dir: str | Path | None = None,
     data_path: str | None = None,
     reference_stats: str | Path | None = None,
+    strategy=None,
+    batch: int | None = None,
+    gen_batch: int = 0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Compute `metrics` for generator G (a callable z -> samples) of a run with config `cfg`.
-    Returns a dict of values plus how they were computed; meaningful on rank 0 (all ranks get it)."""
+    """Compute `metrics` for generator G (z [B, z_dim] -> samples) of a run with config `cfg`, against
+    the run's data. `strategy` says where and on which rank (default: one process on `device`, or on
+    the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device)."""
     from gandist.data import build_dataset
+    from gandist.train.strategy import Strategy
 
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise UserError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
-    if "modes" in metrics and cfg.data.name not in ("ring", "grid"):
-        raise UserError("metric 'modes' is defined for the 2-D mixtures (data.name ring or grid)")
-    info = DistInfo.current()
-    t0 = time.perf_counter()
-    data_cfg = cfg.data
-    if data_path:
-        import dataclasses
-
-        data_cfg = dataclasses.replace(cfg.data, path=data_path)
+    if strategy is None:
+        strategy = Strategy(torch.device(device) if device is not None else torch.device("cpu"))
+    if batch is None:
+        batch = int(getattr(getattr(cfg, "metrics", None), "batch", 0) or 0)
+    check_request(list(metrics), kind, cfg.data.name, True)
+    data_cfg = dataclasses.replace(cfg.data, path=data_path) if data_path else cfg.data
     data = build_dataset(data_cfg, seed=seed)
-    ex = (
-        extractor
-        if isinstance(extractor, Extractor)
-        else build_extractor(extractor, kind, cfg.data.name, device, inception)
-    )
+    ex = extractor if isinstance(extractor, Extractor) else build_extractor(
+        extractor, kind, cfg.data.name, strategy.device, inception)  # fmt: skip
     n_real = n_real or min(n, getattr(data, "size", None) or n)
-    keep = 16 if "nn" in metrics else 0
-    ff, fp, shown = generate_and_extract(G, cfg.model.z_dim, n, seed, ex, device, info, keep)
-    rf, real_samples = real_features(data, n_real, ex, info)
-    result: dict[str, Any] = {"n_fake": n, "n_real": n_real, "seed": seed, **ex.describe()}
-    if info.rank != 0:
-        return result
-    if "fid" in metrics:
-        if reference_stats is None:
-            files = getattr(data, "files", None)  # image folders: a changed set of files changes the key
-            fingerprint = f"{len(files)}:{sum(f.stat().st_size for f in files)}" if files else ""
-            reference_stats = default_stats_path(cfg.data.name, data_cfg, ex.name, n_real, seed, fingerprint)
-        mu_f, s_f = feature_stats(ff)
-        if reference_stats and Path(reference_stats).is_file():
-            mu_r, s_r, meta = load_stats(reference_stats)
-            result["fid_reference"] = {"stats_file": str(reference_stats), **meta}
-        else:
-            mu_r, s_r = feature_stats(rf)
-            ref_meta = {"dataset": cfg.data.name, "data_path": data_cfg.path, "resolution": data_cfg.resolution,
-                        "n": n_real, "extractor": ex.name, "resize": ex.resize}  # fmt: skip
-            result["fid_reference"] = ref_meta
-            if reference_stats:
-                save_stats(reference_stats, mu_r, s_r, **ref_meta)
-                result["fid_reference"]["stats_file"] = str(reference_stats)
-        result["fid"] = frechet_distance(mu_f, s_f, mu_r, s_r)
-    if "is" in metrics:
-        if fp is None:
-            raise UserError(f"metric 'is' needs class probabilities; extractor {ex.name} has none")
-        from gandist.metrics.isc import inception_score
+    fake = GeneratorSource(G, cfg.model.z_dim, n, seed, strategy.device, kind, gen_batch)
+    real = DatasetSource(data, n_real, workers)
+    needs = frozenset().union(*(METRICS[m].needs for m in metrics if m in METRICS))
+    if reference_stats is None and "real_stats" in needs:
+        files = getattr(data, "files", None)  # image folders: a changed set of files changes the key
+        fingerprint = f"{len(files)}:{sum(f.stat().st_size for f in files)}" if files else ""
+        reference_stats = default_stats_path(cfg.data.name, data_cfg, ex, n_real, seed, fingerprint)
+    # 2-D sources have no path or resolution; only image sources do
+    meta = {"dataset": cfg.data.name, "data_path": getattr(data_cfg, "path", ""),
+            "resolution": getattr(data_cfg, "resolution", None)}  # fmt: skip
+    res = evaluate_sources(
+        fake, real, metrics, ex, strategy, batch, cfg.data.name, out_dir, reference_stats, meta
+    )
+    return {"seed": seed, **res}
 
-        result["is"], result["is_std"] = inception_score(fp, splits=min(10, n))
-    if "kid" in metrics:
-        from gandist.metrics.kid import kernel_inception_distance
 
-        result["kid"], result["kid_std"] = kernel_inception_distance(
-            ff, rf, subsets=100, subset_size=min(1000, n, n_real)
-        )
-    if "pr" in metrics:
-        from gandist.metrics.precision_recall import precision_recall
-
-        result.update(precision_recall(rf, ff, k=3))
-    if "modes" in metrics:
-        from gandist.metrics.modes import mode_coverage
-
-        result.update(mode_coverage(ff, cfg.data.name))
-    if "parzen" in metrics:
-        from gandist.metrics.parzen import parzen_log_likelihood
-
-        fake = ff if kind == "points" else None
-        if fake is None:
-            raise UserError(
-                "metric 'parzen' is computed on 2-D points (a pixel-space Parzen estimate says little)"
-            )
-        pz = parzen_log_likelihood(fake, rf)
-        result.update(parzen_ll=pz["mean"], parzen_se=pz["se"], parzen_sigma=pz["sigma"])
-    if "nn" in metrics:
-        if kind != "images":
-            raise UserError("metric 'nn' draws images; this run generates 2-D points")
-        from gandist.metrics.neighbours import nearest_neighbours_figure
-
-        out = Path(out_dir or ".") / "nearest_neighbours.png"
-        real_imgs = real_samples
-        rfe, _ = ex(real_imgs)
-        sf, _ = ex(shown)
-        nn_res = nearest_neighbours_figure(shown, real_imgs, out, k=5, fake_feats=sf, real_feats=rfe)
-        result["nn_figure"] = nn_res["figure"]
-        result["nn_min_pixel_distance"] = float(np.min(nn_res["pixel_distances"][:, 0]))
-    result["seconds"] = time.perf_counter() - t0
-    return result
+def stats_key(extractor: Extractor) -> str:
+    """What of the extractor the cached statistics depend on: name, resize, impl, weights file."""
+    d = extractor.describe()
+    w = d.get("weights")
+    wid = f"{w}:{Path(w).stat().st_size}:{Path(w).stat().st_mtime_ns}" if w and Path(w).is_file() else ""
+    return f"{d['extractor']}|{d['resize']}|{d.get('impl', '')}|{wid}"
 
 
 def default_stats_path(
-    dataset: str, data_cfg, extractor: str, n_real: int, seed: int, fingerprint: str = ""
+    dataset: str, data_cfg, extractor: Extractor | str, n_real: int, seed: int, fingerprint: str = ""
 ) -> Path:
     """Where a dataset's reference statistics are cached: keyed by everything they depend on."""
     import hashlib
 
     from gandist.metrics.extractors import cache_dir
 
-    where = str(Path(data_cfg.path).resolve()) if data_cfg.path else ""
+    name = extractor if isinstance(extractor, str) else extractor.name
+    ex_key = extractor if isinstance(extractor, str) else stats_key(extractor)
+    path = getattr(data_cfg, "path", "")
+    where = str(Path(path).resolve()) if path else ""
+    res, channels = getattr(data_cfg, "resolution", 0), getattr(data_cfg, "channels", 0)
     key = hashlib.sha256(
-        f"{dataset}|{where}|{data_cfg.resolution}|{data_cfg.channels}|{extractor}|{n_real}|{seed}|{fingerprint}".encode()
+        f"{dataset}|{where}|{res}|{channels}|{ex_key}|{n_real}|{seed}|{fingerprint}".encode()
     ).hexdigest()[:16]
-    return cache_dir() / "stats" / f"{dataset}-{data_cfg.resolution}px-{extractor}-n{n_real}-{key}.npz"
+    return cache_dir() / "stats" / f"{dataset}-{res}px-{name}-n{n_real}-{key}.npz"
+
+
+def folder_stats_path(source, extractor: Extractor) -> Path:
+    """Where an image folder's statistics are cached (`gandist fid`, `gandist eval --data`): keyed by
+    the folder, its files (count, bytes, newest mtime) and the extractor; beside the datasets' ones."""
+    import hashlib
+
+    from gandist.metrics.extractors import cache_dir
+
+    key = hashlib.sha256(f"{source.root.resolve()}|{source.fingerprint()}|{stats_key(extractor)}".encode())
+    return (
+        cache_dir()
+        / "stats"
+        / f"folder-{source.root.resolve().name}-{extractor.name}-n{source.n}-{key.hexdigest()[:16]}.npz"
+    )
 
 
 def write_result(result: dict[str, Any], path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps(result) + "\n")
+
+
+METRICS_NAMES = METRIC_NAMES

@@ -161,6 +161,10 @@ class Trainer:
         if cfg.metrics.every:
             from gandist.metrics.evaluate import METRICS
 
+            if self._uses_inception():  # a missing weights file fails now, not at the first evaluation
+                from gandist.metrics.extractors import find_inception_weights
+
+                find_inception_weights(cfg.metrics.inception or None)
             unknown = [m for m in self._metric_names if m not in METRICS]
             if unknown:
                 raise UserError(
@@ -449,6 +453,12 @@ class Trainer:
             return ["fid", "is", "kid"] if self.cfg.data.name == "digits" else ["fid"]
         return [m.strip() for m in names.split(",") if m.strip()]
 
+    def _uses_inception(self) -> bool:
+        ex = self.cfg.metrics.extractor
+        return ex == "inception" or (
+            ex == "auto" and self.kind == "images" and self.cfg.data.name != "digits"
+        )
+
     def run_metrics(self) -> dict[str, Any] | None:
         from gandist.metrics.evaluate import evaluate
 
@@ -460,7 +470,7 @@ class Trainer:
                 m.extractor, self.kind, self.cfg.data.name, self.device, m.inception or None
             )
         res = evaluate(self.sample_net(), self.cfg, self.kind, self._metric_names, n=m.n, seed=self.cfg.train.seed,
-                       extractor=self._extractor, device=self.device, out_dir=self.run_dir)  # fmt: skip
+                       extractor=self._extractor, strategy=self.strategy, out_dir=self.run_dir)  # fmt: skip
         res = {"step": self.step, **res}
         log = self.open_run()
         log.log(res, file="metrics.jsonl")

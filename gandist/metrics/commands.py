@@ -1,0 +1,191 @@
+"""`gandist eval` and `gandist fid`: build the strategy, the extractor and the sources, report.
+
+Both join a process group under torchrun (`build_strategy("auto")`) and leave it on every exit path:
+a normal return, an error, and SIGTERM (turned into an exception in the main thread, so the `with`
+block unwinds and destroys the group; a rank that exits with a live gloo group aborts with
+'terminate called without an active exception').
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+
+class _Terminated(Exception):
+    """SIGTERM (a scheduler's or torchrun's stop) raised in the main thread, so `with` blocks unwind."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises _Terminated in the main thread while the block runs (the previous handler is
+    restored after). A rank blocked inside a collective sees it when the collective returns."""
+
+    def handler(signum, frame):
+        raise _Terminated(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _report(res: dict, out: str | Path | None) -> None:
+    import json
+
+    from gandist.metrics.evaluate import write_result
+
+    if out:
+        write_result(res, out)
+    mem = f"peak memory {res.get('peak_rss_gib', 0):.2f} GiB (largest worker {res.get('peak_worker_rss_gib', 0):.2f} GiB"
+    mem += f", GPU {res['peak_cuda_gib']:.2f} GiB)" if "peak_cuda_gib" in res else ")"
+    print(json.dumps(res, indent=1))
+    print(f"[gandist] {res.get('seconds', 0):.1f} s, {mem}", file=sys.stderr)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from gandist.train.strategy import build_strategy
+
+    # torchrun: joins the process group; every rank generates and extracts its share, rank 0 reports.
+    # The `with` destroys the group on every exit (return, error, SIGTERM).
+    with _sigterm_raises(), build_strategy("auto", "auto") as strategy:
+        try:
+            res, out = _eval(args, strategy)
+        except _Terminated as exc:
+            print(f"[gandist] eval {exc}; nothing written", file=sys.stderr)
+            return 143
+        if strategy.is_main:
+            _report(res, out)
+    return 0
+
+
+def _eval(args: argparse.Namespace, strategy):
+    from gandist.metrics.evaluate import evaluate, evaluate_sources, folder_stats_path
+    from gandist.metrics.extractors import build_extractor
+    from gandist.metrics.sources import IMAGE_SUFFIXES, FolderSource
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    path = Path(args.checkpoint)
+    is_folder = path.is_dir() and not (path / "checkpoints").is_dir() and not path.name.isdigit() and any(
+        p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*"))  # fmt: skip
+    if is_folder:  # a folder of generated images against a folder of reals (--data) or statistics
+        ex = build_extractor(args.extractor if args.extractor != "auto" else "inception", "images", "",
+                             strategy.device, args.inception, args.extractor_impl)  # fmt: skip
+        fake = FolderSource(path, args.workers)  # every image of the folder
+        real = FolderSource(args.data, args.workers, limit=args.n_real) if args.data else None
+        ref = args.ref_stats or (folder_stats_path(real, ex) if real is not None else None)
+        if real is None and args.ref_stats:
+            from gandist.metrics.sources import StatsFile
+
+            real = StatsFile(args.ref_stats)
+        res = evaluate_sources(fake, real, metrics, ex, strategy, args.batch or 0, None, path, ref)
+        return {"fakes": str(path), **res}, args.out or path / "metrics.jsonl"
+    from gandist.generate import load_generator
+
+    gen = load_generator(args.checkpoint)
+    gen.G.to(strategy.device)
+    run_dir = gen.path.parent.parent
+    extractor = args.extractor
+    if args.extractor_impl != "auto":
+        extractor = build_extractor(extractor, gen.kind, gen.cfg.data.name, strategy.device, args.inception,
+                                    args.extractor_impl)  # fmt: skip
+    res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
+                   extractor=extractor, inception=args.inception, out_dir=run_dir, data_path=args.data,
+                   reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers)  # fmt: skip
+    return {"checkpoint": str(gen.path), "step": gen.step, **res}, args.out or run_dir / "metrics.jsonl"
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    from gandist.train.strategy import build_strategy
+
+    with _sigterm_raises(), build_strategy("auto", "auto") as strategy:
+        try:
+            res = _fid(args, strategy)
+        except _Terminated as exc:
+            print(f"[gandist] fid {exc}; nothing written", file=sys.stderr)
+            return 143
+        if strategy.is_main:
+            _report(res, args.out)
+            print(f"FID: {res['fid']:.6f}")
+    return 0
+
+
+def _fid_side(arg: str, args, strategy, ex):
+    """(source, statistics cache path) for one argument of `gandist fid`."""
+    from gandist.metrics.evaluate import folder_stats_path
+    from gandist.metrics.sources import FolderSource, GeneratorSource, StatsFile
+    from gandist.train.checkpoint import resolve_checkpoint
+
+    p = Path(arg)
+    if p.suffix == ".npz":
+        return StatsFile(p), None, {"stats_file": str(p)}
+    if not p.exists():
+        from gandist.errors import UserError
+
+        raise UserError(
+            f"'{arg}' does not exist: give an image folder, a .npz statistics file or a checkpoint"
+        )
+    if (p / "checkpoints").is_dir() or (p.is_dir() and p.name.isdigit()):
+        from gandist.generate import load_generator
+
+        gen = load_generator(resolve_checkpoint(p))
+        if gen.kind != "images":
+            from gandist.errors import UserError
+
+            raise UserError(
+                f"'{arg}' generates 2-D points; FID on Inception features needs images (use eval)"
+            )
+        gen.G.to(strategy.device)
+        src = GeneratorSource(gen.G, gen.cfg.model.z_dim, args.n, args.seed, strategy.device)
+        return src, None, {"checkpoint": str(gen.path), "step": gen.step, "seed": args.seed, "n": args.n}
+    src = FolderSource(p, args.workers)
+    return src, folder_stats_path(src, ex), src.describe()
+
+
+def _fid(args: argparse.Namespace, strategy) -> dict:
+    import time
+
+    from gandist.metrics.evaluate import auto_batch, extract_side, peak_memory
+    from gandist.metrics.extractors import build_extractor
+    from gandist.metrics.fid import frechet_distance, load_stats, save_stats
+    from gandist.metrics.sources import StatsFile
+
+    t0 = time.perf_counter()
+    both_stats = Path(args.a).suffix == ".npz" and Path(args.b).suffix == ".npz"
+    ex = None if both_stats else build_extractor("inception", "images", "", strategy.device, args.inception,
+                                                 args.extractor_impl)  # fmt: skip
+    batch = auto_batch(strategy.device, args.batch or 0)
+    stats, described = [], []
+    for i, arg in enumerate((args.a, args.b)):
+        src, cache, desc = (
+            _fid_side(arg, args, strategy, ex) if ex else (StatsFile(arg), None, {"stats_file": arg})
+        )
+        cache = None if args.no_cache or i == 0 else cache  # B is the reference: its statistics are cached
+        dim = stats[0][0].shape[0] if stats else (ex.dim if ex else None)
+        if isinstance(src, StatsFile):
+            mu, sigma, _ = src.load(dim)
+        elif cache is not None and cache.is_file():
+            mu, sigma, _ = load_stats(cache, ex.dim)
+            desc = {**desc, "stats_file": str(cache)}
+        else:
+            if src.n < 2:
+                from gandist.errors import UserError
+
+                raise UserError(f"FID needs at least 2 images per side; '{arg}' has {src.n}")
+            side = extract_side(src, ex, strategy, batch, True, False, desc="A" if i == 0 else "B")
+            mu, sigma = side.stats.numpy()
+            meta = {**desc, "n": src.n, **ex.describe()}
+            if strategy.is_main and cache is not None:
+                save_stats(cache, mu, sigma, **meta)
+                desc = {**desc, "stats_file": str(cache)}
+            if strategy.is_main and i == 0 and args.save_stats:
+                save_stats(args.save_stats, mu, sigma, **meta)
+        stats.append((mu, sigma))
+        described.append(desc)
+    fid = frechet_distance(*stats[0], *stats[1])
+    res = {"fid": fid, "a": described[0], "b": described[1], **(ex.describe() if ex else {}), "batch": batch}
+    return {**res, "seconds": time.perf_counter() - t0, "world_size": strategy.world_size, **peak_memory()}

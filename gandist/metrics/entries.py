@@ -1,0 +1,126 @@
+"""The metrics `gandist eval` computes, by name: what each needs and how it computes its values.
+
+An entry declares its inputs, so the evaluation extracts only what some requested metric reads:
+
+| need | what the pipeline provides |
+|---|---|
+| `fake_stats`, `real_stats` | streamed mean and covariance (`RunningStats`), or a statistics file for the reals |
+| `fake_feats`, `real_feats` | every feature [N, D] float32, in sample order (held in memory: KID, P/R, ...) |
+| `fake_logits` | the Inception Score accumulated per split while streaming (class logits, never stored) |
+| `samples` | the first samples of both sides, as images (pictures) |
+
+`kinds` are the data kinds the metric is defined on; `datasets` restricts it to named datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gandist.errors import UserError
+from gandist.registry import register
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    needs: frozenset[str]
+    compute: Callable[[Any], dict[str, Any]]  # (EvalContext) -> values
+    kinds: tuple[str, ...] = ("images", "points")
+    datasets: tuple[str, ...] | None = None
+    min_samples: int = 2  # per side
+
+
+METRICS: dict[str, MetricEntry] = {}
+NEEDS = frozenset({"fake_stats", "real_stats", "fake_feats", "real_feats", "fake_logits", "samples"})
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # Binkowski et al. 2018 and torch-fidelity's defaults
+IS_SPLITS = 10  # Salimans et al. 2016
+PR_K = 3  # Kynkaanniemi et al. 2019
+
+
+def metric(name: str, needs: set[str], **kw) -> Callable:
+    assert needs <= NEEDS, needs - NEEDS
+
+    def add(fn):
+        register(METRICS, name)(MetricEntry(frozenset(needs), fn, **kw))
+        return fn
+
+    return add
+
+
+@metric("fid", {"fake_stats", "real_stats"})
+def _fid(ctx) -> dict[str, Any]:
+    from gandist.metrics.fid import frechet_distance
+
+    return {"fid": frechet_distance(*ctx.fake_stats, *ctx.real_stats)}
+
+
+@metric("is", {"fake_logits"}, min_samples=IS_SPLITS)
+def _is(ctx) -> dict[str, Any]:
+    mean, std = ctx.inception_score
+    return {"is": mean, "is_std": std, "is_splits": ctx.is_splits}
+
+
+@metric("kid", {"fake_feats", "real_feats"})
+def _kid(ctx) -> dict[str, Any]:
+    from gandist.metrics.kid import kernel_inception_distance
+
+    m = min(KID_SUBSET_SIZE, len(ctx.fake_feats), len(ctx.real_feats))
+    mean, std = kernel_inception_distance(ctx.fake_feats, ctx.real_feats, subsets=KID_SUBSETS, subset_size=m)
+    return {"kid": mean, "kid_std": std, "kid_subset_size": m}
+
+
+@metric("pr", {"fake_feats", "real_feats"}, min_samples=PR_K + 1)
+def _pr(ctx) -> dict[str, Any]:
+    from gandist.metrics.precision_recall import precision_recall
+
+    return precision_recall(ctx.real_feats, ctx.fake_feats, k=PR_K)
+
+
+@metric("modes", {"fake_feats"}, kinds=("points",), datasets=("ring", "grid"), min_samples=1)
+def _modes(ctx) -> dict[str, Any]:
+    from gandist.metrics.modes import mode_coverage
+
+    return mode_coverage(ctx.fake_feats, ctx.dataset)
+
+
+@metric("parzen", {"fake_feats", "real_feats"}, kinds=("points",))
+def _parzen(ctx) -> dict[str, Any]:
+    from gandist.metrics.parzen import parzen_log_likelihood
+
+    pz = parzen_log_likelihood(ctx.fake_feats, ctx.real_feats)
+    return {"parzen_ll": pz["mean"], "parzen_se": pz["se"], "parzen_sigma": pz["sigma"]}
+
+
+@metric("nn", {"samples"}, kinds=("images",), min_samples=1)
+def _nn(ctx) -> dict[str, Any]:
+    from gandist.metrics.neighbours import nearest_neighbours_figure
+
+    shown, real = ctx.fake_source.first(16), ctx.real_source.first(2000)
+    out = Path(ctx.out_dir or ".") / "nearest_neighbours.png"
+    res = nearest_neighbours_figure(shown, real, out, k=5, fake_feats=ctx.extractor(shown)[0],
+                                    real_feats=ctx.extractor(real)[0])  # fmt: skip
+    return {"nn_figure": res["figure"], "nn_min_pixel_distance": float(np.min(res["pixel_distances"][:, 0]))}
+
+
+def check_request(
+    names: list[str] | tuple[str, ...], kind: str, dataset: str | None, has_probs: bool
+) -> None:
+    """One clear line for a metric that does not exist or does not apply here."""
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
+    for name in names:
+        e = METRICS[name]
+        if kind not in e.kinds:
+            what = "draws images" if e.kinds == ("images",) else f"is defined on {' / '.join(e.kinds)}"
+            raise UserError(f"metric '{name}' {what}; these samples are {kind}")
+        if e.datasets and dataset not in e.datasets:
+            raise UserError(
+                f"metric '{name}' is defined for the 2-D mixtures (data.name {' or '.join(e.datasets)})"
+            )
+        if "fake_logits" in e.needs and not has_probs:
+            raise UserError(f"metric '{name}' needs class probabilities; this extractor has none")
