@@ -4,7 +4,7 @@ size, and sample i is the same whatever the batch size, the number of ranks or t
 
 | source | sample i | decoded where |
 |---|---|---|
-| `GeneratorSource` | G(z_i); z_i is row i % LATENT_CHUNK of latent chunk i // LATENT_CHUNK, drawn from `rng.stream(seed, "eval_latents", j)` | generated in `gen_batch` pieces |
+| `GeneratorSource` | G(z_i); z_i is row i % LATENT_CHUNK of latent chunk i // LATENT_CHUNK, drawn from `rng.stream(seed, "eval_latents", j)` | generated on a fixed grid of `gen_batch` (default GEN_PIECE) samples |
 | `DatasetSource` | sample i of the run's data stream, read in chunks of REAL_CHUNK from stream position 0 (a source's draw of a chunk depends on where the chunk starts, e.g. its mirror flips) | image folders: loader workers, one chunk per task; in-memory data: here |
 | `FolderSource` | the i-th image file (sorted, recursive) as 8-bit RGB, no resize | loader workers |
 | `StatsFile` | no samples: mean and covariance from `.npz` | - |
@@ -22,6 +22,10 @@ from gandist.errors import DataError, UserError
 from gandist.rng import stream
 
 LATENT_CHUNK = 250  # latents are drawn in chunks of this many rows: part of which z each sample gets
+# G runs on pieces [k * GEN_PIECE, (k + 1) * GEN_PIECE) of the sample index, whatever range a rank or a
+# batch asks for: float32 kernels can round differently at other batch shapes, so a fixed grid keeps every
+# sample bit-identical across world sizes and extraction batches
+GEN_PIECE = 50
 REAL_CHUNK = 250  # a run's data stream is read in chunks starting at multiples of this position
 
 
@@ -80,13 +84,21 @@ class GeneratorSource(Source):
 
     @torch.no_grad()
     def batches(self, start, stop, batch):
-        step = self.gen_batch or batch
-        for a, b in _pieces(start, stop, batch):
-            parts = [
-                self.G(eval_latents(self.seed, u, v, self.z_dim).to(self.device))
-                for u, v in _pieces(a, b, step)
-            ]
-            yield parts[0] if len(parts) == 1 else torch.cat(parts)
+        piece = self.gen_batch or GEN_PIECE
+        pending: list[torch.Tensor] = []
+        have = 0
+        for k in range(start // piece, (stop - 1) // piece + 1) if stop > start else ():
+            u, v = k * piece, min((k + 1) * piece, self.n)  # always the whole grid piece
+            x = self.G(eval_latents(self.seed, u, v, self.z_dim).to(self.device))
+            pending.append(x[max(start, u) - u : min(stop, v) - u])
+            have += len(pending[-1])
+            while have >= batch:
+                joined = torch.cat(pending) if len(pending) > 1 else pending[0]
+                yield joined[:batch]
+                rest = joined[batch:]
+                pending, have = ([rest] if len(rest) else []), len(rest)
+        if have:
+            yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
     def describe(self):
         return {"fake_source": "generator", "seed": self.seed, "latent_chunk": LATENT_CHUNK}
