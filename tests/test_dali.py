@@ -46,6 +46,25 @@ def test_same_pixels_as_the_pil_loader(prepared):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)  # both decode with libjpeg-turbo: identical
 
 
+def test_progressive_growing_serves_the_same_mip_maps_through_both_loaders(prepared):
+    """The loop asks a source for a lower resolution with serve_resolution: both loaders box-filter the
+    prepared images on the fly, so a growing run sees the same reals whichever loader it uses."""
+    d = build_dataset(cfg(prepared, mirror=True), seed=3)
+    t = build_dataset(
+        make_section("data", name="folder", path=str(prepared), resolution=32, batch_size=4, mirror=True),
+        seed=3,
+    )
+    for source in (d, t):
+        source.serve_resolution(8)
+    a, b = d.next_batch(4).x, t.next_batch(4).x
+    full = t.peek(4, position=0)  # peek is served at 8 px too
+    assert a.shape == b.shape == full.shape == (4, 3, 8, 8)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    t.serve_resolution(None)
+    ref = t.peek(4, position=0).reshape(4, 3, 8, 4, 8, 4).mean(dim=(3, 5))  # 4x4 blocks, written out
+    torch.testing.assert_close(full, ref, atol=1e-6, rtol=0)
+
+
 def test_resize_matches_pil_lanczos_within_tolerance(prepared):
     d = DaliFolder(cfg(prepared), seed=0, resolution_at=lambda k: 16)
     x = d.sample(4)

@@ -29,6 +29,10 @@ from gandist.objectives.base import (
 from gandist.registry import register
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _flat(logits: torch.Tensor) -> torch.Tensor:
     return logits.reshape(logits.shape[0])
 
@@ -74,8 +78,9 @@ class Classic(Objective):
         """[(weighted penalty, stats)]: GP on interpolates and/or R1 on reals. Always in fp32: under bf16 or
         fp16 autocast the gradient of a gradient is too coarse (or overflows) to penalise."""
         with torch.autocast(ctx.device.type, enabled=False):
-            real, fake = real.float(), None if fake is None else fake.float()
-            return self._penalty_terms_fp32(real, fake, ctx)
+            return self._penalty_terms_fp32(
+                _at_least_fp32(real), None if fake is None else _at_least_fp32(fake), ctx
+            )
 
     def _penalty_terms_fp32(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
         terms = []

@@ -240,8 +240,11 @@ class Trainer:
     def run_phase(self, phase: Phase) -> dict[str, torch.Tensor]:
         """One phase: gradients of the phase's networks from its micro-batches, then a guarded step."""
         opt = self.optimizers[phase.optimizer]
-        for name, net in self.nets.items():
-            net.requires_grad_(name in phase.trains)
+        # freeze the networks the phase does not train; parameters a user froze stay frozen
+        frozen = [(p, p.requires_grad) for name, net in self.nets.items() if name not in phase.trains
+                  for p in net.parameters()]  # fmt: skip
+        for p, _ in frozen:
+            p.requires_grad_(False)
         b, stage = self.batch_size, self.stage
         micro = self.cfg.train.micro_batch or b
         batch = self.data.next_batch(b).to(self.device) if phase.reals else None
@@ -277,8 +280,8 @@ class Trainer:
         guarded_step(opt, ok)
         self.skipped += (~ok).long()
         self.objective.after_step(phase)
-        for net in self.nets.values():
-            net.requires_grad_(True)
+        for p, flag in frozen:
+            p.requires_grad_(flag)
         return stats
 
     def _autocast(self):
