@@ -133,7 +133,8 @@ class StyleLayer(nn.Module):
         n, _, h, w = x.shape
         if mode == "const":
             return self.noise_const.to(x.dtype).expand(n, 1, h, w)
-        return torch.randn(n, 1, h, w, device=x.device, dtype=x.dtype)
+        # drawn in fp32 whatever x's dtype: a run sees the same noise in any precision
+        return torch.randn(n, 1, h, w, device=x.device).to(x.dtype)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str, impl: str) -> torch.Tensor:
         if self.conv is not None:
@@ -325,7 +326,7 @@ class StyleGANGenerator(nn.Module):
         """Style mixing regularisation (Sec. 3.1): with probability `style_mixing` the layers from a random
         crossover in [1, active layers) take the w of a second latent; drawn on the device, no host sync."""
         n, device = ws.shape[0], ws.device
-        w2 = self.mapping(torch.randn(n, self.z_dim, device=device, dtype=z.dtype))
+        w2 = self.mapping(torch.randn(n, self.z_dim, device=device).to(z.dtype))  # fp32 draw, as the noise
         crossover = torch.randint(1, max(self.active_layers, 2), (), device=device)
         crossover = torch.where(torch.rand((), device=device) < self.style_mixing, crossover, self.num_layers)
         return self.mix(ws, w2, crossover)
@@ -333,7 +334,7 @@ class StyleGANGenerator(nn.Module):
     @torch.no_grad()
     def _track_w_avg(self, w: torch.Tensor) -> None:
         # w_avg <- lerp(mean_batch(w), w_avg, beta): the official G_style's dlatent_avg update
-        self.w_avg.copy_(torch.lerp(w.detach().float().mean(dim=0), self.w_avg, self.w_avg_beta))
+        self.w_avg.copy_(torch.lerp(w.detach().to(self.w_avg.dtype).mean(dim=0), self.w_avg, self.w_avg_beta))
 
     def forward(
         self,
