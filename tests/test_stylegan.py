@@ -333,7 +333,9 @@ def _forward_backward(impl, dtype=torch.float64):
     D.zero_grad()
     G.zero_grad()
     g_loss.backward()
-    return fake.detach(), {n: p.grad for n, p in G.named_parameters()}, d_loss.detach()
+    with torch.no_grad():  # eval mode: the stored noise images, expanded over the batch
+        sample = G.eval()(z, truncation_psi=0.5, truncation_cutoff=2)
+    return torch.cat([fake.detach(), sample]), {n: p.grad for n, p in G.named_parameters()}, d_loss.detach()
 
 
 @pytest.mark.slow
