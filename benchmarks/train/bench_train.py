@@ -108,6 +108,52 @@ def _count_flops(t, steps: int) -> float:
     return float(Count.total)
 
 
+def _breakdown(t, steps: int, cuda: bool) -> dict:
+    """Where the time of `steps` training steps goes (torch.profiler): each phase (Dmain, Dreg, Gmain, ...),
+    convolutions (forward and backward, self time of the conv ops), the fused epilogue op (forward and
+    backward, with their kernels) and the epilogue's forward scope (any impl; its reference backward is
+    spread over generic autograd ops and cannot be told apart). Milliseconds per step: device time on
+    CUDA, CPU time elsewhere."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import gandist.models.stylegan as sg
+
+    run_phase, epilogue = t.run_phase, getattr(sg, "styled_epilogue", None)
+
+    def phase(ph):
+        with record_function(f"phase:{ph.name}"):
+            return run_phase(ph)
+
+    def scoped_epilogue(*args, **kwargs):
+        with record_function("scope:epilogue_fwd"):
+            return epilogue(*args, **kwargs)
+
+    t.run_phase = phase
+    sg.styled_epilogue = scoped_epilogue
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    try:
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                t.train_step()
+            if cuda:
+                torch.cuda.synchronize()
+    finally:
+        t.run_phase, sg.styled_epilogue = run_phase, epilogue
+    total, self_time = (
+        ("device_time_total", "self_device_time_total") if cuda else ("cpu_time_total", "self_cpu_time_total")
+    )
+    out: dict[str, float] = {"conv_ms": 0.0, "fused_epilogue_ms": 0.0}
+    for e in prof.key_averages():
+        if e.key.startswith(("phase:", "scope:")):
+            out[e.key.split(":", 1)[1] + "_ms"] = getattr(e, total) / 1000 / steps
+        elif "convolution" in e.key:
+            out["conv_ms"] += getattr(e, self_time) / 1000 / steps
+        elif e.key in ("gandist::plane_epilogue", "gandist::plane_epilogue_backward"):
+            out["fused_epilogue_ms"] += getattr(e, total) / 1000 / steps
+    return out
+
+
 def run_one(spec: dict) -> dict:
     """Time `spec['steps']` training steps after `spec['warmup']` (compile happens in the warm-up)."""
     import torch
@@ -145,12 +191,13 @@ def run_one(spec: dict) -> dict:
         )
         flop_steps = max(p.interval for p in t.phases)  # one whole regularisation interval
         flops = _count_flops(t, flop_steps) if spec.get("count_flops") else None
+        breakdown = _breakdown(t, flop_steps, cuda) if spec.get("profile") else {}
     images = spec["batch"]  # real images shown per step (one D step per G step)
     q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
     med, mean = statistics.median(times), statistics.fmean(times)
     return {**spec, "median_s": med, "mean_s": mean, "p20_s": q[0], "p80_s": q[3], "img_per_s": images / mean,
             "sec_per_kimg": mean * 1000 / images, "peak_mem_gib": peak / 2**30,
-            "flops_per_img": flops / (flop_steps * images) if flops is not None else None,
+            "flops_per_img": flops / (flop_steps * images) if flops is not None else None, **breakdown,
             "peak_mem_kind": "cuda max_memory_allocated" if cuda else "process peak RSS"}  # fmt: skip
 
 
@@ -181,6 +228,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--smoke", action="store_true", help="CPU, tiny widths, 8 px eager and compiled, 16 px eager, 3 steps"
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one regularisation interval per row: ms per step by phase, convolutions, epilogue",
     )
     p.add_argument("--out", default=str(HERE.parent / "results"))
     p.add_argument(
@@ -215,7 +267,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 continue
             spec = {"family": args.family, "resolution": res, "batch": args.batch or fam["batch"].get(res, 16),
                     "mode": mode, "precision": args.precision, "steps": args.steps, "warmup": args.warmup,
-                    "smoke": args.smoke, "device": args.device, "count_flops": mode == baseline}  # fmt: skip
+                    "smoke": args.smoke, "device": args.device, "count_flops": mode == baseline,
+                    "profile": args.profile}  # fmt: skip
             env = dict(
                 os.environ,
                 PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]),
@@ -266,6 +319,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         lines.append(f"| {r['resolution']} | {r['batch']} | {r['mode']} | {r['img_per_s']:.1f} | {r['sec_per_kimg']:.1f} | "
                      f"{1000 * r['p20_s']:.1f}-{1000 * r['p80_s']:.1f} | {r['peak_mem_gib']:.2f} | {gflop} | {mfu} | "
                      f"{r['speedup_vs_eager']:.2f}x |")  # fmt: skip
+    parts = sorted({k for r in rows for k in r if k.endswith("_ms")})
+    if parts:  # --profile: where a step's time goes
+        unit = "device" if any(r.get("peak_mem_kind", "").startswith("cuda") for r in rows) else "CPU"
+        lines += ["", f"Time per step by part ({unit} ms; phases overlap the op classes; profiled over one "
+                  "regularisation interval):", "",
+                  "| resolution | mode | " + " | ".join(k[:-3] for k in parts) + " |",
+                  "|---|---|" + "---|" * len(parts)]  # fmt: skip
+        for r in rows:
+            if "error" not in r:
+                cells = " | ".join(f"{r[k]:.2f}" if k in r else "" for k in parts)
+                lines.append(f"| {r['resolution']} | {r['mode']} | {cells} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return rows
 
