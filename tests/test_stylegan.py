@@ -104,6 +104,16 @@ def test_generator_forward_shapes_and_parameters():
     assert G.mapping.layers[0].weight_scale == pytest.approx(math.sqrt(2) / math.sqrt(Z) * 0.01)
 
 
+def test_parameter_count_matches_the_paper():
+    """Karras et al. 2019, Sec. 2: the style-based generator has 26.2M trainable parameters at 1024x1024
+    (mapping 8 x (512 x 512 + 512) = 2.10M)."""
+    G = StyleGANGenerator(512, (3, 1024, 1024))
+    count = sum(p.numel() for p in G.parameters())
+    assert round(count / 1e6, 1) == 26.2, count
+    assert sum(p.numel() for p in G.mapping.parameters()) == 8 * (512 * 512 + 512)
+    assert G.num_layers == 18
+
+
 def test_layer_matches_the_official_definition_in_float64():
     """One synthesis layer against the official G_synthesis layer written out (NVlabs/stylegan:
     upscale2d -> conv2d -> blur2d -> apply_noise -> apply_bias -> lrelu -> instance_norm -> style_mod)."""
