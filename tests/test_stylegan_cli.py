@@ -79,7 +79,8 @@ def test_style_mix_grid_layout_and_content(stylegan_run, tmp_path):
     assert main(["style-mix", str(stylegan_run), "--rows", rows, "--cols", cols, "--styles", "coarse",
                  "--out", str(out)]) == 0  # fmt: skip
     w, h = Image.open(out).size
-    assert (w - 2) * 3 == (h - 2) * 4  # 4 columns (row images + 3 column seeds) x 3 rows (column images + 2 row seeds)
+    # 4 columns (row images + 3 column seeds) x 3 rows (column images + 2 row seeds), 2 px padding
+    assert (w - 2) * 3 == (h - 2) * 4
     gen = load_generator(stylegan_run)
     imgs, row_len = style_mix_grid(gen, [1, 2], [3, 4, 5], "2-3")
     assert row_len == 4 and imgs.shape == (12, 1, 16, 16)
