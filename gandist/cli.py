@@ -1,4 +1,4 @@
-"""Command line: `gandist train | generate | interpolate | arithmetic | eval | prepare | health`.
+"""Command line: `gandist train | generate | interpolate | arithmetic | style-mix | eval | prepare | health`.
 
 User mistakes (bad config, missing data, corrupt checkpoint) print one clear line and exit 2.
 """
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from gandist.cli_args import SEED_MAX, Int, Names, OneLineParser, Seeds, Text
+from gandist.cli_args import SEED_MAX, Float, Int, Names, OneLineParser, Seeds, Text
 
 # Domains of the numeric options, with the reason for each bound.
 COUNT = Int(min=1)  # a number of things to draw or use
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=SEED, default=0)
     g.add_argument("--out", default="samples.png", type=Text(), help=".png grid/scatter or .npz raw samples")
     g.add_argument("--raw-g", action="store_true", help="use the raw generator instead of its EMA")
+    _style_options(g)
 
     i = sub.add_parser("interpolate", help="lerp and slerp strips between latent seeds")
     i.add_argument("checkpoint", type=Text())
@@ -77,8 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default="interpolation",
         type=Text(),
-        help="file prefix: writes PREFIX_lerp.png and PREFIX_slerp.png",
+        help="file prefix: writes PREFIX_lerp.png and PREFIX_slerp.png (in Z), and for StyleGAN PREFIX_wlerp.png (in W)",
     )
+    _style_options(i)
+
+    sm = sub.add_parser("style-mix", help="StyleGAN style-mixing grid (Karras et al. 2019, Fig. 3)")
+    sm.add_argument("checkpoint", type=Text(), help="checkpoint folder or run directory of a StyleGAN run")
+    sm.add_argument(
+        "--rows", default="0-4", type=Seeds(), help="seeds down the left: the styles not mixed in"
+    )
+    sm.add_argument("--cols", default="5-9", type=Seeds(), help="seeds across the top: the styles mixed in")
+    sm.add_argument(
+        "--styles",
+        default="coarse",
+        type=Text(),
+        help="layers taken from the column seeds: coarse (4-8 px), middle (16-32 px), fine (64 px up) or a-b "
+        "(layer indices, both included; layers 2k and 2k+1 work at 4*2^k px)",
+    )
+    sm.add_argument("--out", default="style_mix.png", type=Text(), help=".png grid")
+    _style_options(sm)
 
     a = sub.add_parser("arithmetic", help="latent vector arithmetic (DCGAN Sec. 6.3): u - v + w")
     a.add_argument("checkpoint", type=Text())
@@ -177,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("health", help="one-page health report of a run: plots, diagnoses and remedies")
     h.add_argument("run_dir", type=Text())
     return p
+
+
+def _style_options(p: argparse.ArgumentParser) -> None:
+    """Options of the style-based generators (StyleGAN): the truncation trick and the noise inputs."""
+    p.add_argument("--truncation", type=Float(), default=1.0, metavar="PSI",
+                   help="StyleGAN: w <- w_avg + PSI (w - w_avg) (1 = off; the paper shows 0.7)")  # fmt: skip
+    p.add_argument("--truncation-cutoff", type=Int(min=1), default=None, metavar="K",
+                   help="StyleGAN: truncate only layers below K (default: all; the paper uses 8)")  # fmt: skip
+    p.add_argument("--noise-mode", choices=["const", "random", "none"], default=None,
+                   help="StyleGAN noise inputs (default: the run's model.sample_noise, const)")  # fmt: skip
+
+
+def _load_styled(args: argparse.Namespace, which: str = "G_ema"):
+    from gandist.generate import load_generator
+
+    gen = load_generator(args.checkpoint, which=which)
+    gen.set_style_options(args.truncation, args.truncation_cutoff, args.noise_mode)
+    return gen
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -363,19 +399,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from gandist.generate import load_generator, sample, write_samples
+    from gandist.generate import sample, write_samples
 
-    gen = load_generator(args.checkpoint, which="G" if args.raw_g else "G_ema")
+    gen = _load_styled(args, which="G" if args.raw_g else "G_ema")
     out = write_samples(gen, sample(gen, args.n, args.seed), args.out)
     print(f"[gandist] wrote {args.n} samples to {out}")
     return 0
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from gandist.generate import interpolation_strips, load_generator
+    from gandist.generate import interpolation_strips
     from gandist.viz import save_grid
 
-    gen = load_generator(args.checkpoint)
+    gen = _load_styled(args)
     if gen.kind != "images":
         from gandist.errors import UserError
 
@@ -398,11 +434,26 @@ def cmd_arithmetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_style_mix(args: argparse.Namespace) -> int:
+    from gandist.generate import style_mix_grid
+    from gandist.viz import save_grid
+
+    gen = _load_styled(args)
+    imgs, row = style_mix_grid(gen, args.rows, args.cols, args.styles)
+    path = save_grid(imgs, args.out, nrow=row)
+    print(
+        f"[gandist] wrote {path}: column seeds {args.cols} across the top, row seeds {args.rows} down the left, "
+        f"each cell the row's styles with the {args.styles} styles of the column"
+    )
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "generate": cmd_generate,
     "interpolate": cmd_interpolate,
     "arithmetic": cmd_arithmetic,
+    "style-mix": cmd_style_mix,
     "health": cmd_health,
     "eval": cmd_eval,
     "fid": cmd_fid,

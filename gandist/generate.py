@@ -1,9 +1,11 @@
 """Using a trained generator: samples, latent interpolation (lerp/slerp) and latent vector arithmetic
-(Radford et al. 2016, Sec. 6.3)."""
+(Radford et al. 2016, Sec. 6.3); for style-based generators (StyleGAN) also truncation, noise modes,
+interpolation in W and style-mixing grids (Karras et al. 2019, Fig. 3)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,36 @@ class LoadedGenerator:
     kind: str  # "images" | "points"
     step: int
     path: Path
+    options: dict = field(default_factory=dict)  # style-based G only: truncation_psi/_cutoff, noise_mode
+
+    @property
+    def style_based(self) -> bool:
+        """A generator with a mapping network to W and a synthesis network fed styles per layer."""
+        return hasattr(self.G, "mapping") and hasattr(self.G, "synthesis")
+
+    def family(self) -> str:
+        return getattr(self.cfg.model, "name", "?")
+
+    def set_style_options(
+        self, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, noise_mode: str | None = None
+    ) -> None:
+        """Truncation (psi, cutoff layer) and noise mode of every later call; a one-line UserError for a
+        generator that has no styles or a cutoff past its layers."""
+        asked = truncation_psi != 1.0 or truncation_cutoff is not None or noise_mode is not None
+        if not asked:
+            return
+        if not self.style_based:
+            raise UserError(
+                f"truncation and noise modes need a style-based generator (model.name=stylegan); "
+                f"'{self.path}' holds a {self.family()} generator"
+            )
+        try:
+            self.G.check_truncation(truncation_psi, truncation_cutoff)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        self.options = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff}
+        if noise_mode is not None:
+            self.options["noise_mode"] = noise_mode
 
     def latents(self, seeds: list[int]) -> torch.Tensor:
         """One latent per seed: z_s ~ N(0, I) from a generator seeded with s (reproducible across tools)."""
@@ -31,7 +63,25 @@ class LoadedGenerator:
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return self.G(z)
+        return self.G(z, **self.options)
+
+    @torch.no_grad()
+    def ws(self, z: torch.Tensor) -> torch.Tensor:
+        """Style-based G: per-layer styles [N, layers, w_dim] of z, truncated as set."""
+        return self.ws_of_w(self.G.mapping(z))
+
+    @torch.no_grad()
+    def ws_of_w(self, w: torch.Tensor) -> torch.Tensor:
+        """Style-based G: w [N, w_dim] -> per-layer styles, truncated as set."""
+        ws = self.G.broadcast(w)
+        return self.G.truncate(
+            ws, self.options.get("truncation_psi", 1.0), self.options.get("truncation_cutoff")
+        )
+
+    @torch.no_grad()
+    def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
+        mode = self.options.get("noise_mode") or self.G.sample_noise
+        return self.G.synthesis(ws, mode)
 
 
 def load_generator(path: str | Path, which: str = "G_ema") -> LoadedGenerator:
@@ -122,7 +172,77 @@ def interpolation_strips(gen: LoadedGenerator, seeds: list[int], steps: int) -> 
     for name, fn in (("lerp", lerp), ("slerp", slerp)):
         rows = [gen(fn(z[i], z[i + 1], t)) for i in range(len(seeds) - 1)]
         out[name] = torch.cat(rows)
+    if gen.style_based:  # StyleGAN: also linear in W, as the paper's perceptual path length (Sec. 4.2)
+        with torch.no_grad():
+            w = gen.G.mapping(z)
+        out["wlerp"] = torch.cat(
+            [gen.synthesize(gen.ws_of_w(lerp(w[i], w[i + 1], t))) for i in range(len(seeds) - 1)]
+        )
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Style mixing (Karras et al. 2019, Sec. 3.1, Fig. 3)
+
+# Fig. 3: styles of the coarse (4^2 - 8^2), middle (16^2 - 32^2) and fine (64^2 - 1024^2) resolutions;
+# layers 2k and 2k + 1 of the synthesis network work at 4 * 2^k px.
+STYLE_RANGES = {"coarse": (4, 8), "middle": (16, 32), "fine": (64, 1024)}
+
+
+def _layers_of(resolutions: tuple[int, int]) -> range:
+    lo, hi = (int(math.log2(r)) - 2 for r in resolutions)
+    return range(2 * lo, 2 * hi + 2)
+
+
+def style_layers(spec: str, active: int, resolution: int) -> list[int]:
+    """The synthesis layers `spec` names among the `active` ones of a G at `resolution` px:
+    coarse | middle | fine (Fig. 3), or a-b (layer indices, both included, from 0)."""
+    names = ", ".join(f"{k} {_layers_of(v).start}-{_layers_of(v).stop - 1}" for k, v in STYLE_RANGES.items())
+    if spec in STYLE_RANGES:
+        wanted = _layers_of(STYLE_RANGES[spec])
+    else:
+        lo, sep, hi = spec.partition("-")
+        try:
+            a, b = int(lo), int(hi)
+        except ValueError:
+            a = b = -1
+        if not sep or a < 0 or b < a:
+            raise UserError(
+                f"--styles '{spec}': use coarse, middle, fine or a layer range a-b like 0-3 ({names})"
+            )
+        wanted = range(a, b + 1)
+    layers = [i for i in wanted if i < active]
+    if not layers:
+        raise UserError(
+            f"--styles '{spec}' names no layer of this generator: it has layers 0-{active - 1} at "
+            f"{resolution}x{resolution} ({names})"
+        )
+    return layers
+
+
+def style_mix_grid(
+    gen: LoadedGenerator, rows: list[int], cols: list[int], styles: str
+) -> tuple[torch.Tensor, int]:
+    """Fig. 3's grid as NVlabs' style_mixing.py draws it: the column seeds' images across the top, the row
+    seeds' images down the left, and in cell (r, c) the image whose styles come from row seed r except the
+    layers `styles` names, which come from column seed c. Returns the images (the top-left corner blank) and
+    the row length."""
+    if not gen.style_based:
+        raise UserError(
+            f"style-mix needs a style-based generator (model.name=stylegan); '{gen.path}' holds a "
+            f"{gen.family()} generator"
+        )
+    G = gen.G
+    layers = style_layers(styles, G.active_layers, G.resolution)
+    w_rows, w_cols = gen.ws(gen.latents(rows)), gen.ws(gen.latents(cols))
+    top = gen.synthesize(w_cols)
+    blank = torch.full((1, *top.shape[1:]), -1.0)
+    pictures = [blank, top]
+    for i in range(len(rows)):
+        mixed = w_rows[i : i + 1].repeat(len(cols), 1, 1)
+        mixed[:, layers] = w_cols[:, layers]
+        pictures += [gen.synthesize(w_rows[i : i + 1]), gen.synthesize(mixed)]
+    return torch.cat(pictures), len(cols) + 1
 
 
 def vector_arithmetic(

@@ -88,5 +88,33 @@ def test_training_benchmark_smoke(tmp_path):
     for r in rows:
         assert r["p20_s"] <= r["median_s"] <= r["p80_s"] and r["img_per_s"] > 0 and r["peak_mem_gib"] > 0
         assert r["sec_per_kimg"] == pytest.approx(1000 / r["img_per_s"])
-    assert rows[1]["speedup_vs_eager"] == pytest.approx(rows[0]["median_s"] / rows[1]["median_s"])
+    assert rows[1]["speedup_vs_eager"] == pytest.approx(rows[0]["mean_s"] / rows[1]["mean_s"])
     assert len(list(tmp_path.glob("train-pggan-smoke-*.md"))) == 1
+
+
+@pytest.mark.slow
+def test_stylegan_training_benchmark_smoke(tmp_path):
+    """StyleGAN training steps with the reference epilogue and the fused one (Triton interpreter on CPU);
+    model FLOPs counted once per resolution, in the reference row, over a whole R1 interval; the profile of
+    that interval split by phase, convolutions and epilogue."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "train"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_train import main
+
+    rows = main(["--smoke", "--family", "stylegan", "--profile", "--out", str(tmp_path)])
+    assert [(r["resolution"], r["mode"]) for r in rows] == [(8, "reference"), (8, "fused"), (16, "reference")]
+    assert all("error" not in r for r in rows), rows
+    for r in rows:
+        assert r["p20_s"] <= r["median_s"] <= r["p80_s"] and r["img_per_s"] > 0 and r["peak_mem_gib"] > 0
+        assert r["sec_per_kimg"] == pytest.approx(1000 / r["img_per_s"]) and r["mfu"] is None  # no CPU peak
+    assert rows[0]["flops_per_img"] > 0 and rows[1]["flops_per_img"] == rows[0]["flops_per_img"]
+    assert rows[2]["flops_per_img"] > rows[0]["flops_per_img"]  # 16 px costs more than 8 px
+    assert rows[1]["speedup_vs_eager"] == pytest.approx(rows[0]["mean_s"] / rows[1]["mean_s"])
+    for r in rows:
+        assert r["Dmain_ms"] > 0 and r["Gmain_ms"] > 0 and r["conv_ms"] > 0 and r["epilogue_fwd_ms"] > 0
+        assert r["Dreg_ms"] > 0  # the lazy R1 phase ran once in the 16 profiled steps
+    assert (
+        rows[0]["fused_epilogue_ms"] == 0 < rows[1]["fused_epilogue_ms"]
+    )  # the fused op runs in fused rows only
+    (md,) = tmp_path.glob("train-stylegan-smoke-*.md")
+    assert "Time per step by part" in md.read_text()
