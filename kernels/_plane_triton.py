@@ -312,7 +312,8 @@ def _bwd_chunk(
     else:
         dt = dy
     if HAS_ACT:
-        dv = dt * gain * tl.where(v >= 0, 1.0, slope)
+        dg = dt * gain
+        dv = tl.where(v >= 0, dg, dg * slope)  # slope multiplies in the data's dtype, as the forward
         dv = tl.where(mask, dv, 0.0)
         acc_b += tl.sum(dv, axis=1)[:, None]
         acc_s += tl.sum(dv * nz, axis=1)[:, None]

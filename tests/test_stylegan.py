@@ -366,12 +366,6 @@ def test_triton_epilogue_matches_the_reference_in_outputs_and_gradients():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known kernel defect: in float64 the Triton backward rounds the leaky-ReLU slope 0.2 to fp32 "
-    "(kernels/_plane_triton.py, tl.where(v >= 0, 1.0, slope)), so dx is off by ~1e-8 relative; fp32 and "
-    "bf16 training are unaffected (the fp32 test above)",
-)
 def test_triton_epilogue_matches_the_reference_in_float64():
     fake_t, grads_t, _ = _forward_backward("triton")
     fake_r, grads_r, _ = _forward_backward("reference")
