@@ -201,8 +201,17 @@ def _penalty(s: Settings) -> Advice | None:
     return _r1(s, strengthen=True)
 
 
+def _is_critic(s: Mapping[str, Any]) -> bool:
+    """Whether the run's loss makes D a critic that scores rather than classifies (the loss registry's
+    `decision_boundary` is None: WGAN, WGAN-GP)."""
+    from gandist.losses import LOSSES
+
+    loss = LOSSES.get(s.get("loss.name"))
+    return loss is not None and loss.decision_boundary is None
+
+
 def _penalty_vanishing(s: Settings) -> Advice | None:
-    return _r1(s, strengthen=True) if s.get("loss.name") not in ("wgan", "wgan-gp") else _penalty(s)
+    return _penalty(s) if _is_critic(s) else _r1(s, strengthen=True)
 
 
 def _smaller_d(s: Settings) -> Advice | None:
@@ -278,13 +287,13 @@ def _drift(s: Settings) -> Advice | None:
     # A Wasserstein critic's outputs are unbounded; the drift term eps * E[D(x)^2] keeps them near 0
     # (epsilon_drift 0.001, PGGAN Sec. A.1).
     d = _num(s, "loss.drift")
-    if s.get("loss.name") not in ("wgan", "wgan-gp") or d is None or d > 0:
+    if not _is_critic(s) or d is None or d > 0:
         return None
     return _advice("keep the critic's outputs near 0 with the drift term ({sets})", {"loss.drift": 0.001})
 
 
 def _stabilise_d(s: Settings) -> Advice | None:
-    if s.get("loss.name") in ("wgan", "wgan-gp"):
+    if _is_critic(s):
         return _drift(s)
     return _r1(s, strengthen=False)
 
@@ -558,7 +567,7 @@ class HealthMonitor:
         constant, and G's loss -E[D(G(z))] carries that constant: it drifts with the critic's offset
         (the drift PGGAN's epsilon_drift term exists to hold, Sec. A.1) without any change in play.
         The critic's own loss E[D(G(z))] - E[D(x)] is offset-free, so for critics it alone is read."""
-        if (self.settings or {}).get("loss.name") in ("wgan", "wgan-gp"):
+        if _is_critic(self.settings or {}):
             return ("d_loss",)
         return ("g_loss", "d_loss")
 
