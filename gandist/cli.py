@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=SEED, default=0)
     g.add_argument("--out", default="samples.png", type=Text(), help=".png grid/scatter or .npz raw samples")
     g.add_argument("--raw-g", action="store_true", help="use the raw generator instead of its EMA")
+    g.add_argument("--class", dest="cls", type=Int(min=0), default=None, metavar="K",
+                   help="draw only class K (a class-conditional generator: model.name=sgan, model.conditional=true)")  # fmt: skip
     _style_options(g)
 
     i = sub.add_parser("interpolate", help="lerp and slerp strips between latent seeds")
@@ -111,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "checkpoint", type=Text(), help="checkpoint folder, run directory, or a folder of generated images"
     )
-    e.add_argument(
-        "--metrics", default="fid,kid", type=Names(), help="comma list of fid,is,kid,pr,nn,modes,parzen"
-    )
+    e.add_argument("--metrics", default="fid,kid", type=Names(),
+                   help="comma list of fid,is,kid,pr,nn,modes,parzen; accuracy: the semi-supervised GAN's held-out "
+                   "classifier accuracy (always reported for that family)")  # fmt: skip
     e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=10000,
                    help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
                    "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
@@ -402,8 +404,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from gandist.generate import sample, write_samples
 
     gen = _load_styled(args, which="G" if args.raw_g else "G_ema")
-    out = write_samples(gen, sample(gen, args.n, args.seed), args.out)
-    print(f"[gandist] wrote {args.n} samples to {out}")
+    out = write_samples(gen, sample(gen, args.n, args.seed, args.cls), args.out)
+    of_class = "" if args.cls is None else f" of class {args.cls}"
+    print(f"[gandist] wrote {args.n} samples{of_class} to {out}")
     return 0
 
 

@@ -80,7 +80,7 @@ def test_dcgan_resolution_and_gp_batchnorm_rules():
 
 def test_keys_of_another_family_name_their_owner():
     with pytest.raises(
-        ConfigError, match=r"'model.g_layers' for model.name=dcgan \(it belongs to model.name=mlp\)"
+        ConfigError, match=r"'model.g_layers' for model.name=dcgan \(it belongs to model.name=mlp, sgan\)"
     ):
         load_config(None, ["model.g_layers=3"])
     assert load_config(None, ["model.name=mlp", "model.g_layers=3", "data.name=ring"]).model.g_layers == 3

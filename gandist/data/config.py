@@ -45,13 +45,44 @@ class ImageData(DataSection):
 @register_section("data", "digits")
 @dataclass
 class DigitsData(ImageData):
-    """scikit-learn's 1797 handwritten 8x8 digits, upsampled."""
+    """scikit-learn's 1797 handwritten 8x8 digits, upsampled. For semi-supervised training a fixed share
+    is held out (never served) and only a labelled subset of the rest keeps its labels."""
+
+    # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
+    holdout: int = setting(0, ge=0)
+    # keep the labels of this many training digits per class (chosen by train.seed), drop the others' (0 = all)
+    labels_per_class: int = setting(0, ge=0)
+    # or name the labelled digits in a file: one 'index,class' line per digit (index into the 1797 digits)
+    label_file: str = ""
+    # labelled digits at the front of every batch (drawn from the labelled subset); the rest are unlabelled (-1)
+    labelled_batch: int = setting(0, ge=0)
+
+    @property
+    def semi_supervised(self) -> bool:
+        return bool(self.labels_per_class or self.label_file)
 
     def check(self, cfg: Config) -> None:
         if self.resolution not in (8, 16, 32, 64):
             raise ConfigError(f"data.resolution={self.resolution}: digits are served at 8, 16, 32 or 64 px")
         if self.channels not in (0, 1):
             raise ConfigError(f"data.channels={self.channels}: digits are greyscale (use 0 or 1)")
+        if self.holdout >= 1797:
+            raise ConfigError(f"data.holdout={self.holdout} leaves no training digits; use at most 1796")
+        if self.labels_per_class and self.label_file:
+            raise ConfigError("data.labels_per_class and data.label_file both pick the labelled digits; set one")
+        if self.semi_supervised and not 0 < self.labelled_batch < self.batch_size:
+            raise ConfigError(
+                f"data.labelled_batch={self.labelled_batch} must be between 1 and data.batch_size - 1 "
+                f"({self.batch_size - 1}) when only some digits are labelled"
+            )
+        if self.labelled_batch and not self.semi_supervised:
+            raise ConfigError(
+                "data.labelled_batch is set but every digit is labelled; set data.labels_per_class or data.label_file"
+            )
+        if self.label_file and not Path(self.label_file).is_file():
+            raise ConfigError(
+                f"data.label_file '{self.label_file}' does not exist; point it at a file of 'index,class' lines"
+            )
 
 
 @register_section("data", "procedural")
