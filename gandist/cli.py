@@ -1,4 +1,4 @@
-"""Command line: `gandist train | generate | interpolate | arithmetic | style-mix | eval | prepare | health`.
+"""Command line: `gandist train | generate | interpolate | arithmetic | style-mix | eval | prepare | health | translate`.
 
 User mistakes (bad config, missing data, corrupt checkpoint) print one clear line and exit 2.
 """
@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--filter", default="lanczos", choices=["lanczos", "bicubic", "bilinear", "box"])
     pr.add_argument("--workers", type=COUNT, default=None, help="processes (default: all cores)")
     pr.add_argument("--no-progress", action="store_true")
+
+    tr = sub.add_parser("translate", help="CycleGAN: translate one image or a folder between the two domains")
+    tr.add_argument("checkpoint", type=Text(), help="checkpoint folder or run directory of a CycleGAN run")
+    tr.add_argument("--direction", required=True, choices=["AtoB", "BtoA"], help="AtoB: G_AB; BtoA: G_BA")
+    tr.add_argument("src", type=Text(), help="IN: an image, or a folder of images (searched recursively)")
+    tr.add_argument("dst", type=Text(), help="OUT: a .png file for one image, else a folder")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     h = sub.add_parser("health", help="one-page health report of a run: plots, diagnoses and remedies")
     h.add_argument("run_dir", type=Text())
@@ -451,6 +458,14 @@ def cmd_style_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from gandist.translate import translate
+
+    outs = translate(args.checkpoint, args.direction, args.src, args.dst, progress=not args.no_progress)
+    print(f"[gandist] translated {len(outs)} image{'s' if len(outs) != 1 else ''} {args.direction} into {args.dst}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "generate": cmd_generate,
@@ -461,6 +476,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "fid": cmd_fid,
     "prepare": cmd_prepare,
+    "translate": cmd_translate,
 }
 
 

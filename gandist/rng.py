@@ -23,6 +23,8 @@ SALTS: dict[str, int] = {
     "eval_latents": 5,  # the latents of the evaluation samples, per chunk
     "eval_reals": 6,  # which real samples an evaluation reads
     "labelled_subset": 7,  # which training digits keep their labels (semi-supervised GAN)
+    "domain_order": 8,  # the permutation of each domain of unpaired data in each epoch (CycleGAN)
+    "image_pool": 9,  # CycleGAN's image pools: which past fake is returned in place of a new one
 }
 
 

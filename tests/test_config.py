@@ -52,7 +52,7 @@ def test_section_and_value_confusion():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.name=stylegan9", r"model.name='stylegan9' is not known.*valid: dcgan, mlp"),
+        ("model.name=stylegan9", r"model.name='stylegan9' is not known.*valid: cyclegan, dcgan, mlp"),
         ("loss.name=wgan_gp", r"did you mean 'wgan-gp'"),
         ("data.name=cifar", r"data.name='cifar'.*valid: digits, folder, grid, procedural, ring"),
         ("data.batch_size=0", r"data.batch_size=0 must be positive"),

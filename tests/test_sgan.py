@@ -130,7 +130,9 @@ def test_label_file_with_a_class_outside_k_is_one_clear_line(tmp_path, capsys):
             "--set", f"data.label_file={f}", "--set", "train.steps=2", "--no-progress"]  # fmt: skip
     assert main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(err) == 1 and "class 12, outside the 10 classes" in err[0] and "fix or remove the line" in err[0]
+    assert (
+        len(err) == 1 and "class 12, outside the 10 classes" in err[0] and "fix or remove the line" in err[0]
+    )
 
 
 def test_a_label_file_names_the_labelled_digits(tmp_path):
@@ -144,7 +146,9 @@ def test_a_label_file_names_the_labelled_digits(tmp_path):
 
 
 def test_more_labels_per_class_than_the_data_holds_is_one_clear_line(tmp_path, capsys):
-    with pytest.raises(DataError, match=r"data.labels_per_class=200 but the training digits hold only \d+ of class"):
+    with pytest.raises(
+        DataError, match=r"data.labels_per_class=200 but the training digits hold only \d+ of class"
+    ):
         build_dataset(_digits("data.labels_per_class=200").data, 0)
     argv = ["train", "sgan_digits", "--out", str(tmp_path / "run"), "--set", "data.labels_per_class=200",
             "--set", "train.steps=2", "--no-progress"]  # fmt: skip
@@ -173,7 +177,9 @@ def _state(t):
     return out
 
 
-@pytest.mark.parametrize("extra", [(), ("loss.name=nonsaturating", "model.fake_logit=explicit", "train.micro_batch=6")])
+@pytest.mark.parametrize(
+    "extra", [(), ("loss.name=nonsaturating", "model.fake_logit=explicit", "train.micro_batch=6")]
+)
 def test_sgan_resumes_bit_exactly(tmp_path, extra):
     full = Trainer(_tiny(*extra), tmp_path / "full")
     full.train(progress=False)

@@ -22,7 +22,9 @@ from gandist.train.loop import Trainer
 
 
 def heldout_accuracy(mode: str, seed: int, overrides: list[str]) -> tuple[float, float]:
-    cfg = load_config("sgan_digits", [f"loss.mode={mode}", f"train.seed={seed}", "train.progress=false", *overrides])
+    cfg = load_config(
+        "sgan_digits", [f"loss.mode={mode}", f"train.seed={seed}", "train.progress=false", *overrides]
+    )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         t = Trainer(cfg, d, log_enabled=False)
@@ -46,7 +48,9 @@ def main() -> None:
     for mode in ("semi", "supervised"):
         acc = [r[mode] for r in rows]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        print(f"{mode:>10}: mean {statistics.mean(acc):.4f}  sd {sd:.4f}  min {min(acc):.4f}  max {max(acc):.4f}")
+        print(
+            f"{mode:>10}: mean {statistics.mean(acc):.4f}  sd {sd:.4f}  min {min(acc):.4f}  max {max(acc):.4f}"
+        )
     wins = [r["semi"] - r["supervised"] for r in rows]
     print(f"semi - supervised per seed: {', '.join(f'{w:+.4f}' for w in wins)}")
 

@@ -13,7 +13,7 @@ from gandist.config import Section, section_name
 from gandist.rng import position_generator
 
 DATASETS: dict[str, type[DataSource]] = {}
-_SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.folder")
+_SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.folder", "gandist.data.unpaired")
 
 
 def load_sources() -> None:

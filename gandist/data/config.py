@@ -133,3 +133,47 @@ class FolderData(ImageData):
                     f"data.resolution={self.resolution} is above the {prepared} px that data.path '{root}' holds; "
                     f"set data.resolution<={prepared} or prepare the images again with --resolution {self.resolution}"
                 )
+
+
+@dataclass
+class UnpairedSection(ImageData):
+    """Two image domains A and B, unpaired: every batch interleaves A, B, A, B, ... (domain 0, 1, ...)."""
+
+    def check(self, cfg: Config) -> None:
+        if self.batch_size % 2:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size}: unpaired batches hold one image of each domain per pair; "
+                "use an even batch size (2 = the paper's one image per domain)"
+            )
+        if cfg.train.micro_batch % 2:
+            raise ConfigError(f"train.micro_batch={cfg.train.micro_batch} must be even: a micro-batch keeps "
+                              "its A and B images together")  # fmt: skip
+        if self.resolution % 4:
+            raise ConfigError(f"data.resolution={self.resolution}: CycleGAN's generators downsample twice; "
+                              "use a multiple of 4")  # fmt: skip
+
+
+@register_section("data", "unpaired")
+@dataclass
+class UnpairedData(UnpairedSection):
+    """Unpaired image folders in the standard layout: data.path/trainA and data.path/trainB (horse2zebra),
+    any image format `gandist prepare` reads (or a prepared dataset in each)."""
+
+    path: str = ""  # the folder holding trainA/ and trainB/
+    loader: str = setting("torch", choices=("torch",))  # PIL decoding (a DALI pipeline is not built for it yet)
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        if not self.path:
+            raise ConfigError("data.name=unpaired needs data.path=<folder holding trainA/ and trainB/>")
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(f"data.channels={self.channels}: use 1 (greyscale) or 3 (RGB)")
+
+
+@register_section("data", "shapes")
+@dataclass
+class ShapesData(UnpairedSection):
+    """Procedural shapes in two colour schemes: domain A and domain B draw the same kind of scenes, unpaired
+    in training; the paired answer (scene i in both schemes) is known for scenes training never sees."""
+
+    count: int = setting(2000, gt=0)  # distinct scenes per domain in training

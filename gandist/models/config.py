@@ -225,3 +225,24 @@ class SGANModel(NamedSection):
         if self.classes != classes:
             raise ConfigError(f"model.classes={self.classes} but data.name={cfg.data.name} has {classes} classes; "
                               f"set model.classes={classes}")  # fmt: skip
+
+
+@register_section("model", "cyclegan")
+@dataclass
+class CycleGANModel(NamedSection):
+    """CycleGAN (Zhu et al. 2017, Appendix 7.2, and the official pytorch-CycleGAN-and-pix2pix defaults):
+    ResNet generators G_AB, G_BA (c7s1-64, d128, d256, `blocks` residual blocks, u128, u64, c7s1-3; instance
+    norm, reflection padding) and 70x70 PatchGAN discriminators D_A, D_B (C64-C128-C256-C512, instance norm)."""
+
+    objective: ClassVar[str] = "cyclegan"
+    g_width: int = setting(64, gt=0)  # ngf: channels of G's first layer (x2 per downsampling)
+    d_width: int = setting(64, gt=0)  # ndf: channels of D's first layer
+    blocks: int = setting(9, gt=0)  # residual blocks: 9 at 256 px, 6 at 128 px (Appendix 7.2)
+    d_layers: int = setting(3, gt=0)  # strided layers of the PatchGAN: 3 gives 70x70 receptive fields
+
+    def check(self, cfg: Config) -> None:
+        if cfg.data.name not in ("unpaired", "shapes"):
+            raise ConfigError(
+                f"model.name=cyclegan translates between two domains, but data.name={cfg.data.name} is one; "
+                "use data.name=unpaired (trainA/ and trainB/ folders) or shapes"
+            )

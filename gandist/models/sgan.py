@@ -28,7 +28,12 @@ def classes_of(z: torch.Tensor, classes: int) -> torch.Tensor:
 class SGANGenerator(nn.Module):
     def __init__(self, cfg: SGANModel, shape: tuple[int, ...], kind: str) -> None:
         super().__init__()
-        self.z_dim, self.shape, self.classes, self.conditional = cfg.z_dim, tuple(shape), cfg.classes, cfg.conditional
+        self.z_dim, self.shape, self.classes, self.conditional = (
+            cfg.z_dim,
+            tuple(shape),
+            cfg.classes,
+            cfg.conditional,
+        )
         width = cfg.z_dim + (cfg.classes if cfg.conditional else 0)
         layers: list[nn.Module] = []
         for _ in range(cfg.g_layers):

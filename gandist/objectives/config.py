@@ -71,3 +71,16 @@ class SGANLoss(Section):
                 "the semi-supervised GAN needs a labelled subset: set data.labels_per_class (e.g. 10) "
                 "or data.label_file, with data.labelled_batch"
             )
+
+
+@register_section("loss", "cyclegan")
+@dataclass
+class CycleGANLoss(Section):
+    """CycleGAN (Zhu et al. 2017, Sec. 3-4 and 7.1): least-squares adversarial losses, cycle consistency
+    lambda ||G_BA(G_AB(a)) - a||_1 + lambda ||G_AB(G_BA(b)) - b||_1, identity 0.5 lambda (||G_AB(b) - b||_1 +
+    ||G_BA(a) - a||_1), and each D trained on fakes from a pool of past fakes."""
+
+    name: str = setting("lsgan", choices=("lsgan",))  # Sec. 4: least squares (Mao et al. 2017)
+    cycle: float = setting(10.0, ge=0)  # lambda, Sec. 4
+    identity: float = setting(0.5, ge=0)  # identity weight as a share of lambda (Sec. 5.2: 0.5 lambda)
+    pool: int = setting(50, ge=0)  # past fakes kept for each D (Sec. 4, after Shrivastava et al.; 0 = none)

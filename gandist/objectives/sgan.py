@@ -26,7 +26,15 @@ from torch import nn
 
 from gandist.config import Config
 from gandist.data.base import Batch
-from gandist.objectives.base import OBJECTIVES, Objective, OptimizerSpec, Phase, PhaseContext, PhaseResult, backward
+from gandist.objectives.base import (
+    OBJECTIVES,
+    Objective,
+    OptimizerSpec,
+    Phase,
+    PhaseContext,
+    PhaseResult,
+    backward,
+)
 from gandist.registry import register
 
 
@@ -175,11 +183,13 @@ def checkpoint_accuracy(path, which: str = "D") -> dict:
         )
     source = build_dataset(cfg.data, cfg.train.seed)
     if not cfg.data.holdout:
-        raise UserError(f"the run of '{p}' held out no digits (data.holdout=0): there is nothing to test D on")
+        raise UserError(
+            f"the run of '{p}' held out no digits (data.holdout=0): there is nothing to test D on"
+        )
     D = build_networks(cfg.model, tuple(data["state"]["data_shape"]), data["state"]["data_kind"])[which]
     prefix = f"{which}."
     try:
-        D.load_state_dict({k[len(prefix):]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
+        D.load_state_dict({k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint '{p}': {which} weights do not fit its config "
                               f"({str(exc).strip().splitlines()[0]})") from None  # fmt: skip
