@@ -91,12 +91,18 @@ def _eval(args: argparse.Namespace, strategy):
     run_dir = gen.path.parent.parent
     extra = {}
     if gen.family() == "sgan" or "accuracy" in metrics:  # the semi-supervised GAN's D is a classifier
+        import time
+
+        from gandist.metrics.evaluate import peak_memory
         from gandist.objectives.sgan import checkpoint_accuracy
 
+        t0 = time.perf_counter()
         extra = {"classifier": checkpoint_accuracy(gen.path)}
         metrics = [m for m in metrics if m != "accuracy"]
         if not metrics:
-            return {"checkpoint": str(gen.path), "step": gen.step, **extra}, args.out or run_dir / "metrics.jsonl"
+            res = {"checkpoint": str(gen.path), "step": gen.step, **extra,
+                   "seconds": time.perf_counter() - t0, **peak_memory()}  # fmt: skip
+            return res, args.out or run_dir / "metrics.jsonl"
     extractor = args.extractor
     if args.extractor_impl != "auto":
         extractor = build_extractor(extractor, gen.kind, gen.cfg.data.name, strategy.device, args.inception,
