@@ -52,7 +52,7 @@ def load_translator(path: str | Path, direction: str) -> tuple[nn.Module, int, i
 
 
 def _inputs(src: Path) -> list[Path]:
-    from gandist.data.folder import IMAGE_SUFFIXES, scan_images
+    from gandist.data.folder import IMAGE_SUFFIXES
 
     if src.is_file():
         if src.suffix.lower() not in IMAGE_SUFFIXES:
@@ -62,7 +62,12 @@ def _inputs(src: Path) -> list[Path]:
         return [src]
     if not src.exists():
         raise UserError(f"'{src}' does not exist; give an image file or a folder of images")
-    return scan_images(src)
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(
+            f"folder '{src}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); give a folder of images"
+        )
+    return files
 
 
 def translate(path: str | Path, direction: str, src: str | Path, dst: str | Path, progress: bool = True,

@@ -1,7 +1,7 @@
 """The `data` section of each data source: its keys, their ranges and its checks (torch-free).
 
-The sources live beside this file (`synthetic.py`, `digits.py`, `folder.py`, `dali.py`) and register
-under the same names in `gandist.data.base.DATASETS`.
+The sources live beside this file (`synthetic.py`, `digits.py`, `folder.py`, `dali.py`, `unpaired.py`) and
+register under the same names in `gandist.data.base.DATASETS`.
 """
 
 from __future__ import annotations

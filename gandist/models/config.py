@@ -1,8 +1,8 @@
 """The `model` section of each model family: its keys, their ranges and its checks (torch-free).
 
-The networks live beside this file (`mlp.py`, `dcgan.py`, `pggan.py`, `stylegan.py`) and register their builders under the same
-names in `gandist.models.base.MODELS`. A family also names its objective (`gandist/objectives/`),
-whose config class is the `loss` section.
+The networks live beside this file (`mlp.py`, `dcgan.py`, `pggan.py`, `stylegan.py`, `sgan.py`,
+`cyclegan.py`) and register their builders under the same names in `gandist.models.base.MODELS`. A family
+also names its objective (`gandist/objectives/`), whose config class is the `loss` section.
 """
 
 from __future__ import annotations
