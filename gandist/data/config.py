@@ -160,7 +160,10 @@ class UnpairedData(UnpairedSection):
     any image format `gandist prepare` reads (or a prepared dataset in each)."""
 
     path: str = ""  # the folder holding trainA/ and trainB/
-    loader: str = setting("torch", choices=("torch",))  # PIL decoding (a DALI pipeline is not built for it yet)
+    loader: str = setting("torch", choices=("torch", "dali"))  # torch: PIL; dali: one DALI pipeline (GPU decode
+    # when CUDA is used) over both folders
+    verify: str = setting("size", choices=("size", "full"))  # prepared datasets in trainA/trainB: check by size or sha256
+    dali_threads: int = setting(2, gt=0)  # DALI CPU threads per process
 
     def check(self, cfg: Config) -> None:
         super().check(cfg)

@@ -7,7 +7,7 @@ the pairing is never seen in training.
 
 | source | domains | known answer |
 |---|---|---|
-| `unpaired` | data.path/trainA and data.path/trainB (the horse2zebra layout), any format `prepare` reads | none |
+| `unpaired` | data.path/trainA and data.path/trainB (the horse2zebra layout), any format `prepare` reads; `data.loader: torch` or `dali` | none |
 | `shapes` | procedural discs, boxes and triangles in colour scheme A and scheme B | scene i in both schemes |
 """
 
@@ -73,19 +73,25 @@ class UnpairedSource(DataSource):
         return self._draw_batch(position - position % 2, n + n % 2).x[:n]
 
 
+def domain_files(root: Path, verify: str = "size") -> tuple[list[Path], list[Path]]:
+    """The images of root/trainA and root/trainB (each a folder or a prepared dataset); a DataError naming
+    the fix when either is missing."""
+    files = []
+    for name in ("trainA", "trainB"):
+        if not (root / name).is_dir():
+            raise DataError(
+                f"data.path '{root}' has no {name}/ folder; unpaired data needs {root}/trainA and "
+                f"{root}/trainB (the horse2zebra layout)"
+            )
+        files.append(dataset_files(root / name, verify))
+    return files[0], files[1]
+
+
 @register(DATASETS, "unpaired")
 class UnpairedFolders(UnpairedSource):
     def __init__(self, cfg: UnpairedData, seed: int) -> None:
         super().__init__(cfg, seed)
-        root = Path(cfg.path)
-        self.files = []
-        for name in ("trainA", "trainB"):
-            if not (root / name).is_dir():
-                raise DataError(
-                    f"data.path '{root}' has no {name}/ folder; unpaired data needs {root}/trainA and "
-                    f"{root}/trainB (the horse2zebra layout)"
-                )
-            self.files.append(dataset_files(root / name))
+        self.files = list(domain_files(Path(cfg.path), cfg.verify))
         self.counts = (len(self.files[0]), len(self.files[1]))
 
     def _images(self, domain: int, indices: list[int]) -> torch.Tensor:
