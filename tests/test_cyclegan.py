@@ -106,6 +106,21 @@ def test_generator_and_discriminator_losses_match_the_formulas_in_float64():
     torch.testing.assert_close(lsgan_d_loss(real, fake), ref, rtol=1e-12, atol=0)
 
 
+def test_cyclegan_256_networks_are_the_official_ones():
+    """The official code prints 11.378 M parameters for each ResNet-9 G (ngf 64) and 2.765 M for each 70x70
+    PatchGAN (ndf 64, instance norm) at 256 px; the PatchGAN scores 30x30 patches of a 256 px image."""
+    from gandist.models import build_networks
+
+    nets = build_networks(load_config("cyclegan_256").model, (3, 256, 256), "images")
+    counts = {k: sum(p.numel() for p in v.parameters()) for k, v in nets.items()}
+    assert counts == {"G_AB": 11378179, "G_BA": 11378179, "D_A": 2764737, "D_B": 2764737}
+    with torch.no_grad():
+        x = torch.rand(1, 3, 256, 256) * 2 - 1
+        y = nets["G_AB"](x)
+        assert y.shape == x.shape and y.abs().max() <= 1
+        assert nets["D_B"](y).shape == (1, 1, 30, 30)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Data
 
@@ -326,3 +341,27 @@ def test_unpaired_folders_through_dali_serve_the_torch_loaders_images(tmp_path):
         args += ["--set", kv]
     assert main(args) == 0
     assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["data.batch_size=3"],
+            r"data.batch_size=3: unpaired batches hold one image of each domain per pair",
+        ),
+        (["data.resolution=30"], r"data.resolution=30: CycleGAN's generators downsample twice"),
+        (["data.name=digits"], r"model.name=cyclegan translates between two domains.*use data.name=unpaired"),
+        (["data.name=unpaired"], r"data.name=unpaired needs data.path=<folder holding trainA/ and trainB/>"),
+    ],
+)
+def test_impossible_cyclegan_configs_fail_with_one_line(overrides, message):
+    from gandist.config import ConfigError
+
+    shapes_only = any(
+        o.startswith("data.name=") for o in overrides
+    )  # another source: start from the defaults
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["model.name=cyclegan", *overrides]) if shapes_only else load_config(
+            "cyclegan_shapes", overrides
+        )

@@ -266,3 +266,31 @@ def test_a_class_conditional_generator_draws_the_digit_it_is_asked_for(tmp_path)
         right.append((logits.argmax(1) == k).double().mean().item())
     print("classified as asked, per class:", right)
     assert sum(right) / K > 0.9 and min(right) > 0.7, right
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["data.labels_per_class=0"],
+            r"the semi-supervised GAN needs a labelled subset: set data.labels_per_class",
+        ),
+        (
+            ["data.labelled_batch=96"],
+            r"data.labelled_batch=96 must be between 1 and data.batch_size - 1 \(95\)",
+        ),
+        (["data.name=ring"], r"model.name=sgan needs labelled data, but data.name=ring has no labels"),
+        (["model.classes=12"], r"model.classes=12 but data.name=digits has 10 classes; set model.classes=10"),
+        (["data.holdout=1797"], r"data.holdout=1797 leaves no training digits"),
+        (["data.labels_per_class=0", "data.label_file=/no.csv"], r"data.label_file '/no.csv' does not exist"),
+    ],
+)
+def test_impossible_sgan_configs_fail_with_one_line(overrides, message):
+    from gandist.config import ConfigError
+
+    if overrides == ["data.name=ring"]:  # the digits-only keys of the shipped config do not exist for ring
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, ["model.name=sgan", "data.name=ring"])
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_config("sgan_digits", overrides)
