@@ -272,8 +272,13 @@ def test_a_class_conditional_generator_draws_the_digit_it_is_asked_for(tmp_path)
     "overrides, message",
     [
         (
-            ["data.labels_per_class=0"],
-            r"the semi-supervised GAN needs a labelled subset: set data.labels_per_class",
+            ["data.labels_per_class=0", "data.labelled_batch=0"],
+            r"the semi-supervised GAN needs a labelled subset",
+        ),
+        (["data.labels_per_class=0"], r"data.labelled_batch is set but every digit is labelled"),
+        (
+            ["data.label_file=x.csv"],
+            r"data.labels_per_class and data.label_file both pick the labelled digits",
         ),
         (
             ["data.labelled_batch=96"],
