@@ -191,9 +191,9 @@ def test_reduced_precision_trains_with_fp32_weights_and_penalty(tmp_path, precis
 
     original = classic.wgan_gp_penalty
 
-    def spy(D, real, fake, generator=None):
+    def spy(D, real, fake, **kwargs):
         dtypes.append((real.dtype, torch.is_autocast_enabled("cpu")))
-        return original(D, real, fake, generator=generator)
+        return original(D, real, fake, **kwargs)
 
     classic.wgan_gp_penalty = spy
     try:

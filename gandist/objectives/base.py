@@ -85,6 +85,11 @@ class PhaseContext:
         z = torch.randn(n * self.world, self.z_dim, generator=self.generator)
         return self._share(z, n).to(self.device)
 
+    def randint(self, high: int, n: int | None = None) -> torch.Tensor:
+        """Integers in [0, high) [n] from the loop's stream (this rank's slice of a global draw), on the device."""
+        n = n or self.batch_size
+        return self._share(torch.randint(high, (n * self.world,), generator=self.generator), n).to(self.device)
+
     def uniform(self, n: int, *shape: int) -> torch.Tensor:
         """U[0, 1) [n, *shape] from the loop's stream (this rank's slice of a global draw), on the device."""
         u = torch.rand(n * self.world, *shape, generator=self.generator)

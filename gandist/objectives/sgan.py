@@ -115,7 +115,7 @@ class SemiSupervised(Objective):
         z = ctx.latents()
         if not self.conditional:
             return self.G(z), None
-        y = torch.randint(self.K, (ctx.batch_size,), generator=ctx.generator).to(ctx.device)
+        y = ctx.randint(self.K)
         return self.G(z, y), y
 
     def accumulate(self, phase: Phase, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:

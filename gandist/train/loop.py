@@ -427,6 +427,13 @@ class Trainer:
                 f"checkpoint '{path}' was written under another resolution schedule ({differ}); resume with "
                 "the config it was written with (its run's config.yaml), or start a new run with --out elsewhere"
             )
+        written_world = s.get("world_size", 1)
+        if written_world != self.world and self.data.whole_batches:
+            raise CheckpointError(
+                f"checkpoint '{path}' was written by {written_world} rank(s) and this run has {self.world}: the DALI "
+                f"loader's positions are per rank, so its data order cannot continue; resume with {written_world} "
+                "rank(s), or with data.loader=torch (its positions are global)"
+            )
         t = data["tensors"]
         modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
         for prefix, module in modules.items():
@@ -448,7 +455,7 @@ class Trainer:
             opt.load_state_dict(data["optim"][name])
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
         self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
-        self._restore_rng(data["rng"], s.get("world_size", 1), path)
+        self._restore_rng(data["rng"], written_world, path)
         self.gen.set_state(data["rng"]["loop"])
         self.step, self.skipped = s["step"], torch.tensor(s["skipped"], device=self.device)
         # format 1 (gandist 0.1) kept no image count: every step showed d_steps batches
