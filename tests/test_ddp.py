@@ -284,3 +284,29 @@ def _workers(agent: int) -> list[int]:
                 if b"gandist" in argv and b"torch.distributed.run" not in argv:
                     found.append(kid)
     return sorted(found)
+
+
+def test_sigusr2_before_the_first_log_record_saves_and_reports(tmp_path):
+    """SLURM's warning (SIGUSR2) at step 2 of a run whose first log record would come at step 1000: the run
+    saves at the step boundary and reports the signal (summary.json, which launch/slurm/train.sbatch reads)."""
+    import json
+    import signal
+
+    from gandist.config import load_config
+    from gandist.train.loop import Trainer
+
+    cfg = load_config("quickstart", ["train.steps=50", "train.log_every=1000", "health.enabled=false"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    step = trainer.train_step
+
+    def signalled_step():
+        out = step()
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return out
+
+    trainer.train_step = signalled_step
+    summary = trainer.train(progress=False)
+    assert summary["interrupted"] == "SIGUSR2" and summary["step"] == 2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["interrupted"] == "SIGUSR2"
+    assert (tmp_path / "run" / "checkpoints" / "000000002").is_dir()

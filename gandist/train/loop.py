@@ -655,8 +655,9 @@ class Trainer:
                     self.save_samples(f"step_{self.step:07d}")
                 if self.cfg.metrics.every and (self.step % self.cfg.metrics.every == 0 or finished):
                     self.run_metrics()
-                if self.strategy.any_rank(stop.signal is not None):  # all ranks stop at the same step
-                    interrupted = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
+                signum = self.strategy.max_over_ranks(stop.signal or 0)  # all ranks stop at the same step
+                if signum:
+                    interrupted = signal.Signals(signum).name  # (SIGTERM > SIGUSR2 > SIGINT where several came)
                     break
                 if self.step % tc.ckpt_every == 0 and not finished:
                     self.save()
@@ -675,7 +676,8 @@ class Trainer:
         if log.enabled:
             from gandist.viz import plot_log
 
-            plot_log(log.dir / "log.jsonl", log.dir / "losses.png")
+            if (log.dir / "log.jsonl").is_file():  # (a run stopped before its first record has none)
+                plot_log(log.dir / "log.jsonl", log.dir / "losses.png")
             (log.dir / "summary.json").write_text(json.dumps(summary, indent=1))
         log.close()
         return summary

@@ -153,9 +153,9 @@ class Strategy:
     def barrier(self) -> None:
         pass
 
-    def any_rank(self, flag: bool) -> bool:
-        """True where any rank's host flag is True (e.g. a stop signal arrived on some rank)."""
-        return flag
+    def max_over_ranks(self, value: int) -> int:
+        """The largest of every rank's host integer (e.g. the number of a stop signal, 0 for none)."""
+        return value
 
     def reduce_gradients(self, params: list[torch.Tensor]) -> None:
         """Make the gradients of `params` the global batch's (data parallelism averages over ranks)."""
@@ -274,17 +274,17 @@ class ProcessGroupStrategy(Strategy):
     def barrier(self) -> None:
         self._dist.barrier()
 
-    def any_rank(self, flag: bool) -> bool:
-        """True where any rank's host flag is True (a stop signal arrived somewhere). A CPU collective:
+    def max_over_ranks(self, value: int) -> int:
+        """The largest of every rank's host integer (a stop signal's number, 0 for none). A CPU collective:
         on GPUs it goes through a gloo side group, so it never waits for the device."""
         group = None
         if self._dist.get_backend() != "gloo":
             if self._host_group is None:
                 self._host_group = self._dist.new_group(backend="gloo")
             group = self._host_group
-        t = torch.tensor([int(flag)], dtype=torch.int32)
+        t = torch.tensor([int(value)], dtype=torch.int64)
         self._dist.all_reduce(t, op=self._dist.ReduceOp.MAX, group=group)
-        return bool(t.item())
+        return int(t.item())
 
     def rng_states(self) -> dict[str, torch.Tensor]:
         """Every rank's RNG states (a collective: all ranks call it), keyed `rank<r>.<name>`."""
