@@ -28,6 +28,11 @@ def missing_reason() -> str | None:
         return f"SLURM binaries not found ({', '.join(absent)}): apt-get install slurm-wlm (.ci/run does)"
     if os.geteuid() != 0:
         return "a local slurmd must run as root to start jobs"
+    host = socket.gethostname().split(".")[0]
+    try:
+        socket.gethostbyname(host)  # train.sbatch's rendezvous host is the node's name
+    except OSError:
+        return f"this machine's name '{host}' does not resolve (add it to /etc/hosts)"
     return None
 
 
