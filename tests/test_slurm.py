@@ -136,9 +136,6 @@ def test_preempted_job_saves_requeues_resumes_and_ends_bit_exact(slurm, tmp_path
     log = job.out.read_text()  # --open-mode=append: both runs of the job
     assert "SIGUSR2" in log and "requeueing job" in log, job.report()
     assert "resumed from" in log and f"[gandist] done: {steps} steps" in log, job.report()
-    saved = [int(p.name) for p in ckpt.list_checkpoints(run / "checkpoints")]
-    on_signal = [s for s in saved if s % every]
-    assert len(on_signal) == 1 and every < on_signal[0] < steps, (saved, job.report())  # saved at the signal
 
     # the same configuration and world size, never interrupted
     r = subprocess.run(
@@ -156,3 +153,11 @@ def test_preempted_job_saves_requeues_resumes_and_ends_bit_exact(slurm, tmp_path
     assert sorted(final) == sorted(expected) and final
     for name, t in expected.items():
         assert torch.equal(final[name], t), name
+
+    # the trainers saved at the signal (between periodic checkpoints), and the requeued job resumed there
+    saved = [int(p.name) for p in ckpt.list_checkpoints(run / "checkpoints")]
+    on_signal = [s for s in saved if s % every]
+    assert len(on_signal) == 1 and every < on_signal[0] < steps, (
+        f"no checkpoint saved at the signal, only {saved}\n{job.report()}"
+    )
+    assert f"resumed from {run / 'checkpoints' / f'{on_signal[0]:09d}'}" in log, job.report()
