@@ -161,3 +161,28 @@ def test_preempted_job_saves_requeues_resumes_and_ends_bit_exact(slurm, tmp_path
         f"no checkpoint saved at the signal, only {saved}\n{job.report()}"
     )
     assert f"resumed from {run / 'checkpoints' / f'{on_signal[0]:09d}'}" in log, job.report()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_cancelled_job_saves_and_is_not_requeued(slurm, tmp_path):
+    steps, every = 100000, 500
+    run = tmp_path / "run"
+    job = Job(slurm, tmp_path, run, _tiny(steps, every))
+    t0 = time.time()
+    while not (run / "checkpoints" / f"{every:09d}").is_dir():
+        info = slurm.job(job.id)
+        assert info["JobState"] in ("PENDING", "RUNNING"), (info, job.report())
+        assert time.time() - t0 < 300, "no first checkpoint after 300 s\n" + job.report()
+        time.sleep(0.1)
+    slurm.run("scancel", job.id)  # SIGTERM to every process of the job, SIGKILL KillWait (30 s) later
+    job.wait(lambda j: j["JobState"] == "CANCELLED" and "COMPLETING" not in j, 120, "the job to leave")
+    t0 = time.time()
+    while "[train.sbatch] trainer exited" not in job.out.read_text():
+        assert time.time() - t0 < 60, job.report()
+        time.sleep(0.5)
+    info = slurm.job(job.id)
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", (info, job.report())
+    assert "requeueing" not in job.out.read_text(), job.report()
+    saved = [int(p.name) for p in ckpt.list_checkpoints(run / "checkpoints")]
+    assert any(s % every for s in saved) and max(saved) < steps, (saved, job.report())  # saved at SIGTERM
