@@ -341,6 +341,9 @@ def _remove_unstarted(run_dir: Path, lock) -> None:
     lock.release()
 
 
+EXIT_REQUEUE = 75  # EX_TEMPFAIL (sysexits.h): stopped by a signal with a checkpoint saved; start it again
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """load config -> build trainer -> lock the run folder -> resume -> train -> release.
 
@@ -368,13 +371,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume_from = _resume_point(args, run_dir)
         if resume_from is not None:
             _load_resume(trainer, resume_from)
-        print(
-            f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
-            f"{cfg.train.steps} steps on {strategy.describe()}; run directory {run_dir}",
-            file=sys.stderr,
-        )
+        if strategy.is_main:
+            print(
+                f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
+                f"{cfg.train.steps} steps on {strategy.describe()}; run directory {run_dir}",
+                file=sys.stderr,
+            )
+        else:
+            args.quiet_rank = True  # one set of messages per run: the main rank's
         started = True
         summary = trainer.train()
+        strategy.barrier()  # every rank leaves together: gloo aborts a rank whose peers close while it works
     except BaseException:
         if created and not started and (strategy is None or strategy.is_main):
             _remove_unstarted(run_dir, lock)
@@ -385,12 +392,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         if strategy is not None:
             strategy.close()
     if summary["interrupted"]:
-        print(
-            f"[gandist] stopped by {summary['interrupted']} at step {summary['step']}; checkpoint "
-            f"{summary['checkpoint']}. Continue with: gandist train {args.config or ''} --out {run_dir} --resume auto",
-            file=sys.stderr,
-        )
-        return 130
+        if strategy.is_main:
+            print(
+                f"[gandist] stopped by {summary['interrupted']} at step {summary['step']}; checkpoint "
+                f"{summary['checkpoint']}. Continue with: gandist train {args.config or ''} --out {run_dir} --resume auto",
+                file=sys.stderr,
+            )
+        # Ctrl-C: 130, as a shell reports it; SIGTERM / SIGUSR2 (a scheduler's preemption or time-limit warning):
+        # EXIT_REQUEUE, which launch/slurm/train.sbatch answers with `scontrol requeue`
+        return 130 if summary["interrupted"] == "SIGINT" else EXIT_REQUEUE
+    if not strategy.is_main:
+        return 0
     print(
         f"[gandist] done: {summary['step']} steps in {summary['seconds']:.0f} s. "
         f"Samples: {run_dir / 'samples'}  losses: {run_dir / 'losses.png'}  checkpoint: {summary['checkpoint']}"
@@ -472,11 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
+        from gandist.errors import DivergedError
+
         msg = str(exc).strip().splitlines()
         print(f"gandist {args.command}: error: {msg[-1] if msg else exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, DivergedError) else 2
     finally:
-        if args.command == "train" and not args.list:
+        if args.command == "train" and not args.list and not getattr(args, "quiet_rank", False):
             print(f"[gandist] wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 

@@ -198,7 +198,16 @@ class TrainConfig:
         0, ge=0
     )  # 0: whole batches; else accumulate gradients over chunks of this size
     seed: int = 0
-    strategy: str = setting("single", choices=("single",))
+    # single: one process. ddp: data-parallel over the ranks torchrun or SLURM started (gloo on CPUs, NCCL
+    # on GPUs); data.batch_size stays the global batch, each rank takes batch / ranks. deepspeed: the same
+    # with one DeepSpeed engine per optimizer (train.deepspeed_config: ZeRO stage, precision).
+    strategy: str = setting("single", choices=("single", "ddp", "deepspeed"))
+    backend: str = setting("auto", choices=("auto", "nccl", "gloo"))  # auto: NCCL on GPUs, gloo on CPUs
+    sync_batchnorm: bool = True  # ddp: batch norm over the global batch (W ranks = one process)
+    deepspeed_config: str = "zero1"  # a JSON file: a path, or the name of one in launch/deepspeed/ (zero0, zero1, zero2)
+    # stop (exit status 1, checkpoints kept) after this many optimizer updates in a row were skipped because a
+    # loss or gradient was not finite; 0 never stops
+    skip_limit: int = setting(100, ge=0)
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
     # bf16: autocast on CUDA with fp32 weights and optimizer state; fp16: the same with a dynamic loss scale.
     # Gradient penalties (double backward) always run in fp32.

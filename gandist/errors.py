@@ -11,3 +11,8 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, incomplete or corrupt."""
+
+
+class DivergedError(UserError):
+    """Training stopped because updates kept failing (non-finite losses or gradients) on some rank;
+    the checkpoints already written are left as they are. `gandist train` exits with status 1."""

@@ -116,12 +116,16 @@ class Hinge(AdversarialLoss):
 
 
 def wgan_gp_penalty(
-    D: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+    D: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat = eps*real + (1-eps)*fake, eps ~ U[0,1] per sample
-    (Gulrajani et al. 2017, Alg. 1 lines 6-7). Not multiplied by lambda. Differentiable w.r.t. D's weights."""
+    (Gulrajani et al. 2017, Alg. 1 lines 6-7). Not multiplied by lambda. Differentiable w.r.t. D's weights.
+    `eps` [N] may be given (the loop's draw); else it is drawn from `generator`."""
     eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, generator=generator, dtype=real.dtype, device="cpu").to(real.device)
+    if eps is None:
+        eps = torch.rand(eps_shape, generator=generator, dtype=real.dtype, device="cpu")
+    eps = eps.reshape(eps_shape).to(real.device, real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
     return gradient_penalty(grad, center=1.0)

@@ -22,6 +22,7 @@ SALTS: dict[str, int] = {
     "health_probe": 4,  # the latents of the health monitor's diversity probe
     "eval_latents": 5,  # the latents of the evaluation samples, per chunk
     "eval_reals": 6,  # which real samples an evaluation reads
+    "rank_global": 7,  # under data parallelism, the seed of each rank's global torch RNG (position = rank)
 }
 
 

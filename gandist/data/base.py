@@ -50,12 +50,20 @@ class DataSource:
     """An infinite stream of training samples. Subclasses implement `_draw(position, n)`."""
 
     kind: str = "images"  # "images" ([N, C, H, W] in [-1, 1]) or "points" ([N, 2])
+    whole_batches: bool = False  # serves only whole batches of one size (a prefetching pipeline: DALI)
 
     def __init__(self, cfg: Section, seed: int) -> None:
         self.cfg = cfg
         self.seed = seed
         self.position = 0  # samples drawn so far: the whole loader state
         self.served_resolution: int | None = None  # images box-filtered to this size (progressive growing)
+        self.rank, self.world = 0, 1  # data parallelism: this rank's share of every global batch
+
+    def shard(self, rank: int, world: int) -> None:
+        """Serve rank `rank` of `world` its slice of each global batch: `next_batch(n)` returns the
+        samples at [position + rank * n, position + (rank + 1) * n) and advances the (global) position
+        by world * n, so the ranks' batches are disjoint and together are one process's batch."""
+        self.rank, self.world = rank, world
 
     # -- interface -----------------------------------------------------------------------------
     @property
@@ -82,9 +90,10 @@ class DataSource:
         return out
 
     def next_batch(self, n: int) -> Batch:
-        """The next `n` samples of the stream as a Batch; advances the position."""
-        out = self._draw_batch(self.position, n)
-        self.position += n
+        """The next `n` samples of the stream as a Batch (this rank's share, see `shard`); advances the
+        position."""
+        out = self._draw_batch(self.position + self.rank * n, n)
+        self.position += n * self.world
         out.x = self._served(out.x)
         return out
 
@@ -125,7 +134,10 @@ def build_dataset(cfg: Section, seed: int, strategy: Any = None) -> DataSource:
             return DaliFolder(cfg, seed)
         device_id = strategy.device.index if strategy.device.type == "cuda" else None
         return DaliFolder(cfg, seed, rank=strategy.rank, world=strategy.world_size, device_id=device_id)
-    return DATASETS[name](cfg, seed)
+    source = DATASETS[name](cfg, seed)
+    if strategy is not None and strategy.world_size > 1:
+        source.shard(strategy.rank, strategy.world_size)
+    return source
 
 
 @functools.lru_cache(maxsize=8)

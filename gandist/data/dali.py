@@ -46,6 +46,7 @@ def _dali():
 
 
 class DaliFolder(DataSource):
+    whole_batches = True
     def __init__(self, cfg: FolderData, seed: int, rank: int = 0, world: int = 1, device_id: int | None = None,
                  prefetch: int = 2, resolution_at: Callable[[int], int] | None = None) -> None:  # fmt: skip
         super().__init__(cfg, seed)
@@ -54,6 +55,8 @@ class DaliFolder(DataSource):
         # the stored resolution of a prepared dataset (resizing to it is skipped); unknown for raw folders
         self.native = float(json.loads(manifest.read_text())["resolution"]) if manifest.is_file() else -1.0
         self.rank, self.world = rank, world
+        # this rank's batch: data.batch_size is the global batch, split over the ranks
+        self.batch = cfg.batch_size // world
         self.device_id = device_id  # the GPU to decode on (from the strategy); None decodes on CPU threads
         self.prefetch = prefetch
         self.channels = cfg.channels or 3
@@ -91,10 +94,10 @@ class DaliFolder(DataSource):
         return first
 
     def _requested_position(self) -> int:
-        return self._pipe_start + self._requested * self.cfg.batch_size
+        return self._pipe_start + self._requested * self.batch
 
     def _batch_of(self, position: int) -> int:
-        return position // self.cfg.batch_size
+        return position // self.batch
 
     # -- DataSource interface -----------------------------------------------------------------
     @property
@@ -108,7 +111,7 @@ class DaliFolder(DataSource):
 
     def global_positions(self, position: int, n: int) -> list[int]:
         """This rank's local sample positions [position, position + n) -> global stream positions."""
-        b = self.cfg.batch_size
+        b = self.batch
         out = []
         for p in range(position, position + n):
             step, k = divmod(p, b)
@@ -122,7 +125,7 @@ class DaliFolder(DataSource):
 
     def _source(self, info):
         """DALI external_source callback: encoded bytes, output size and mirror flag per sample."""
-        b = self.cfg.batch_size
+        b = self.batch
         batch = self._batch_of(self._pipe_start) + info.iteration
         with self._lock:
             self._requested = info.iteration + 1
@@ -157,7 +160,7 @@ class DaliFolder(DataSource):
             # mirror + HWC -> CHW, still uint8: 4x fewer bytes to hand over than float
             return fn.crop_mirror_normalize(images, dtype=types.UINT8, output_layout="CHW", mirror=flips)
 
-        pipe = graph(batch_size=self.cfg.batch_size, num_threads=self.cfg.dali_threads, device_id=self.device_id,
+        pipe = graph(batch_size=self.batch, num_threads=self.cfg.dali_threads, device_id=self.device_id,
                      prefetch_queue_depth=self.prefetch, seed=self.seed)  # fmt: skip
         pipe.build()
         return pipe
@@ -165,12 +168,12 @@ class DaliFolder(DataSource):
     def _ensure_pipeline(self) -> None:
         if (
             self._pipe is None
-            or self._pipe_start + self.batches_served * self.cfg.batch_size != self.position
+            or self._pipe_start + self.batches_served * self.batch != self.position
         ):
             self._pipe = self._build_at(self.position)
 
     def _build_at(self, position: int):
-        if position % self.cfg.batch_size:
+        if position % self.batch:
             raise DataError(
                 "the DALI source serves whole batches; its position must be a multiple of data.batch_size"
             )
@@ -178,7 +181,7 @@ class DaliFolder(DataSource):
         return self._build()
 
     def sample(self, n: int) -> torch.Tensor:
-        if n != self.cfg.batch_size:
+        if n != self.batch:
             return self.peek(n, self.position)  # off-size requests (pictures, evaluation) bypass the pipeline
         self._ensure_pipeline()
         (out,) = self._pipe.run()

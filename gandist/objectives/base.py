@@ -72,10 +72,23 @@ class PhaseContext:
     z_dim: int
     batch_size: int  # samples in this micro-batch
     extras: dict[str, Any] = field(default_factory=dict)  # schedule values (fade-in alpha, resolution)
+    rank: int = 0  # data parallelism: this rank's share of every draw (the stream is the same on all ranks)
+    world: int = 1
+
+    def _share(self, draw: torch.Tensor, n: int) -> torch.Tensor:
+        return draw if self.world == 1 else draw[self.rank * n : (self.rank + 1) * n]
 
     def latents(self, n: int | None = None) -> torch.Tensor:
-        """z ~ N(0, I) [n, z_dim] from the loop's stream, on the device."""
-        return torch.randn(n or self.batch_size, self.z_dim, generator=self.generator).to(self.device)
+        """z ~ N(0, I) [n, z_dim] from the loop's stream, on the device. Under W ranks the stream draws the
+        global [W * n, z_dim] and each rank takes its slice, so W ranks see one process's latents."""
+        n = n or self.batch_size
+        z = torch.randn(n * self.world, self.z_dim, generator=self.generator)
+        return self._share(z, n).to(self.device)
+
+    def uniform(self, n: int, *shape: int) -> torch.Tensor:
+        """U[0, 1) [n, *shape] from the loop's stream (this rank's slice of a global draw), on the device."""
+        u = torch.rand(n * self.world, *shape, generator=self.generator)
+        return self._share(u, n).to(self.device)
 
 
 @dataclass

@@ -85,7 +85,7 @@ class Classic(Objective):
     def _penalty_terms_fp32(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
         terms = []
         if "gp" in self.penalties:
-            gp = wgan_gp_penalty(self.D_penalty, real, fake, generator=ctx.generator)
+            gp = wgan_gp_penalty(self.D_penalty, real, fake, eps=ctx.uniform(real.shape[0]))
             terms.append((self.lc.gp_weight * gp, {"gp": gp.detach()}))
         if "r1" in self.penalties:
             r1 = r1_penalty(self.D_penalty, real)

@@ -39,7 +39,7 @@ from torch import nn
 from gandist.config import Config, dump_config, flat_dict
 from gandist.data import build_dataset
 from gandist.data.base import Batch
-from gandist.errors import CheckpointError, UserError
+from gandist.errors import CheckpointError, DivergedError, UserError
 from gandist.models import build_networks
 from gandist.objectives.base import Phase, PhaseContext, build_objective
 from gandist.rng import stream
@@ -55,9 +55,39 @@ CHECKPOINT_FORMAT = 2  # 1: gandist 0.1 (fixed G/D/G_ema, d_updates); 2: named n
 FP16_SCALE, FP16_GROWTH, FP16_BACKOFF, FP16_INTERVAL = 2.0**16, 2.0, 0.5, 2000
 
 
+def check_world_size(cfg: Config, world: int) -> None:
+    """Every global batch (data.batch_size and each schedule.batch entry) must split evenly over the ranks,
+    and each rank's share over train.micro_batch and the minibatch-stddev groups."""
+    if world == 1:
+        return
+    batches = {"data.batch_size": cfg.data.batch_size}
+    batches.update({f"schedule.batch[{r}]": b for r, b in sorted(cfg.schedule.batch.items())})
+    micro = cfg.train.micro_batch
+    group = getattr(cfg.model, "mbstd_group", 0) or getattr(cfg.model, "minibatch_std", 0) or 0
+    for key, batch in batches.items():
+        if batch % world:
+            fit = [w for w in range(1, batch + 1) if batch % w == 0 and w <= 64]
+            raise UserError(
+                f"{key}={batch} (the global batch) does not split over {world} ranks; launch a number of "
+                f"ranks that divides it ({', '.join(map(str, fit[-6:]))}) or set {key} to a multiple of {world}"
+            )
+        local = batch // world
+        if micro and local % micro:
+            raise UserError(
+                f"{key}={batch} over {world} ranks leaves {local} per rank, not divisible by "
+                f"train.micro_batch={micro}; choose a micro-batch that divides {local}"
+            )
+        if group and local > group and local % group:
+            raise UserError(
+                f"{key}={batch} over {world} ranks leaves {local} per rank, not divisible by the minibatch-stddev "
+                f"group {group} (each rank groups its own samples, as the official code); change the batch or the group"
+            )
+
+
 class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints at the end of the current step and exits.
-    A second Ctrl-C aborts at once."""
+    """SIGINT, SIGTERM and SIGUSR2 (SLURM's warning before a preemption or the time limit) only set a
+    flag; at the end of the current step all ranks agree (one collective), save one checkpoint together
+    and exit. A second Ctrl-C aborts at once."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -75,7 +105,7 @@ class StopRequest:
         )
 
     def __enter__(self) -> StopRequest:
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
             try:
                 self._previous[s] = signal.signal(s, self._handler)
             except ValueError:  # not the main thread (e.g. tests driving the loop from a thread)
@@ -94,7 +124,11 @@ class Trainer:
         self, cfg: Config, run_dir: Path, log_enabled: bool = True, strategy: Strategy | None = None
     ) -> None:
         self.cfg = cfg
-        self.strategy = strategy or build_strategy(cfg.train.strategy, cfg.train.device)
+        self.strategy = strategy or build_strategy(
+            cfg.train.strategy, cfg.train.device, backend=cfg.train.backend, sync_batchnorm=cfg.train.sync_batchnorm
+        )
+        self.world = self.strategy.world_size
+        check_world_size(cfg, self.world)
         self.device = self.strategy.device
         self.run_dir = Path(run_dir)
         self.log_enabled = log_enabled and self.strategy.is_main
@@ -111,6 +145,9 @@ class Trainer:
             tc.compile
         ):  # the objective reaches the plain module for double backward (objectives.base.uncompiled)
             wrapped = {name: torch.compile(net) for name, net in wrapped.items()}
+        if self.world > 1:  # after the shared initialisation: each rank its own global stream (noise inputs)
+            gen = stream(tc.seed, "rank_global", self.strategy.rank)
+            torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
         self.objective = build_objective(type(cfg.model).objective, cfg, wrapped, self.kind)
         self.ema = {
             name: EMA(self.nets[source], tc.ema_kimg * 1000, tc.ema_rampup)
@@ -138,6 +175,7 @@ class Trainer:
         self.step = 0  # generator steps completed
         self.nimg = 0  # real images shown by the main phases (kimg in logs, schedules, EMA ramp-up)
         self.skipped = torch.zeros((), dtype=torch.long, device=self.device)  # non-finite updates skipped
+        self.skipped_run = torch.zeros((), dtype=torch.long, device=self.device)  # ... in a row, up to now
         self.fixed_z = torch.randn(tc.sample_n, self.z_dim, generator=stream(tc.seed, "fixed_latents"))
         self.log: RunLog | None = None
         self._skipped_host = 0
@@ -245,16 +283,21 @@ class Trainer:
                   for p in net.parameters()]  # fmt: skip
         for p, _ in frozen:
             p.requires_grad_(False)
-        b, stage = self.batch_size, self.stage
+        b, stage = self.batch_size // self.world, self.stage  # this rank's share of the global batch
         micro = self.cfg.train.micro_batch or b
-        batch = self.data.next_batch(b).to(self.device) if phase.reals else None
-        if batch is not None and stage.phase == "fade":
-            batch.x = fade_reals(batch.x, stage.alpha)  # reals blended like G's output (PGGAN Sec. 3)
-        if phase.reals and phase.interval == 1:
-            self.nimg += b
-        chunks: list[Batch | None] = (
-            batch.split(micro) if batch is not None else [None] * math.ceil(b / micro)
-        )
+        chunks: list[Batch | None] = [None] * math.ceil(b / micro)
+        if phase.reals:
+            if self.world > 1 and micro < b and not self.data.whole_batches:
+                # micro-batch m of rank r is samples [m*W*n + r*n, ...) of the global batch, as the latents
+                # (ctx.latents), so W ranks with micro-batch n reproduce one process with micro-batch W*n
+                chunks = [self.data.next_batch(micro).to(self.device) for _ in chunks]
+            else:
+                chunks = self.data.next_batch(b).to(self.device).split(micro)
+            if stage.phase == "fade":  # reals blended like G's output (PGGAN Sec. 3)
+                for chunk in chunks:
+                    chunk.x = fade_reals(chunk.x, stage.alpha)
+            if phase.interval == 1:
+                self.nimg += self.batch_size
         opt.zero_grad(set_to_none=True)
         losses, acc = [], defaultdict(list)
         extras = {"resolution": stage.resolution, "alpha": stage.alpha}
@@ -263,7 +306,7 @@ class Trainer:
             n = len(chunk) if chunk is not None else min(micro, b - micro * len(losses))
             gain = phase.gain * n / b
             ctx = PhaseContext(self.step, gain * self.loss_scale if fp16 else gain, self.gen, self.device,
-                               self.z_dim, n, extras)  # fmt: skip
+                               self.z_dim, n, extras, self.strategy.rank, self.world)  # fmt: skip
             with self._autocast():
                 result = self.objective.accumulate(phase, chunk, ctx)
             losses.append(result.loss)
@@ -271,6 +314,8 @@ class Trainer:
                 acc[k].append(v)
         stats = {k: v[0] if len(v) == 1 else torch.stack(v).mean() for k, v in acc.items()}
         loss = losses[0] if len(losses) == 1 else torch.stack(losses)
+        # data parallelism: the global batch's gradients, once per optimizer step (after all micro-batches)
+        self.strategy.reduce_gradients([p for g in opt.param_groups for p in g["params"]])
         finite = torch.isfinite(loss).all()
         if fp16:
             finite = finite & self._unscale(opt)
@@ -279,6 +324,7 @@ class Trainer:
             stats[f"{phase.optimizer.lower()}_grad_norm"] = _grad_norm(opt)
         guarded_step(opt, ok)
         self.skipped += (~ok).long()
+        self.skipped_run = torch.where(ok, 0, self.skipped_run + 1)
         self.objective.after_step(phase)
         for p, flag in frozen:
             p.requires_grad_(flag)
@@ -311,6 +357,7 @@ class Trainer:
             for _ in range(phase.repeat):
                 for k, v in self.run_phase(phase).items():
                     stats[k].append(v)
+        self.strategy.sync_buffers(list(self.nets.values()))
         for name, ema in self.ema.items():
             source = self.nets[self.objective.ema[name]]
             ema.update(source, ema.beta(self.batch_size, self.nimg))
@@ -331,11 +378,12 @@ class Trainer:
         return out
 
     def save(self) -> Path | None:
-        """Write a checkpoint (main rank only); returns its folder."""
+        """Write a checkpoint (the main rank writes; every rank calls it: the RNG states of all ranks are
+        gathered into it); returns its folder on the main rank."""
+        rng = {**self.strategy.rng_states(), "loop": self.gen.get_state()}
         if not self.strategy.is_main:
             return None
         self.open_run()
-        rng = {**self.strategy.rng_state(), "loop": self.gen.get_state()}
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
@@ -348,6 +396,7 @@ class Trainer:
                 "key": list(self._stage_key) if self._stage_key else None,
             },  # fmt: skip
             "skipped": int(self.skipped),  # host read: checkpoints are not inside a step
+            "world_size": self.world,
             "data": self.data.state_dict(),
             "objective": self.objective.state_dict()["values"],
             "config": dump_config(self.cfg),
@@ -397,7 +446,7 @@ class Trainer:
             opt.load_state_dict(data["optim"][name])
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
         self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
-        self.strategy.set_rng_state(data["rng"])
+        self._restore_rng(data["rng"], s.get("world_size", 1), path)
         self.gen.set_state(data["rng"]["loop"])
         self.step, self.skipped = s["step"], torch.tensor(s["skipped"], device=self.device)
         # format 1 (gandist 0.1) kept no image count: every step showed d_steps batches
@@ -410,6 +459,25 @@ class Trainer:
         )  # so a phase boundary right after resume resets as before
         self.stage = None
         self.apply_stage()
+
+    def _restore_rng(self, rng: dict[str, torch.Tensor], written_world: int, path: Path) -> None:
+        """This rank's global RNG states as they were when the checkpoint was written. Written by another
+        number of ranks, the data order and the loop's draws still continue exactly (they depend on the
+        global batch only), but the per-rank streams (noise inputs) cannot: they are reseeded, with a notice."""
+        own = f"rank{self.strategy.rank}."
+        mine = {k[len(own) :]: v for k, v in rng.items() if k.startswith(own)}
+        if written_world == self.world:
+            self.strategy.set_rng_state(mine or rng)  # one process writes its states without a rank prefix
+            return
+        gen = stream(self.cfg.train.seed, "rank_global", self.strategy.rank + 1000 * self.step)
+        torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
+        if self.strategy.is_main:
+            print(
+                f"[gandist] checkpoint '{path}' was written by {written_world} rank(s), this run has {self.world}: "
+                "the data order and latents continue exactly (same global batch), the per-rank random streams "
+                "(noise inputs, dropout) are reseeded",
+                file=sys.stderr,
+            )
 
     # ---------------------------------------------------------------------------------------------
     # Pictures
@@ -492,8 +560,20 @@ class Trainer:
         """Device statistics of the pending steps to host floats in one transfer; the count of skipped
         updates rides along. Phase repeats within a step are averaged here, in float64."""
         tensors = [v for _, stats in pending for vs in stats.values() for v in vs]
-        values = torch.stack([t.detach().float().reshape(()) for t in tensors + [self.skipped]]).tolist()
+        extra = [self.skipped, self.skipped_run]
+        stacked = torch.stack([t.detach().float().reshape(()) for t in tensors + extra])
+        if self.world > 1:  # the statistics of the global batch: every rank logs and diagnoses the same values
+            self.strategy.all_reduce(stacked, "mean")
+        values = stacked.tolist()
+        in_a_row = int(values.pop())
         self._skipped_host = int(values.pop())
+        limit = self.cfg.train.skip_limit
+        if limit and in_a_row >= limit:
+            raise DivergedError(
+                f"{in_a_row} updates in a row were skipped because a loss or gradient was not finite (step "
+                f"{self.step}); training stopped, the checkpoints in {self.run_dir / 'checkpoints'} are intact. "
+                "Lower the learning rates, use train.precision=fp32 or bf16, or resume from an earlier checkpoint"
+            )
         out, i = [], 0
         for step, stats in pending:
             host = {}
@@ -566,8 +646,8 @@ class Trainer:
                     self.save_samples(f"step_{self.step:07d}")
                 if self.cfg.metrics.every and (self.step % self.cfg.metrics.every == 0 or finished):
                     self.run_metrics()
-                if stop.signal is not None:
-                    interrupted = signal.Signals(stop.signal).name
+                if self.strategy.any_rank(stop.signal is not None):  # all ranks stop at the same step
+                    interrupted = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
                     break
                 if self.step % tc.ckpt_every == 0 and not finished:
                     self.save()

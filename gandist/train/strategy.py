@@ -10,10 +10,25 @@ checkpoint must hold. Nothing else in gandist reads RANK, WORLD_SIZE, LOCAL_RANK
 |---|---|---|---|
 | `single` | one | moves the module to the device | identities |
 | `process-group` | torchrun / SLURM ranks | moves the module to the device (no gradient sync) | torch.distributed |
+| `ddp` | torchrun / SLURM ranks | device, synchronised batch norm, rank 0's weights | + one flat all-reduce of a phase's gradients |
+| `deepspeed` | torchrun / SLURM ranks | one DeepSpeed engine per optimizer (`gandist/train/deepspeed.py`) | the engine's |
 
 `process-group` serves work that is split by rank but trains nothing together (distributed
-evaluation); the data-parallel training strategies (DDP, DeepSpeed) derive from it and override
-`wrap`, so the loop and the families do not change for them.
+evaluation); the data-parallel training strategies derive from it, so the loop and the families do
+not change for them.
+
+Data parallelism (`ddp`): every rank holds the whole G and D, takes a disjoint 1/W share of each global
+batch (the data source slices the global stream by rank, the loop's latent draws are global draws
+sliced by rank), and after a phase's micro-batches the gradients of the phase's networks are averaged
+over ranks in one flat all-reduce, the choice of NVIDIA's StyleGAN2-ADA and StyleGAN3 trainers rather
+than torch's DistributedDataParallel wrapper: a GAN step runs several forward passes per backward,
+differentiates D twice for R1 / WGAN-GP, runs D frozen in G's phase and grows networks mid-run, and
+each of these needs a workaround under the wrapper (find_unused_parameters, re-wrapping, no_sync).
+Here a frozen network's gradients are never reduced (they do not exist), gradient accumulation
+reduces once per optimizer step by construction, and growth changes nothing. Batch norm is
+synchronised over ranks (statistics of the global batch, as one process would compute them) and
+floating buffers (running statistics, StyleGAN's w_avg) are averaged after every step, so every rank
+holds the same networks and EMA, and W ranks reproduce one process with the same global batch.
 """
 
 from __future__ import annotations
@@ -135,6 +150,16 @@ class Strategy:
     def barrier(self) -> None:
         pass
 
+    def any_rank(self, flag: bool) -> bool:
+        """True where any rank's host flag is True (e.g. a stop signal arrived on some rank)."""
+        return flag
+
+    def reduce_gradients(self, params: list[torch.Tensor]) -> None:
+        """Make the gradients of `params` the global batch's (data parallelism averages over ranks)."""
+
+    def sync_buffers(self, modules: list[nn.Module]) -> None:
+        """Make floating buffers agree over ranks after a step (data parallelism averages them)."""
+
     # -- randomness -----------------------------------------------------------------------------
     def rng_state(self) -> dict[str, torch.Tensor]:
         """The global RNG states of this process (CPU, and this rank's GPU): part of every checkpoint."""
@@ -142,6 +167,10 @@ class Strategy:
         if self.device.type == "cuda":
             out["cuda"] = torch.cuda.get_rng_state(self.device)
         return out
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """Every rank's RNG states for a checkpoint (a collective under several ranks)."""
+        return self.rng_state()
 
     def set_rng_state(self, state: Mapping[str, torch.Tensor]) -> None:
         torch.set_rng_state(state["torch_cpu"])
@@ -159,12 +188,27 @@ class Strategy:
         self.close()
 
     def describe(self) -> str:
-        return f"{self.name} on {self.device}" + (
-            f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else ""
-        )
+        if self.world_size == 1:
+            return f"{self.name} on {self.device}"
+        return f"{self.name} over {self.world_size} ranks ({self.device} each)"
 
 
 _REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
+BACKENDS = ("auto", "nccl", "gloo")
+
+
+def pick_backend(requested: str, device: torch.device) -> str:
+    """NCCL on GPUs, gloo on CPUs; NCCL without a GPU is a launch mistake."""
+    if requested not in BACKENDS:
+        raise StrategyError(f"train.backend='{requested}' is not known; valid: {', '.join(BACKENDS)}")
+    if requested == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if requested == "nccl" and device.type != "cuda":
+        raise StrategyError(
+            "train.backend=nccl needs GPUs but this rank runs on the CPU; use train.backend=gloo (or auto), "
+            "or run where CUDA devices are visible"
+        )
+    return requested
 
 
 class ProcessGroupStrategy(Strategy):
@@ -176,7 +220,7 @@ class ProcessGroupStrategy(Strategy):
 
     name = "process-group"
 
-    def __init__(self, device: torch.device, env: DistEnv) -> None:
+    def __init__(self, device: torch.device, env: DistEnv, backend: str = "auto") -> None:
         super().__init__(device, env)
         import torch.distributed as dist
 
@@ -189,9 +233,11 @@ class ProcessGroupStrategy(Strategy):
                     f"WORLD_SIZE={env.world_size} but {' and '.join(missing)} is not set; launch with "
                     "torchrun (it sets them) or export the rendezvous address and port"
                 )
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
+            dist.init_process_group(
+                pick_backend(backend, self.device), rank=env.rank, world_size=env.world_size
+            )
             self._owns_group = True
+        self._host_group = None  # a gloo group for host-side flags when the main group is NCCL
 
     def all_reduce_flag(self, flag: torch.Tensor) -> torch.Tensor:
         as_int = flag.to(torch.int32)
@@ -213,22 +259,110 @@ class ProcessGroupStrategy(Strategy):
     def barrier(self) -> None:
         self._dist.barrier()
 
+    def any_rank(self, flag: bool) -> bool:
+        """True where any rank's host flag is True (a stop signal arrived somewhere). A CPU collective:
+        on GPUs it goes through a gloo side group, so it never waits for the device."""
+        group = None
+        if self._dist.get_backend() != "gloo":
+            if self._host_group is None:
+                self._host_group = self._dist.new_group(backend="gloo")
+            group = self._host_group
+        t = torch.tensor([int(flag)], dtype=torch.int32)
+        self._dist.all_reduce(t, op=self._dist.ReduceOp.MAX, group=group)
+        return bool(t.item())
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """Every rank's RNG states (a collective: all ranks call it), keyed `rank<r>.<name>`."""
+        own = self.rng_state()
+        out = {}
+        for name in sorted(own):
+            # the CPU generator's state has a fixed size: gather it as bytes through the backend's device
+            t = own[name].to(self.device if self._dist.get_backend() == "nccl" else "cpu")
+            for r, state in enumerate(self.all_gather(t)):
+                out[f"rank{r}.{name}"] = state.cpu()
+        return out
+
     def close(self) -> None:
         if self._owns_group and self._dist.is_initialized():
             self._dist.destroy_process_group()
         self._owns_group = False
+        self._host_group = None
 
 
-STRATEGIES = (
-    "single",
-)  # what train.strategy accepts today; ddp and deepspeed derive from ProcessGroupStrategy
+class DataParallelStrategy(ProcessGroupStrategy):
+    """Data parallelism with one flat gradient all-reduce per optimizer step (module docstring)."""
+
+    name = "ddp"
+
+    def __init__(self, device: torch.device, env: DistEnv, backend: str = "auto",
+                 sync_batchnorm: bool = True) -> None:  # fmt: skip
+        super().__init__(device, env, backend)
+        self.sync_batchnorm = sync_batchnorm
+
+    def wrap(self, module: nn.Module, role: str) -> nn.Module:
+        module = module.to(self.device)
+        if self.sync_batchnorm:
+            from gandist.train.syncbn import convert_sync_batchnorm
+
+            convert_sync_batchnorm(module)
+        with torch.no_grad():  # every rank starts from rank 0's weights and buffers
+            for t in [*module.parameters(), *module.buffers()]:
+                self._dist.broadcast(t.data, src=0)
+        return module
+
+    def reduce_gradients(self, params: list[torch.Tensor]) -> None:
+        """Average the gradients of `params` over ranks: one all-reduce of one flat buffer per dtype.
+        Parameters without a gradient have none on every rank (the same graph runs everywhere)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for group in by_dtype.values():
+            flat = torch.cat([g.reshape(-1) for g in group])
+            self._dist.all_reduce(flat, op=self._dist.ReduceOp.SUM)
+            flat.div_(self.world_size)
+            offset = 0
+            for g in group:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def sync_buffers(self, modules: list[nn.Module]) -> None:
+        """Average the floating buffers of `modules` over ranks, summed in float64 so that buffers equal
+        on every rank come back bit-identical (constants, batch-norm statistics of the global batch)
+        while rank-local ones (StyleGAN's w_avg) become the mean, as one process would have tracked it."""
+        bufs = [b for m in modules for b in m.buffers() if b.is_floating_point()]
+        if not bufs:
+            return
+        flat = torch.cat([b.detach().reshape(-1).double() for b in bufs])
+        self._dist.all_reduce(flat, op=self._dist.ReduceOp.SUM)
+        flat.div_(self.world_size)
+        offset = 0
+        with torch.no_grad():
+            for b in bufs:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
 
 
-def build_strategy(name: str = "single", device: str = "auto", env: DistEnv | None = None) -> Strategy:
+STRATEGIES = ("single", "ddp", "deepspeed")  # what train.strategy accepts
+
+
+def build_strategy(name: str = "single", device: str = "auto", env: DistEnv | None = None,
+                   backend: str = "auto", sync_batchnorm: bool = True) -> Strategy:  # fmt: skip
     """The strategy for this process. `single` trains in one process and refuses a multi-process
-    launch; `auto` joins a process group when launched with several ranks (evaluation), else `single`."""
+    launch; `ddp` and `deepspeed` train data-parallel over the launched ranks (one rank is fine);
+    `auto` joins a process group when launched with several ranks (evaluation), else `single`."""
     env = env or DistEnv.from_environ()
     dev = select_device(device, env.local_rank)
+    if name in ("ddp", "deepspeed"):
+        pick_backend(backend, dev)  # NCCL without GPUs fails before any rendezvous
+        if env.world_size == 1 and "MASTER_ADDR" not in os.environ:  # `gandist train` without torchrun
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        if name == "deepspeed":
+            from gandist.train.deepspeed import DeepSpeedStrategy
+
+            return DeepSpeedStrategy(dev, env, backend)
+        return DataParallelStrategy(dev, env, backend, sync_batchnorm)
     if name == "single":
         if env.world_size > 1:
             raise StrategyError(
@@ -239,3 +373,11 @@ def build_strategy(name: str = "single", device: str = "auto", env: DistEnv | No
     if name == "auto":
         return ProcessGroupStrategy(dev, env) if env.world_size > 1 else Strategy(dev, env)
     raise StrategyError(f"train.strategy='{name}' is not available; valid: {', '.join(STRATEGIES)}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
