@@ -20,12 +20,12 @@ from gandist.train import checkpoint as ckpt
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "launch" / "slurm" / "train.sbatch"
 TORCHRUN = REPO / "launch" / "torchrun.sh"
-NPROC = 1  # processes per node of every run here, the reference included
+NPROC = 2  # processes per node of every run here (train.strategy=ddp), the reference included
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
 def _tiny(steps: int, ckpt_every: int) -> list[str]:
-    """quickstart shrunk to ~5 ms a step on one CPU core; every checkpoint kept."""
+    """quickstart shrunk to ~5 ms a step in one process (~35 ms under DDP on 2 busy cores); every checkpoint kept."""
     sets = ["model.z_dim=8", "model.g_width=8", "model.d_width=8", "data.resolution=8", "data.batch_size=8",
             f"train.steps={steps}", "train.log_every=50", f"train.sample_every={ckpt_every}",
             f"train.ckpt_every={ckpt_every}", "train.keep_ckpts=0", "train.sample_n=4", "health.enabled=false"]  # fmt: skip
@@ -68,7 +68,8 @@ class Job:
     def __init__(self, slurm: SlurmCluster, tmp: Path, run: Path, args: list[str]) -> None:
         self.slurm, self.out = slurm, tmp / "job.out"
         env = _env(CONFIG="quickstart", RUN=str(run), RDZV_PORT=str(_free_port()))
-        cmd = ["sbatch", "--parsable", f"--chdir={tmp}", f"--output={self.out}", str(SBATCH), *args]
+        cmd = ["sbatch", "--parsable", f"--chdir={tmp}", f"--output={self.out}", f"--cpus-per-task={NPROC}"]
+        cmd += [str(SBATCH), *args]
         r = slurm.run(*cmd, env=env)
         self.id = r.stdout.strip().split(";")[0]
 
@@ -116,7 +117,7 @@ def test_sbatch_trains_a_run_to_the_end(slurm, tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_preempted_job_saves_requeues_resumes_and_ends_bit_exact(slurm, tmp_path):
-    steps, every = 3000, 500
+    steps, every = 500, 100
     run, ref = tmp_path / "run", tmp_path / "ref"
     job = Job(slurm, tmp_path, run, _tiny(steps, every))
     first = run / "checkpoints" / f"{every:09d}"
