@@ -1,4 +1,4 @@
-"""Command line: `gandist train | generate | interpolate | arithmetic | style-mix | eval | prepare | health`.
+"""Command line: `gandist train | generate | interpolate | arithmetic | style-mix | eval | prepare | health | translate`.
 
 User mistakes (bad config, missing data, corrupt checkpoint) print one clear line and exit 2.
 """
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=SEED, default=0)
     g.add_argument("--out", default="samples.png", type=Text(), help=".png grid/scatter or .npz raw samples")
     g.add_argument("--raw-g", action="store_true", help="use the raw generator instead of its EMA")
+    g.add_argument("--class", dest="cls", type=Int(min=0), default=None, metavar="K",
+                   help="draw only class K (a class-conditional generator: model.name=sgan, model.conditional=true)")  # fmt: skip
     _style_options(g)
 
     i = sub.add_parser("interpolate", help="lerp and slerp strips between latent seeds")
@@ -111,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "checkpoint", type=Text(), help="checkpoint folder, run directory, or a folder of generated images"
     )
-    e.add_argument(
-        "--metrics", default="fid,kid", type=Names(), help="comma list of fid,is,kid,pr,nn,modes,parzen"
-    )
+    e.add_argument("--metrics", default="fid,kid", type=Names(),
+                   help="comma list of fid,is,kid,pr,nn,modes,parzen; accuracy: the semi-supervised GAN's held-out "
+                   "classifier accuracy (always reported for that family)")  # fmt: skip
     e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=10000,
                    help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
                    "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
@@ -191,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--filter", default="lanczos", choices=["lanczos", "bicubic", "bilinear", "box"])
     pr.add_argument("--workers", type=COUNT, default=None, help="processes (default: all cores)")
     pr.add_argument("--no-progress", action="store_true")
+
+    tr = sub.add_parser("translate", help="CycleGAN: translate one image or a folder between the two domains")
+    tr.add_argument("checkpoint", type=Text(), help="checkpoint folder or run directory of a CycleGAN run")
+    tr.add_argument("--direction", required=True, choices=["AtoB", "BtoA"], help="AtoB: G_AB; BtoA: G_BA")
+    tr.add_argument("src", type=Text(), help="IN: an image, or a folder of images (searched recursively)")
+    tr.add_argument("dst", type=Text(), help="OUT: a .png file for one image, else a folder")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     h = sub.add_parser("health", help="one-page health report of a run: plots, diagnoses and remedies")
     h.add_argument("run_dir", type=Text())
@@ -414,8 +423,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from gandist.generate import sample, write_samples
 
     gen = _load_styled(args, which="G" if args.raw_g else "G_ema")
-    out = write_samples(gen, sample(gen, args.n, args.seed), args.out)
-    print(f"[gandist] wrote {args.n} samples to {out}")
+    out = write_samples(gen, sample(gen, args.n, args.seed, args.cls), args.out)
+    of_class = "" if args.cls is None else f" of class {args.cls}"
+    print(f"[gandist] wrote {args.n} samples{of_class} to {out}")
     return 0
 
 
@@ -460,6 +470,14 @@ def cmd_style_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from gandist.translate import translate
+
+    outs = translate(args.checkpoint, args.direction, args.src, args.dst, progress=not args.no_progress)
+    print(f"[gandist] translated {len(outs)} image{'s' if len(outs) != 1 else ''} {args.direction} into {args.dst}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "generate": cmd_generate,
@@ -470,6 +488,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "fid": cmd_fid,
     "prepare": cmd_prepare,
+    "translate": cmd_translate,
 }
 
 

@@ -181,8 +181,9 @@ class OptimConfig:
     eps: float = setting(1e-8, gt=0)
     momentum: float = setting(0.0, ge=0, lt=1)  # sgd only
     alpha: float = setting(0.99, ge=0, lt=1)  # rmsprop only: smoothing of the squared-gradient average
-    decay: str = setting("none", choices=("none", "linear"))  # linear: both learning rates fall to 0
-    # over train.steps (the schedule of the official WGAN-GP code); a function of the step, so resume stays exact
+    decay: str = setting("none", choices=("none", "linear", "linear_half"))  # linear: both learning rates fall
+    # to 0 over train.steps (the schedule of the official WGAN-GP code); linear_half: constant for the first half,
+    # then linearly to 0 (CycleGAN, Zhu et al. 2017 Sec. 7.1); a function of the step, so resume stays exact
 
 
 @dataclass

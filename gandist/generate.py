@@ -62,8 +62,20 @@ class LoadedGenerator:
         return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
     @torch.no_grad()
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is not None:  # a class-conditional G (semi-supervised GAN)
+            return self.G(z, labels, **self.options)
         return self.G(z, **self.options)
+
+    def check_class(self, cls: int) -> None:
+        """A one-line UserError unless this G is class-conditional with a class `cls`."""
+        if not getattr(self.G, "conditional", False):
+            raise UserError(
+                f"--class needs a class-conditional generator (model.name=sgan with model.conditional=true); "
+                f"'{self.path}' holds a {self.family()} generator{' without classes' if self.family() == 'sgan' else ''}"
+            )
+        if not 0 <= cls < self.G.classes:
+            raise UserError(f"--class {cls}: this generator draws classes 0-{self.G.classes - 1}; pick one of them")
 
     @torch.no_grad()
     def ws(self, z: torch.Tensor) -> torch.Tensor:
@@ -101,7 +113,13 @@ def load_generator(path: str | Path, which: str = "G_ema") -> LoadedGenerator:
         ) from None
     except UserError as exc:  # a config this version no longer accepts
         raise CheckpointError(f"checkpoint '{p}': its config cannot be used ({exc})") from None
-    G = build_networks(cfg.model, shape, kind)["G"]
+    nets = build_networks(cfg.model, shape, kind)
+    if "G" not in nets:  # a translation family (CycleGAN) has generators between domains, none from latents
+        raise UserError(
+            f"checkpoint '{p}' holds a {cfg.model.name} model, which translates images and draws none from "
+            f"latents; use gandist translate {p} --direction AtoB IN OUT"
+        )
+    G = nets["G"]
     prefix = f"{which}."
     weights = {k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)}
     if not weights:
@@ -134,11 +152,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return direction * lerp(na, nb, t)
 
 
-def sample(gen: LoadedGenerator, n: int, seed: int) -> torch.Tensor:
+def sample(gen: LoadedGenerator, n: int, seed: int, cls: int | None = None) -> torch.Tensor:
+    """n samples from latents of `seed`; `cls`: all of that class (a class-conditional G)."""
     z = torch.randn(n, gen.cfg.model.z_dim, generator=torch.Generator().manual_seed(seed))
+    if cls is not None:
+        gen.check_class(cls)
     out = []
     for chunk in z.split(256):
-        out.append(gen(chunk))
+        labels = None if cls is None else torch.full((len(chunk),), cls, dtype=torch.long)
+        out.append(gen(chunk, labels))
     return torch.cat(out)
 
 

@@ -22,7 +22,10 @@ SALTS: dict[str, int] = {
     "health_probe": 4,  # the latents of the health monitor's diversity probe
     "eval_latents": 5,  # the latents of the evaluation samples, per chunk
     "eval_reals": 6,  # which real samples an evaluation reads
-    "rank_global": 7,  # under data parallelism, the seed of each rank's global torch RNG (position = rank)
+    "labelled_subset": 7,  # which training digits keep their labels (semi-supervised GAN)
+    "domain_order": 8,  # the permutation of each domain of unpaired data in each epoch (CycleGAN)
+    "image_pool": 9,  # CycleGAN's image pools: which past fake is returned in place of a new one
+    "rank_global": 10,  # under data parallelism, the seed of each rank's global torch RNG (position = rank)
 }
 
 

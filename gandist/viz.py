@@ -33,6 +33,18 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return path
 
 
+def save_image(image: torch.Tensor, path: str | Path) -> Path:
+    """Save one [C, H, W] image in [-1, 1] as a PNG at its own size (uint8, rounded)."""
+    from PIL import Image
+
+    x = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    arr = x.permute(1, 2, 0).numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(path)
+    return path
+
+
 def save_scatter(
     points: torch.Tensor,
     path: str | Path,

@@ -52,7 +52,7 @@ def test_section_and_value_confusion():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.name=stylegan9", r"model.name='stylegan9' is not known.*valid: dcgan, mlp"),
+        ("model.name=stylegan9", r"model.name='stylegan9' is not known.*valid: cyclegan, dcgan, mlp"),
         ("loss.name=wgan_gp", r"did you mean 'wgan-gp'"),
         ("data.name=cifar", r"data.name='cifar'.*valid: digits, folder, grid, procedural, ring"),
         ("data.batch_size=0", r"data.batch_size=0 must be positive"),
@@ -80,7 +80,7 @@ def test_dcgan_resolution_and_gp_batchnorm_rules():
 
 def test_keys_of_another_family_name_their_owner():
     with pytest.raises(
-        ConfigError, match=r"'model.g_layers' for model.name=dcgan \(it belongs to model.name=mlp\)"
+        ConfigError, match=r"'model.g_layers' for model.name=dcgan \(it belongs to model.name=mlp, sgan\)"
     ):
         load_config(None, ["model.g_layers=3"])
     assert load_config(None, ["model.name=mlp", "model.g_layers=3", "data.name=ring"]).model.g_layers == 3

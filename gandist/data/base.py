@@ -13,7 +13,7 @@ from gandist.config import Section, section_name
 from gandist.rng import position_generator
 
 DATASETS: dict[str, type[DataSource]] = {}
-_SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.folder")
+_SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.folder", "gandist.data.unpaired")
 
 
 def load_sources() -> None:
@@ -127,13 +127,14 @@ def build_dataset(cfg: Section, seed: int, strategy: Any = None) -> DataSource:
     (DALI) take this rank's share, and a GPU strategy gets GPU decoding."""
     load_sources()
     name = section_name(cfg)
-    if name == "folder" and cfg.loader == "dali":
-        from gandist.data.dali import DaliFolder
+    if name in ("folder", "unpaired") and cfg.loader == "dali":
+        from gandist.data.dali import DaliFolder, DaliUnpaired
 
+        cls = DaliFolder if name == "folder" else DaliUnpaired
         if strategy is None:
-            return DaliFolder(cfg, seed)
+            return cls(cfg, seed)
         device_id = strategy.device.index if strategy.device.type == "cuda" else None
-        return DaliFolder(cfg, seed, rank=strategy.rank, world=strategy.world_size, device_id=device_id)
+        return cls(cfg, seed, rank=strategy.rank, world=strategy.world_size, device_id=device_id)
     source = DATASETS[name](cfg, seed)
     if strategy is not None and strategy.world_size > 1:
         source.shard(strategy.rank, strategy.world_size)

@@ -1,7 +1,7 @@
 """The `data` section of each data source: its keys, their ranges and its checks (torch-free).
 
-The sources live beside this file (`synthetic.py`, `digits.py`, `folder.py`, `dali.py`) and register
-under the same names in `gandist.data.base.DATASETS`.
+The sources live beside this file (`synthetic.py`, `digits.py`, `folder.py`, `dali.py`, `unpaired.py`) and
+register under the same names in `gandist.data.base.DATASETS`.
 """
 
 from __future__ import annotations
@@ -45,13 +45,44 @@ class ImageData(DataSection):
 @register_section("data", "digits")
 @dataclass
 class DigitsData(ImageData):
-    """scikit-learn's 1797 handwritten 8x8 digits, upsampled."""
+    """scikit-learn's 1797 handwritten 8x8 digits, upsampled. For semi-supervised training a fixed share
+    is held out (never served) and only a labelled subset of the rest keeps its labels."""
+
+    # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
+    holdout: int = setting(0, ge=0)
+    # keep the labels of this many training digits per class (chosen by train.seed), drop the others' (0 = all)
+    labels_per_class: int = setting(0, ge=0)
+    # or name the labelled digits in a file: one 'index,class' line per digit (index into the 1797 digits)
+    label_file: str = ""
+    # labelled digits at the front of every batch (drawn from the labelled subset); the rest are unlabelled (-1)
+    labelled_batch: int = setting(0, ge=0)
+
+    @property
+    def semi_supervised(self) -> bool:
+        return bool(self.labels_per_class or self.label_file)
 
     def check(self, cfg: Config) -> None:
         if self.resolution not in (8, 16, 32, 64):
             raise ConfigError(f"data.resolution={self.resolution}: digits are served at 8, 16, 32 or 64 px")
         if self.channels not in (0, 1):
             raise ConfigError(f"data.channels={self.channels}: digits are greyscale (use 0 or 1)")
+        if self.holdout >= 1797:
+            raise ConfigError(f"data.holdout={self.holdout} leaves no training digits; use at most 1796")
+        if self.labels_per_class and self.label_file:
+            raise ConfigError("data.labels_per_class and data.label_file both pick the labelled digits; set one")
+        if self.semi_supervised and not 0 < self.labelled_batch < self.batch_size:
+            raise ConfigError(
+                f"data.labelled_batch={self.labelled_batch} must be between 1 and data.batch_size - 1 "
+                f"({self.batch_size - 1}) when only some digits are labelled"
+            )
+        if self.labelled_batch and not self.semi_supervised:
+            raise ConfigError(
+                "data.labelled_batch is set but every digit is labelled; set data.labels_per_class or data.label_file"
+            )
+        if self.label_file and not Path(self.label_file).is_file():
+            raise ConfigError(
+                f"data.label_file '{self.label_file}' does not exist; point it at a file of 'index,class' lines"
+            )
 
 
 @register_section("data", "procedural")
@@ -102,3 +133,50 @@ class FolderData(ImageData):
                     f"data.resolution={self.resolution} is above the {prepared} px that data.path '{root}' holds; "
                     f"set data.resolution<={prepared} or prepare the images again with --resolution {self.resolution}"
                 )
+
+
+@dataclass
+class UnpairedSection(ImageData):
+    """Two image domains A and B, unpaired: every batch interleaves A, B, A, B, ... (domain 0, 1, ...)."""
+
+    def check(self, cfg: Config) -> None:
+        if self.batch_size % 2:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size}: unpaired batches hold one image of each domain per pair; "
+                "use an even batch size (2 = the paper's one image per domain)"
+            )
+        if cfg.train.micro_batch % 2:
+            raise ConfigError(f"train.micro_batch={cfg.train.micro_batch} must be even: a micro-batch keeps "
+                              "its A and B images together")  # fmt: skip
+        if self.resolution % 4:
+            raise ConfigError(f"data.resolution={self.resolution}: CycleGAN's generators downsample twice; "
+                              "use a multiple of 4")  # fmt: skip
+
+
+@register_section("data", "unpaired")
+@dataclass
+class UnpairedData(UnpairedSection):
+    """Unpaired image folders in the standard layout: data.path/trainA and data.path/trainB (horse2zebra),
+    any image format `gandist prepare` reads (or a prepared dataset in each)."""
+
+    path: str = ""  # the folder holding trainA/ and trainB/
+    loader: str = setting("torch", choices=("torch", "dali"))  # torch: PIL; dali: one DALI pipeline (GPU decode
+    # when CUDA is used) over both folders
+    verify: str = setting("size", choices=("size", "full"))  # prepared datasets in trainA/trainB: check by size or sha256
+    dali_threads: int = setting(2, gt=0)  # DALI CPU threads per process
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        if not self.path:
+            raise ConfigError("data.name=unpaired needs data.path=<folder holding trainA/ and trainB/>")
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(f"data.channels={self.channels}: use 1 (greyscale) or 3 (RGB)")
+
+
+@register_section("data", "shapes")
+@dataclass
+class ShapesData(UnpairedSection):
+    """Procedural shapes in two colour schemes: domain A and domain B draw the same kind of scenes, unpaired
+    in training; the paired answer (scene i in both schemes) is known for scenes training never sees."""
+
+    count: int = setting(2000, gt=0)  # distinct scenes per domain in training

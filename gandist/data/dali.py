@@ -50,10 +50,7 @@ class DaliFolder(DataSource):
     def __init__(self, cfg: FolderData, seed: int, rank: int = 0, world: int = 1, device_id: int | None = None,
                  prefetch: int = 2, resolution_at: Callable[[int], int] | None = None) -> None:  # fmt: skip
         super().__init__(cfg, seed)
-        self.files = dataset_files(cfg.path, cfg.verify)
-        manifest = Path(cfg.path) / "manifest.json"
-        # the stored resolution of a prepared dataset (resizing to it is skipped); unknown for raw folders
-        self.native = float(json.loads(manifest.read_text())["resolution"]) if manifest.is_file() else -1.0
+        self.files, self.native = self._list_files(cfg)
         self.rank, self.world = rank, world
         # this rank's batch: data.batch_size is the global batch, split over the ranks
         self.batch = cfg.batch_size // world
@@ -72,6 +69,10 @@ class DaliFolder(DataSource):
         self._lock = (
             threading.Lock()
         )  # the callback runs on a DALI thread: schedule and request count move together
+
+    def _list_files(self, cfg) -> tuple[list[Path], float]:
+        """(the files, the stored resolution of a prepared dataset, whose resize is skipped; -1 if unknown)."""
+        return dataset_files(cfg.path, cfg.verify), _native(Path(cfg.path))
 
     # -- schedule ------------------------------------------------------------------------------
     def resolution_at(self, batch: int) -> int:
@@ -204,6 +205,44 @@ class DaliFolder(DataSource):
     def load_state_dict(self, state) -> None:
         super().load_state_dict(state)
         self._pipe = None  # rebuilt at the restored position on the next batch
+
+
+def _native(root: Path) -> float:
+    manifest = root / "manifest.json"
+    return float(json.loads(manifest.read_text())["resolution"]) if manifest.is_file() else -1.0
+
+
+class DaliUnpaired(DaliFolder):
+    """Unpaired trainA/ and trainB/ folders through one DALI pipeline over both file lists: the file at each
+    stream position is the torch loader's (`gandist.data.unpaired`: A, B, A, B, ... in per-domain epoch
+    orders), so both loaders serve the same images in the same order, and shards stay disjoint (a rank's
+    block of an even batch starts at an even position: pairs are never split across ranks)."""
+
+    def _list_files(self, cfg) -> tuple[list[Path], float]:
+        from gandist.data.unpaired import domain_files
+
+        a, b = domain_files(Path(cfg.path))
+        self.counts = (len(a), len(b))
+        native = {_native(Path(cfg.path) / name) for name in ("trainA", "trainB")}
+        return a + b, native.pop() if len(native) == 1 else -1.0
+
+    @property
+    def size(self) -> int:
+        return min(self.counts)
+
+    def indices(self, position: int, n: int) -> list[int]:
+        from gandist.data.unpaired import domain_indices
+
+        out = []
+        for g in self.global_positions(position, n):
+            domain, pair = g % 2, g // 2
+            out.append(domain_indices(self.counts[domain], self.seed, domain, pair, 1)[0] + domain * self.counts[0])
+        return out
+
+    def next_batch(self, n: int) -> Batch:
+        batch = super().next_batch(n)
+        batch.domain = (torch.arange(n) % 2).to(batch.x.device)
+        return batch
 
 
 def _to_torch(tl) -> torch.Tensor:

@@ -7,7 +7,12 @@ import torch.nn.functional as F
 
 from gandist.data.base import DATASETS, Batch, DataSource, epoch_indices, mirror
 from gandist.data.config import DigitsData
+from gandist.errors import DataError
 from gandist.registry import register
+from gandist.rng import position_generator, stream
+
+CLASSES = 10
+_SPLIT_SEED = 20160610  # fixed: which digits are held out is part of the dataset's definition, not of a run
 
 _CACHE: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -25,11 +30,88 @@ def load_digits_tensor(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _CACHE[resolution]
 
 
+def split_indices(n: int, holdout: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, held-out indices) of n digits: the last `holdout` of one fixed permutation."""
+    order = torch.randperm(n, generator=position_generator(_SPLIT_SEED, 0))
+    return order[: n - holdout].sort().values, order[n - holdout :].sort().values
+
+
+def read_label_file(path: str, n: int, classes: int = CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
+    """A label file: one 'index,class' line per labelled digit (blank lines and '#' comments skipped).
+    Returns (indices, classes) as int64 tensors; a bad line is a DataError naming the line and the fix."""
+    idx, cls = [], []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = [p.strip() for p in line.replace(",", " ").split()]
+            try:
+                i, c = (int(p) for p in parts)
+            except ValueError:
+                raise DataError(f"label file '{path}' line {number}: '{line}' is not 'index,class'; fix the line") from None
+            if not 0 <= c < classes:
+                raise DataError(
+                    f"label file '{path}' line {number} names class {c}, outside the {classes} classes 0-{classes - 1}; "
+                    "fix or remove the line"
+                )
+            if not 0 <= i < n:
+                raise DataError(
+                    f"label file '{path}' line {number} names digit {i}, outside 0-{n - 1}; fix or remove the line"
+                )
+            idx.append(i)
+            cls.append(c)
+    if not idx:
+        raise DataError(f"label file '{path}' names no digit; add 'index,class' lines")
+    return torch.tensor(idx), torch.tensor(cls)
+
+
 @register(DATASETS, "digits")
 class Digits(DataSource):
+    """Every digit labelled (the default), or semi-supervised: `holdout` digits never served, the labels of
+    all but a labelled subset dropped (-1), and `labelled_batch` labelled digits at the front of each batch."""
+
+    classes = CLASSES
+
     def __init__(self, cfg: DigitsData, seed: int) -> None:
         super().__init__(cfg, seed)
-        self.images, self.labels = load_digits_tensor(cfg.resolution)
+        images, labels = load_digits_tensor(cfg.resolution)
+        self.train_idx, self.heldout_idx = split_indices(len(images), cfg.holdout)
+        self.all_images, self.all_labels = images, labels
+        self.images, self.labels = images[self.train_idx], labels[self.train_idx]
+        self.labelled_position = 0  # labelled digits drawn so far (semi-supervised batches)
+        self.labelled: torch.Tensor | None = None  # indices into self.images of the labelled subset
+        if cfg.label_file:
+            self.labelled, self.labelled_classes = self._from_file(cfg.label_file)
+        elif cfg.labels_per_class:
+            self.labelled = self._per_class(cfg.labels_per_class)
+            self.labelled_classes = self.labels[self.labelled]
+
+    def _per_class(self, k: int) -> torch.Tensor:
+        """k training digits of each class, chosen by the run's seed (sorted indices into self.images)."""
+        order = torch.randperm(len(self.images), generator=stream(self.seed, "labelled_subset"))
+        chosen = []
+        for c in range(self.classes):
+            members = order[self.labels[order] == c]
+            if len(members) < k:
+                raise DataError(
+                    f"data.labels_per_class={k} but the training digits hold only {len(members)} of class {c}; "
+                    f"use data.labels_per_class<={len(members)} or lower data.holdout"
+                )
+            chosen.append(members[:k])
+        return torch.cat(chosen).sort().values
+
+    def _from_file(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, cls = read_label_file(path, len(self.all_images), self.classes)
+        position = torch.full((len(self.all_images),), -1, dtype=torch.long)
+        position[self.train_idx] = torch.arange(len(self.train_idx))
+        held = position[idx] < 0
+        if bool(held.any()):
+            raise DataError(
+                f"label file '{path}' labels digit {int(idx[held][0])}, which data.holdout={self.cfg.holdout} "
+                "holds out for testing; remove the line or lower data.holdout"
+            )
+        return position[idx], cls
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -39,10 +121,42 @@ class Digits(DataSource):
     def size(self) -> int:
         return len(self.images)
 
+    def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out digits and their labels: [H, 1, R, R], [H]."""
+        return self.all_images[self.heldout_idx], self.all_labels[self.heldout_idx]
+
     def _draw(self, position: int, n: int) -> torch.Tensor:
-        return self._draw_batch(position, n).x
+        idx = epoch_indices(len(self.images), self.seed, position, n)
+        out = self.images[idx]
+        return mirror(out, self.seed, position) if self.cfg.mirror else out
 
     def _draw_batch(self, position: int, n: int) -> Batch:
         idx = epoch_indices(len(self.images), self.seed, position, n)
         out = self.images[idx]
-        return Batch(mirror(out, self.seed, position) if self.cfg.mirror else out, labels=self.labels[idx])
+        x = mirror(out, self.seed, position) if self.cfg.mirror else out
+        if self.labelled is None:
+            return Batch(x, labels=self.labels[idx])
+        return Batch(x, labels=torch.full((n,), -1, dtype=torch.long))
+
+    def next_batch(self, n: int) -> Batch:
+        if self.labelled is None:
+            return super().next_batch(n)
+        # Semi-supervised (Salimans et al. 2016, Sec. 5): a labelled minibatch from the small labelled subset
+        # (cycled in fresh permutations) beside an unlabelled one from all training digits, in one Batch.
+        k = self.cfg.labelled_batch
+        # the labelled subset's own epochs: permutations of its length (a different n gives a different order)
+        rows = epoch_indices(len(self.labelled), self.seed, self.labelled_position, k)
+        self.labelled_position += k
+        unlabelled = super().next_batch(n - k)
+        x_lab = self.images[self.labelled[rows]]
+        if self.cfg.mirror:  # flips keyed by the negative labelled position: never the unlabelled stream's keys
+            x_lab = mirror(x_lab, self.seed, -1 - (self.labelled_position - k))
+        return Batch(torch.cat([self._served(x_lab), unlabelled.x]),
+                     labels=torch.cat([self.labelled_classes[rows], unlabelled.labels]))  # fmt: skip
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "labelled_position": self.labelled_position}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.labelled_position = int(state.get("labelled_position", 0))

@@ -89,6 +89,20 @@ def _eval(args: argparse.Namespace, strategy):
     gen = load_generator(args.checkpoint)
     gen.G.to(strategy.device)
     run_dir = gen.path.parent.parent
+    extra = {}
+    if gen.family() == "sgan" or "accuracy" in metrics:  # the semi-supervised GAN's D is a classifier
+        import time
+
+        from gandist.metrics.evaluate import peak_memory
+        from gandist.objectives.sgan import checkpoint_accuracy
+
+        t0 = time.perf_counter()
+        extra = {"classifier": checkpoint_accuracy(gen.path)}
+        metrics = [m for m in metrics if m != "accuracy"]
+        if not metrics:
+            res = {"checkpoint": str(gen.path), "step": gen.step, **extra,
+                   "seconds": time.perf_counter() - t0, **peak_memory()}  # fmt: skip
+            return res, args.out or run_dir / "metrics.jsonl"
     extractor = args.extractor
     if args.extractor_impl != "auto":
         extractor = build_extractor(extractor, gen.kind, gen.cfg.data.name, strategy.device, args.inception,
@@ -96,7 +110,7 @@ def _eval(args: argparse.Namespace, strategy):
     res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
                    extractor=extractor, inception=args.inception, out_dir=run_dir, data_path=args.data,
                    reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers)  # fmt: skip
-    return {"checkpoint": str(gen.path), "step": gen.step, **res}, args.out or run_dir / "metrics.jsonl"
+    return {"checkpoint": str(gen.path), "step": gen.step, **extra, **res}, args.out or run_dir / "metrics.jsonl"
 
 
 def run_fid(args: argparse.Namespace) -> int:

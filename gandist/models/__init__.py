@@ -2,7 +2,9 @@
 `base.MODELS` under the same name: `build(model_cfg, data_shape, kind) -> {"G": ..., "D": ...}`.
 
 G maps latents [N, z_dim] to samples shaped like the data; D maps samples to logits [N] (or [N, K] where a
-family's objective wants K outputs). A family with a style-based G exposes `G.mapping` and `G.synthesis`.
+family's objective wants K outputs: the semi-supervised GAN). A family with a style-based G exposes `G.mapping`
+and `G.synthesis`. A translation family (CycleGAN) has no G but generators between domains (G_AB, G_BA) that
+map images to images, and discriminators that give a map of patch logits [N, 1, H', W'].
 Models see tensors only: no devices, ranks or wrappers here.
 
 This package imports torch only when a builder is first asked for, so configs load without it.

@@ -1,8 +1,8 @@
 """The `model` section of each model family: its keys, their ranges and its checks (torch-free).
 
-The networks live beside this file (`mlp.py`, `dcgan.py`, `pggan.py`, `stylegan.py`) and register their builders under the same
-names in `gandist.models.base.MODELS`. A family also names its objective (`gandist/objectives/`),
-whose config class is the `loss` section.
+The networks live beside this file (`mlp.py`, `dcgan.py`, `pggan.py`, `stylegan.py`, `sgan.py`,
+`cyclegan.py`) and register their builders under the same names in `gandist.models.base.MODELS`. A family
+also names its objective (`gandist/objectives/`), whose config class is the `loss` section.
 """
 
 from __future__ import annotations
@@ -192,3 +192,57 @@ class StyleGANModel(NamedSection):
 
     def check(self, cfg: Config) -> None:
         check_growing(cfg, "stylegan", "StyleGAN", self.fmap_base, self.mbstd_group)
+
+
+@register_section("model", "sgan")
+@dataclass
+class SGANModel(NamedSection):
+    """The semi-supervised GAN (Odena 2016; Salimans et al. 2016, Sec. 5): D classifies K classes and
+    tells fakes apart; the networks are Salimans et al.'s permutation-invariant MNIST MLPs (their code's
+    `mnist_feature_matching.py`): D with Gaussian noise on its input and hidden layers, G with batch norm."""
+
+    objective: ClassVar[str] = "sgan"
+    z_dim: int = setting(64, gt=0)
+    classes: int = setting(10, ge=2)  # K
+    # implicit: D outputs K logits and the fake logit is fixed at 0 (Salimans et al. Sec. 5);
+    # explicit: D outputs K + 1 logits, the last one "fake" (Odena 2016)
+    fake_logit: str = setting("implicit", choices=("implicit", "explicit"))
+    conditional: bool = False  # G also takes a one-hot class, so it can be asked for a digit
+    g_width: int = setting(256, gt=0)  # hidden units of G
+    g_layers: int = setting(2, gt=0)
+    d_width: int = setting(256, gt=0)  # hidden units of D
+    d_layers: int = setting(3, gt=0)
+    # Gaussian noise std on D's input and after each hidden layer, training only (Salimans et al. code: 0.3, 0.5)
+    d_input_noise: float = setting(0.3, ge=0)
+    d_hidden_noise: float = setting(0.5, ge=0)
+
+    def check(self, cfg: Config) -> None:
+        classes = {"digits": 10}.get(cfg.data.name)
+        if classes is None:
+            raise ConfigError(
+                f"model.name=sgan needs labelled data, but data.name={cfg.data.name} has no labels; use data.name=digits"
+            )
+        if self.classes != classes:
+            raise ConfigError(f"model.classes={self.classes} but data.name={cfg.data.name} has {classes} classes; "
+                              f"set model.classes={classes}")  # fmt: skip
+
+
+@register_section("model", "cyclegan")
+@dataclass
+class CycleGANModel(NamedSection):
+    """CycleGAN (Zhu et al. 2017, Appendix 7.2, and the official pytorch-CycleGAN-and-pix2pix defaults):
+    ResNet generators G_AB, G_BA (c7s1-64, d128, d256, `blocks` residual blocks, u128, u64, c7s1-3; instance
+    norm, reflection padding) and 70x70 PatchGAN discriminators D_A, D_B (C64-C128-C256-C512, instance norm)."""
+
+    objective: ClassVar[str] = "cyclegan"
+    g_width: int = setting(64, gt=0)  # ngf: channels of G's first layer (x2 per downsampling)
+    d_width: int = setting(64, gt=0)  # ndf: channels of D's first layer
+    blocks: int = setting(9, gt=0)  # residual blocks: 9 at 256 px, 6 at 128 px (Appendix 7.2)
+    d_layers: int = setting(3, gt=0)  # strided layers of the PatchGAN: 3 gives 70x70 receptive fields
+
+    def check(self, cfg: Config) -> None:
+        if cfg.data.name not in ("unpaired", "shapes"):
+            raise ConfigError(
+                f"model.name=cyclegan translates between two domains, but data.name={cfg.data.name} is one; "
+                "use data.name=unpaired (trainA/ and trainB/ folders) or shapes"
+            )

@@ -189,7 +189,7 @@ class Trainer:
             self.health = HealthMonitor(
                 cfg.health,
                 flat_dict(cfg),
-                sample=lambda: self.sample_net()(probe_z.to(self.device)),
+                sample=lambda: self.objective.pictures(self.sample_net(), probe_z.to(self.device), self.data),
                 reference=self.data.peek(cfg.health.diversity_n, position=0),
                 log_fn=self._log_event,
                 echo=self.strategy.is_main,
@@ -264,7 +264,9 @@ class Trainer:
 
     def set_learning_rates(self) -> None:
         o = self.cfg.optim
-        scale = 1.0 - self.progress_fraction() if o.decay == "linear" else 1.0
+        f = self.progress_fraction()
+        # linear: to 0 over the run (WGAN-GP's code); linear_half: constant, then to 0 over the second half (CycleGAN)
+        scale = {"linear": 1.0 - f, "linear_half": min(1.0, 2.0 * (1.0 - f))}.get(o.decay, 1.0)
         for name, opt in self.optimizers.items():
             role = self.optimizer_specs[name].role
             stage_lr, config_lr = (self.stage.lr_d, o.lr_d) if role == "D" else (self.stage.lr_g, o.lr_g)
@@ -488,7 +490,7 @@ class Trainer:
             return None
         from gandist.viz import save_grid, save_scatter
 
-        out = self.sample_net()(self.fixed_z.to(self.device)).cpu()
+        out = self.objective.pictures(self.sample_net(), self.fixed_z.to(self.device), self.data).cpu()
         path = self.open_run().dir / "samples" / f"{name}.png"
         if self.kind == "points":
             ref = self.data.peek(2000)

@@ -54,6 +54,8 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    restart: int = 0  # torchrun's restart count (--max-restarts): which incarnation of the workers this is
+    agent_store: bool = False  # torchrun's agent serves the rendezvous store at MASTER_ADDR:MASTER_PORT
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> DistEnv:
@@ -70,7 +72,8 @@ class DistEnv:
             ) from None
         if world < 1 or not 0 <= rank < world or local < 0:
             raise StrategyError(f"inconsistent launch: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}")
-        return cls(rank, world, local)
+        restart = int(env.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        return cls(rank, world, local, restart, env.get("TORCHELASTIC_USE_AGENT_STORE") == "True")
 
 
 def select_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -234,10 +237,22 @@ class ProcessGroupStrategy(Strategy):
                     "torchrun (it sets them) or export the rendezvous address and port"
                 )
             dist.init_process_group(
-                pick_backend(backend, self.device), rank=env.rank, world_size=env.world_size
-            )
+                pick_backend(backend, self.device), rank=env.rank, world_size=env.world_size,
+                store=self._store(env),
+            )  # fmt: skip
             self._owns_group = True
         self._host_group = None  # a gloo group for host-side flags when the main group is NCCL
+
+    def _store(self, env: DistEnv):
+        """The rendezvous store, under a prefix of its own per torchrun restart. torchrun's agent keeps one
+        store across restarts (--max-restarts); without the prefix, a restarted rank can read the gloo
+        address its dead predecessor published there, connect to nothing, and fail the restart."""
+        from datetime import timedelta
+
+        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        store = self._dist.TCPStore(addr, port, env.world_size, is_master=env.rank == 0 and not env.agent_store,
+                                    timeout=timedelta(minutes=10), wait_for_workers=False)  # fmt: skip
+        return self._dist.PrefixStore(f"gandist/restart{env.restart}", store)
 
     def all_reduce_flag(self, flag: torch.Tensor) -> torch.Tensor:
         as_int = flag.to(torch.int32)

@@ -1,0 +1,198 @@
+"""The semi-supervised GAN objective (Odena 2016; Salimans et al. 2016, Sec. 5).
+
+D is a K-class classifier with an extra "fake" class: K + 1 logits l, or K logits with the fake logit fixed
+at 0 (Salimans et al.: softmax is invariant to a common shift, so l_{K+1} = 0 loses nothing). With
+Z(x) = sum_k exp l_k over the real classes, p(fake | x) = exp l_{K+1} / (Z(x) + exp l_{K+1}).
+
+    L_D = w_s L_supervised + w_u L_unsupervised
+    L_supervised   = -E_{(x, y) labelled} log p(y | x, y < K + 1)            (softmax over the K real logits)
+    L_unsupervised = -E_{x real} log(1 - p(fake | x)) - E_z log p(fake | G(z))
+
+G: feature matching ||E_x f(x) - E_z f(G(z))||^2 on D's last hidden layer (Sec. 3.1, their code's choice
+for semi-supervised MNIST), or the non-saturating -E_z log(1 - p(fake | G(z))). A class-conditional G
+also pays -w_c E log p(y | G(z, y)) so that G(z, y) looks like class y (as AC-GAN's generator).
+
+Labelled and unlabelled digits arrive in one batch, the labelled ones with labels >= 0 (the digits source
+puts `data.labelled_batch` of them in front), so the supervised term is normalised by the expected count
+of labelled digits, which keeps it exact under micro-batching. mode=supervised trains the same D on the
+labelled digits alone: the baseline semi-supervised learning must beat.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gandist.config import Config
+from gandist.data.base import Batch
+from gandist.objectives.base import (
+    OBJECTIVES,
+    Objective,
+    OptimizerSpec,
+    Phase,
+    PhaseContext,
+    PhaseResult,
+    backward,
+)
+from gandist.registry import register
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """Losses in at least fp32 (bf16/fp16 logits are widened; float64 stays float64 for the tests)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def with_fake_logit(logits: torch.Tensor, classes: int) -> torch.Tensor:
+    """[N, K] (implicit fake, logit 0) or [N, K + 1] -> [N, K + 1] logits, the last one 'fake'."""
+    if logits.shape[1] == classes:
+        return torch.cat([logits, logits.new_zeros(logits.shape[0], 1)], dim=1)
+    assert logits.shape[1] == classes + 1, f"D gives {logits.shape[1]} logits for {classes} classes"
+    return logits
+
+
+def log_p_fake(logits: torch.Tensor, classes: int) -> torch.Tensor:
+    """log p(fake | x) [N] = l_{K+1} - logsumexp(l)."""
+    full = with_fake_logit(logits, classes)
+    return full[:, -1] - torch.logsumexp(full, dim=1)
+
+
+def log_p_real(logits: torch.Tensor, classes: int) -> torch.Tensor:
+    """log(1 - p(fake | x)) [N] = logsumexp(l_1..l_K) - logsumexp(l), computed without 1 - p."""
+    full = with_fake_logit(logits, classes)
+    return torch.logsumexp(full[:, :classes], dim=1) - torch.logsumexp(full, dim=1)
+
+
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, classes: int, count: float | None = None):
+    """Sum over the rows with labels >= 0 of -log p(y | x, real) (softmax of the K class logits), divided by
+    `count` (default: the number of labelled rows, i.e. their mean)."""
+    mask = labels >= 0
+    nll = F.cross_entropy(_fp32(logits[:, :classes]), labels.clamp(min=0), reduction="none")
+    total = (nll * mask).sum()
+    return total / (mask.sum().clamp(min=1) if count is None else count)
+
+
+def unsupervised_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, classes: int) -> torch.Tensor:
+    """-mean log(1 - p(fake | x)) over reals - mean log p(fake | G(z)) over fakes."""
+    return -log_p_real(_fp32(logits_real), classes).mean() - log_p_fake(_fp32(logits_fake), classes).mean()
+
+
+def accuracy(D: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int, batch: int = 512) -> float:
+    """Share of x that D (in eval mode, no noise) puts in class y, argmax over the K real classes."""
+    was = D.training
+    D.eval()
+    right = 0
+    with torch.no_grad():
+        for xs, ys in zip(x.split(batch), y.split(batch)):
+            right += int((D(xs)[:, :classes].argmax(1) == ys).sum())
+    D.train(was)
+    return right / len(x)
+
+
+@register(OBJECTIVES, "sgan")
+class SemiSupervised(Objective):
+    def __init__(self, cfg: Config, networks: dict[str, nn.Module], kind: str) -> None:
+        super().__init__(cfg, networks)
+        self.G, self.D = networks["G"], networks["D"]
+        self.lc, self.K = cfg.loss, cfg.model.classes
+        self.conditional = cfg.model.conditional
+        # labelled digits per batch: the supervised sum over a micro-batch is divided by its expected share
+        data = cfg.data
+        self.labelled_share = (data.labelled_batch / data.batch_size) if data.labelled_batch else 1.0
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        o = self.cfg.optim
+        return {"G": OptimizerSpec(("G",), o.lr_g, role="G"), "D": OptimizerSpec(("D",), o.lr_d, role="D")}
+
+    def phases(self) -> list[Phase]:
+        d = [Phase("Dmain", "D", ("D",), repeat=self.cfg.train.d_steps)]
+        if self.lc.mode == "supervised":
+            return d
+        # feature matching compares with the features of reals: the G phase draws a batch of its own
+        return d + [Phase("Gmain", "G", ("G",), reals=self.lc.name == "feature_matching")]
+
+    def _generate(self, ctx: PhaseContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = ctx.latents()
+        if not self.conditional:
+            return self.G(z), None
+        y = torch.randint(self.K, (ctx.batch_size,), generator=ctx.generator).to(ctx.device)
+        return self.G(z, y), y
+
+    def accumulate(self, phase: Phase, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
+        if phase.name == "Gmain":
+            return self._g_main(batch, ctx)
+        return self._d_main(batch, ctx)
+
+    def _d_main(self, batch: Batch, ctx: PhaseContext) -> PhaseResult:
+        lc, K = self.lc, self.K
+        logits_real = self.D(batch.x)
+        sup = supervised_loss(logits_real, batch.labels, K, count=self.labelled_share * ctx.batch_size)
+        total = lc.supervised_weight * sup
+        stats = {"sup_loss": sup.detach()}
+        mask = batch.labels >= 0
+        correct = (logits_real.detach()[:, :K].argmax(1) == batch.labels) & mask
+        stats["train_acc"] = correct.sum() / mask.sum().clamp(min=1)
+        if lc.mode == "semi":
+            with torch.no_grad():
+                fake, _ = self._generate(ctx)
+            logits_fake = self.D(fake)
+            unsup = unsupervised_loss(logits_real, logits_fake, K)
+            total = total + lc.unsupervised_weight * unsup
+            pr, pf = log_p_real(logits_real.detach(), K).exp(), log_p_fake(logits_fake.detach(), K).exp()
+            stats.update(unsup_loss=unsup.detach(), d_real=pr.mean(), d_fake=1 - pf.mean(),
+                         d_acc=((pr > 0.5).float().mean() + (pf > 0.5).float().mean()) / 2)  # fmt: skip
+        stats["d_loss"] = total.detach()
+        backward(total, ctx.gain)
+        return PhaseResult(total.detach(), stats)
+
+    def _g_main(self, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
+        fake, y = self._generate(ctx)
+        logits_fake, f_fake = self.D(fake, with_features=True)
+        if self.lc.name == "feature_matching":
+            with torch.no_grad():
+                _, f_real = self.D(batch.x, with_features=True)
+            loss = (_fp32(f_real).mean(0) - _fp32(f_fake).mean(0)).square().mean()
+        else:
+            loss = -log_p_real(_fp32(logits_fake), self.K).mean()
+        stats = {"adv_loss": loss.detach()}
+        if y is not None and self.lc.class_weight > 0:
+            ce = F.cross_entropy(_fp32(logits_fake[:, : self.K]), y)
+            loss = loss + self.lc.class_weight * ce
+            stats["class_loss"] = ce.detach()
+        stats["g_loss"] = loss.detach()
+        backward(loss, ctx.gain)
+        return PhaseResult(loss.detach(), stats)
+
+
+def checkpoint_accuracy(path, which: str = "D") -> dict:
+    """D's classification accuracy on the held-out digits of a semi-supervised GAN checkpoint (what
+    `gandist eval` reports for this family): {'accuracy', 'heldout', 'labelled'}."""
+    from gandist.config import config_from_yaml_text
+    from gandist.data import build_dataset
+    from gandist.errors import CheckpointError, UserError
+    from gandist.models import build_networks
+    from gandist.train import checkpoint as ckpt
+
+    p = ckpt.resolve_checkpoint(path, files=ckpt.READER_FILES)
+    data = ckpt.read_weights(p)
+    cfg = config_from_yaml_text(data["state"]["config"])
+    if cfg.model.name != "sgan":
+        raise UserError(
+            f"classifier accuracy is a semi-supervised GAN metric; '{p}' holds a {cfg.model.name} model "
+            "(drop 'accuracy' from --metrics)"
+        )
+    source = build_dataset(cfg.data, cfg.train.seed)
+    if not cfg.data.holdout:
+        raise UserError(
+            f"the run of '{p}' held out no digits (data.holdout=0): there is nothing to test D on"
+        )
+    D = build_networks(cfg.model, tuple(data["state"]["data_shape"]), data["state"]["data_kind"])[which]
+    prefix = f"{which}."
+    try:
+        D.load_state_dict({k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint '{p}': {which} weights do not fit its config "
+                              f"({str(exc).strip().splitlines()[0]})") from None  # fmt: skip
+    x, y = source.heldout()
+    labelled = len(source.labelled) if source.labelled is not None else source.size
+    return {"accuracy": accuracy(D, x, y, cfg.model.classes), "heldout": len(x), "labelled": labelled}

@@ -1,0 +1,101 @@
+"""`gandist translate CKPT --direction AtoB|BtoA IN OUT`: a CycleGAN generator on one image or a folder.
+
+Each input is read as training read it (`gandist.data.folder.load_image`: RGB or greyscale, centre-cropped
+to a square and resized to the run's resolution), translated, and written as PNG: OUT is a file for one
+input, a folder (mirroring IN's subfolders) for a folder of inputs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gandist.config import config_from_yaml_text
+from gandist.errors import CheckpointError, UserError
+from gandist.models import build_networks
+from gandist.train import checkpoint as ckpt
+
+DIRECTIONS = {"AtoB": "G_AB", "BtoA": "G_BA"}
+
+
+def load_translator(path: str | Path, direction: str) -> tuple[nn.Module, int, int]:
+    """(the generator for `direction`, the run's resolution, its channels); a one-line UserError for a
+    checkpoint of another family."""
+    if direction not in DIRECTIONS:
+        raise UserError(f"--direction {direction}: use AtoB or BtoA")
+    p = ckpt.resolve_checkpoint(path, files=ckpt.READER_FILES)
+    data = ckpt.read_weights(p)
+    state = data["state"]
+    try:
+        cfg = config_from_yaml_text(state["config"])
+    except KeyError as exc:
+        raise CheckpointError(
+            f"checkpoint '{p}': state.json lacks {exc} (not a gandist checkpoint?)"
+        ) from None
+    if cfg.model.name != "cyclegan":
+        raise UserError(
+            f"translate needs a CycleGAN checkpoint (model.name=cyclegan); '{p}' holds a {cfg.model.name} model: "
+            f"use gandist generate {p} for it"
+        )
+    name = DIRECTIONS[direction]
+    G = build_networks(cfg.model, tuple(state["data_shape"]), state["data_kind"])[name]
+    prefix = f"{name}."
+    try:
+        G.load_state_dict({k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint '{p}': {name} weights do not fit its config "
+                              f"({str(exc).strip().splitlines()[0]})") from None  # fmt: skip
+    return G.eval(), cfg.data.resolution, state["data_shape"][0]
+
+
+def _inputs(src: Path) -> list[Path]:
+    from gandist.data.folder import IMAGE_SUFFIXES
+
+    if src.is_file():
+        if src.suffix.lower() not in IMAGE_SUFFIXES:
+            raise UserError(
+                f"'{src}' is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); give an image or a folder"
+            )
+        return [src]
+    if not src.exists():
+        raise UserError(f"'{src}' does not exist; give an image file or a folder of images")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(
+            f"folder '{src}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); give a folder of images"
+        )
+    return files
+
+
+def translate(path: str | Path, direction: str, src: str | Path, dst: str | Path, progress: bool = True,
+              batch: int = 8) -> list[Path]:  # fmt: skip
+    """Translate the image `src` (written to the file `dst`) or every image below the folder `src` (written
+    under the folder `dst` with the same relative paths, as .png). Returns the files written."""
+    from tqdm import tqdm
+
+    from gandist.data.folder import load_image
+    from gandist.viz import save_image
+
+    G, resolution, channels = load_translator(path, direction)
+    src, dst = Path(src), Path(dst)
+    files = _inputs(src)
+    single = src.is_file()
+    if single and dst.suffix.lower() != ".png":
+        raise UserError(f"OUT '{dst}': one input image is written to one .png file; name OUT something.png")
+    outs = [dst if single else (dst / f.relative_to(src)).with_suffix(".png") for f in files]
+    with tqdm(total=len(files), unit="img", desc=direction, disable=not progress, file=sys.stderr) as bar:
+        for i in range(0, len(files), batch):
+            x = (
+                torch.stack([load_image(f, resolution, channels) for f in files[i : i + batch]]).float()
+                / 127.5
+                - 1
+            )
+            with torch.no_grad():
+                y = G(x)
+            for img, out in zip(y, outs[i : i + batch]):
+                save_image(img, out)
+            bar.update(len(x))
+    return outs
