@@ -105,7 +105,9 @@ def test_deepspeed_checkpoints_and_resumes_exactly(stage, tmp_path):
     assert "resumed from" in r.stderr
     a, b = final_tensors(tmp_path / "straight"), final_tensors(tmp_path / "resumed")
     different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"ZeRO {stage}: the resumed run differs from the uninterrupted one in {different[:5]}"
+    assert not different, (
+        f"ZeRO {stage}: the resumed run differs from the uninterrupted one in {different[:5]}"
+    )
 
 
 @pytest.mark.distributed
@@ -150,7 +152,9 @@ def test_missing_deepspeed_package_is_one_line(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=MP_TIMEOUT, env=env)
     assert r.returncode != 0
     lines = [x for x in r.stderr.splitlines() if x.startswith("gandist train: error:")]
-    assert len(lines) == 1 and "pip install deepspeed" in lines[0] and "gandist[deepspeed]" in lines[0], r.stderr
+    assert len(lines) == 1 and "pip install deepspeed" in lines[0] and "gandist[deepspeed]" in lines[0], (
+        r.stderr
+    )
     assert "Traceback" not in r.stderr
 
 
@@ -173,7 +177,10 @@ def test_batch_sizes_are_derived_from_the_config():
         64, 8, 4)  # fmt: skip
     assert ds["managed_gradient_accumulation"] is False and "bf16" not in ds  # gandist's autocast does bf16
     assert "_comment" not in ds
-    assert _build({"train_batch_size": 64, "gradient_accumulation_steps": "auto"})["gradient_accumulation_steps"] == 1
+    assert (
+        _build({"train_batch_size": 64, "gradient_accumulation_steps": "auto"})["gradient_accumulation_steps"]
+        == 1
+    )
     assert "bf16" not in _build({}, "train.precision=bf16")
 
 
