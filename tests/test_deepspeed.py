@@ -158,6 +158,48 @@ def test_missing_deepspeed_package_is_one_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+SKIP_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from gandist.config import load_config
+from gandist.objectives.base import PhaseResult
+from gandist.train.loop import Trainer
+out, sets = sys.argv[1], sys.argv[2:]
+cfg = load_config("quickstart", ["health.enabled=false", "train.skip_limit=0", "loss.r1_gamma=1.0",
+                                 "model.d_norm=layer", "train.micro_batch=32", *sets])
+t = Trainer(cfg, Path(out) / "run", log_enabled=False)
+weights = lambda: {f"{n}.{k}": v.detach().clone() for n, net in t.nets.items() for k, v in net.named_parameters()}
+t.train_step()
+before, real = weights(), t.objective.accumulate
+t.objective.accumulate = lambda ph, b, c: (lambda r: PhaseResult(r.loss * float("nan"), r.stats))(real(ph, b, c))
+t.train_step()  # every update of this step is skipped
+assert int(t.skipped) == 2 and all(torch.equal(before[k], v) for k, v in weights().items()), "a skipped step moved"
+t.objective.accumulate = real
+t.train_step()
+torch.save(weights(), Path(out) / "weights.pt")
+t.strategy.close()
+"""
+
+
+@pytest.mark.slow
+def test_skipped_update_leaves_no_trace(tmp_path):
+    """A non-finite loss skips the engine's step and drops every gradient it holds (ZeRO 2 keeps reduced
+    partitions of its own): the next step equals ddp's after the same skip, bit for bit (one process each)."""
+    runs = {"ddp": ["train.strategy=ddp"], **{f"zero{s}": deepspeed_sets(s) for s in (1, 2)}}
+    for name, sets in runs.items():
+        out = tmp_path / name
+        out.mkdir()
+        r = subprocess.run([sys.executable, "-c", SKIP_SCRIPT, str(out), *sets], capture_output=True, text=True,
+                           timeout=MP_TIMEOUT, env=_env())  # fmt: skip
+        assert r.returncode == 0, f"{name}:\n{r.stderr[-3000:]}"
+    ref = torch.load(tmp_path / "ddp" / "weights.pt")
+    for name in ("zero1", "zero2"):
+        got = torch.load(tmp_path / name / "weights.pt")
+        assert all(torch.equal(ref[k], got[k]) for k in ref), (
+            f"{name} differs from ddp after a skipped update"
+        )
+
+
 # -- the checks of the JSON against the config, in process ------------------------------------------------
 def _cfg(*sets: str):
     from gandist.config import load_config

@@ -193,6 +193,10 @@ class DeepSpeedStrategy(DataParallelStrategy):
                  sync_batchnorm: bool = True) -> None:  # fmt: skip
         self._ds = _import_deepspeed(torch.device(device))  # a missing package fails before any rendezvous
         super().__init__(device, env, backend, sync_batchnorm)
+        # DeepSpeed reads these itself (asserts LOCAL_RANK); `gandist train` without torchrun sets none of them
+        ranks = {"RANK": env.rank, "WORLD_SIZE": env.world_size, "LOCAL_RANK": env.local_rank}
+        for key, value in ranks.items():
+            os.environ.setdefault(key, str(value))
         self.engines: dict[str, Any] = {}
         self.zero_stage = 0
         self.source = ""
@@ -233,10 +237,20 @@ class DeepSpeedStrategy(DataParallelStrategy):
         if bool(ok):  # host read of the all-reduced flag: the engine's step is a host decision
             engine.step()
             return
-        # every rank skips: drop the accumulated gradients (ZeRO keeps its own copies) and leave state as it was
-        zero_grad = getattr(engine.optimizer, "zero_grad", None)
-        if self.zero_stage > 0 and zero_grad is not None:
-            zero_grad()
+        # every rank skips: drop the accumulated gradients and leave weights and optimizer state as they were.
+        # ZeRO keeps gradients of its own (stage 2 reduces them into partitions during backward): clear them as
+        # its step does on a loss-scale overflow (stage_1_and_2.py, DeepSpeedZeroOptimizer.step).
+        zopt = engine.optimizer
+        if self.zero_stage > 0:
+            zopt.zero_grad(set_to_none=True)
+            getattr(zopt, "_release_preflattened_grad_buffers", lambda: None)()
+            for attr in ("averaged_gradients", "all_grad_tensors"):
+                held = getattr(zopt, attr, None)
+                if isinstance(held, dict):
+                    for k in held:
+                        held[k] = None
+                elif isinstance(held, list):
+                    held[:] = [None] * len(held)
         engine.zero_grad()
 
     def optimizer_states(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, dict]:
