@@ -109,12 +109,14 @@ def resolve_json(name: str) -> Path:
 
 
 def _launch_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "launch" / "deepspeed"
+    from gandist.resources import deepspeed_dir
+
+    return deepspeed_dir()
 
 
 def _known() -> str:
     names = sorted(p.stem for p in _launch_dir().glob("*.json"))
-    return ", ".join(names) if names else "(launch/deepspeed/ is not in this installation: give a path)"
+    return ", ".join(names) if names else "(no DeepSpeed JSON files in this installation: give a path)"
 
 
 def build_ds_config(raw: dict[str, Any], source: str, cfg, world: int) -> dict[str, Any]:
