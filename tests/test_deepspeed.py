@@ -200,6 +200,22 @@ def test_skipped_update_leaves_no_trace(tmp_path):
         )
 
 
+@pytest.mark.slow
+def test_zero2_reports_gradient_norms(tmp_path):
+    """ZeRO 2 frees `.grad` during backward; the health monitor's gradient norms come from the engine instead
+    and equal ZeRO 0's (one process: a local norm is the global one; float rounding of another summation)."""
+    logs = {}
+    for stage in (0, 2):
+        sets = [*deepspeed_sets(stage), "train.steps=2", "train.log_every=1", "health.every=1"]
+        r = subprocess.run([sys.executable, *_train_args(tmp_path / f"z{stage}", sets)], capture_output=True,
+                           text=True, timeout=MP_TIMEOUT, env=_env())  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        logs[stage] = [json.loads(x) for x in (tmp_path / f"z{stage}" / "log.jsonl").read_text().splitlines()]
+    for a, b in zip(logs[0], logs[2], strict=True):
+        for key in ("d_grad_norm", "g_grad_norm"):
+            assert a[key] > 0 and b[key] == pytest.approx(a[key], rel=1e-5), (key, a[key], b[key])
+
+
 # -- the checks of the JSON against the config, in process ------------------------------------------------
 def _cfg(*sets: str):
     from gandist.config import load_config

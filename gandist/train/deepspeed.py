@@ -200,6 +200,7 @@ class DeepSpeedStrategy(DataParallelStrategy):
         for key, value in ranks.items():
             os.environ.setdefault(key, str(value))
         self.engines: dict[str, Any] = {}
+        self._norms: dict[str, torch.Tensor] = {}  # grad_norm tensors step() fills in (ZeRO 2)
         self.zero_stage = 0
         self.source = ""
 
@@ -234,10 +235,22 @@ class DeepSpeedStrategy(DataParallelStrategy):
     def reduce_gradients(self, params: list[torch.Tensor]) -> None:
         """Nothing: the engine averages the gradients over the ranks in `step` (once per optimizer step)."""
 
+    def grad_norm(self, optimizer: str) -> torch.Tensor | None:
+        """ZeRO 0 and 1 leave this rank's gradients in `.grad` until the step (the loop reads them; the log
+        averages the ranks' norms). ZeRO 2 reduce-scatters them during backward and frees `.grad`: report the
+        global norm the engine computes in its step (NaN where the step was skipped)."""
+        if self.zero_stage < 2:
+            return None
+        self._norms[optimizer] = torch.full((), float("nan"))
+        return self._norms[optimizer]
+
     def step(self, optimizer: str, opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
         engine = self.engines[optimizer]
+        norm = self._norms.pop(optimizer, None)
         if bool(ok):  # host read of the all-reduced flag: the engine's step is a host decision
             engine.step()
+            if norm is not None and engine.get_global_grad_norm() is not None:
+                norm.fill_(float(engine.get_global_grad_norm()))
             return
         # every rank skips: drop the accumulated gradients and leave weights and optimizer state as they were.
         # ZeRO keeps gradients of its own (stage 2 reduces them into partitions during backward): clear them as

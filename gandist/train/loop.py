@@ -331,7 +331,8 @@ class Trainer:
             finite = finite & self._unscale(opt)
         ok = self.strategy.all_reduce_flag(finite)
         if self.health is not None:
-            stats[f"{phase.optimizer.lower()}_grad_norm"] = _grad_norm(params)
+            held = self.strategy.grad_norm(phase.optimizer)  # None: the gradients are the parameters' .grad
+            stats[f"{phase.optimizer.lower()}_grad_norm"] = _grad_norm(params) if held is None else held
         self.strategy.step(phase.optimizer, opt, ok)  # default: guarded_step(opt, ok)
         self.skipped += (~ok).long()
         self.skipped_run = torch.where(ok, 0, self.skipped_run + 1)

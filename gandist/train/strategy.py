@@ -172,6 +172,11 @@ class Strategy:
         """The backward an objective's `backward()` runs in a phase of `optimizer`; None: `loss.backward()`."""
         return None
 
+    def grad_norm(self, optimizer: str) -> torch.Tensor | None:
+        """The L2 norm of the phase's gradients (health monitor) where the strategy holds them rather than
+        the parameters' `.grad`, as a 0-dim tensor filled in by `step` at the latest; None: read `.grad`."""
+        return None
+
     def step(self, optimizer: str, opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
         """Apply the phase's update where the 0-dim flag `ok` (every rank's loss finite) is True."""
         from gandist.train.optim import guarded_step
