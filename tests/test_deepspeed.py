@@ -276,3 +276,19 @@ def test_gradient_clipping_must_be_explicit_and_names_resolve():
         assert ds["zero_optimization"]["stage"] == stage and ds["gradient_clipping"] == 0.0
     with pytest.raises(UserError, match="is neither a JSON file nor one of zero0, zero1, zero2"):
         resolve_json("zero9")
+
+
+def test_zero_buckets_fit_the_engine_unless_the_json_sets_them():
+    from gandist.train.deepspeed import DS_BUCKET, _fit_buckets
+
+    def zero(stage: int, n: int, **set_in_json) -> dict:
+        return _fit_buckets({"zero_optimization": {"stage": stage, **set_in_json}}, n)["zero_optimization"]
+
+    fitted = zero(1, 1000)
+    assert fitted["reduce_bucket_size"] == fitted["allgather_bucket_size"] == 1024  # a multiple of 256
+    assert zero(2, 10**10)["reduce_bucket_size"] == DS_BUCKET
+    assert zero(1, 1000, reduce_bucket_size=2048)["reduce_bucket_size"] == 2048
+    assert "reduce_bucket_size" not in zero(0, 1000)
+    kept = {"zero_optimization": {"stage": 1}}
+    _fit_buckets(kept, 1000)
+    assert kept == {"zero_optimization": {"stage": 1}}  # the JSON's own dict is left as it was
