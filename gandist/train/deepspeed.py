@@ -319,8 +319,13 @@ class DeepSpeedStrategy(DataParallelStrategy):
                 "resume it with that train.strategy, or start a new run with --out elsewhere"
             )
         ckpt.verify_checkpoint(path, files)  # sha256 of every engine file before DeepSpeed unpickles it
-        if self.zero_stage > 0:
-            written = len([f for f in files if f.startswith("deepspeed/") and "zero_pp_rank_" in f])
+        written = len([f for f in files if "zero_pp_rank_" in f])  # ZeRO >= 1: one partition file per rank
+        if (written > 0) != (self.zero_stage > 0):
+            raise CheckpointError(
+                f"checkpoint '{path}' was written under ZeRO stage {'1 or 2' if written else '0'}, this run uses "
+                f"stage {self.zero_stage}; resume with the train.deepspeed_config it was written with (its config.yaml)"
+            )
+        if written:
             per_engine = written // max(len(self.engines), 1)
             if per_engine != self.world_size:
                 raise CheckpointError(
