@@ -7,12 +7,18 @@ setup(
     version="0.1.0",
     description="Distributed GAN training: the classic family to StyleGAN, laptop CPU to SLURM clusters",
     python_requires=">=3.10",
-    packages=find_packages(include=["gandist", "gandist.*"]) + ["gandist.kernels", "gandist.configs"],
+    packages=find_packages(include=["gandist", "gandist.*"])
+    + ["gandist.kernels", "gandist.configs", "gandist.deepspeed_configs"],
     # kernels/ lives at the top level (it never imports the rest of gandist) and installs as gandist.kernels;
     # the YAML configs live in the top-level configs/ (one copy in git) and install as gandist/configs/,
     # where gandist.resources.configs_dir() finds them outside a source checkout.
-    package_dir={"gandist.kernels": "kernels", "gandist.configs": "configs"},
-    package_data={"gandist.configs": ["*.yaml"]},
+    # launch/deepspeed/*.json (train.deepspeed_config names) install as gandist/deepspeed_configs/ the same way.
+    package_dir={
+        "gandist.kernels": "kernels",
+        "gandist.configs": "configs",
+        "gandist.deepspeed_configs": "launch/deepspeed",
+    },
+    package_data={"gandist.configs": ["*.yaml"], "gandist.deepspeed_configs": ["*.json"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.4",

@@ -205,7 +205,9 @@ class TrainConfig:
     strategy: str = setting("single", choices=("single", "ddp", "deepspeed"))
     backend: str = setting("auto", choices=("auto", "nccl", "gloo"))  # auto: NCCL on GPUs, gloo on CPUs
     sync_batchnorm: bool = True  # ddp: batch norm over the global batch (W ranks = one process)
-    deepspeed_config: str = "zero1"  # a JSON file: a path, or the name of one in launch/deepspeed/ (zero0, zero1, zero2)
+    # deepspeed: a JSON file, a path or the name of one in launch/deepspeed/ (zero0, zero1, zero2); gandist fills in
+    # its batch sizes and checks it against this config (launch/README.md)
+    deepspeed_config: str = "zero1"
     # stop (exit status 1, checkpoints kept) after this many optimizer updates in a row were skipped because a
     # loss or gradient was not finite; 0 never stops
     skip_limit: int = setting(100, ge=0)

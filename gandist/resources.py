@@ -6,6 +6,8 @@ folder into the package as `gandist/configs/` when it builds a wheel, so
   installed wheel (pip install . / a .whl)   <site-packages>/gandist/configs/*.yaml
   source checkout, editable install          <repository>/configs/*.yaml
 
+and the DeepSpeed JSON files of `launch/deepspeed/` the same way, as `gandist/deepspeed_configs/`.
+
 No torch and no project imports: `gandist train --list` and `--help` stay cheap.
 """
 
@@ -23,6 +25,14 @@ def configs_dir() -> Path:
     if any(installed.glob("*.yaml")):
         return installed
     return _PACKAGE.parent / "configs"
+
+
+def deepspeed_dir() -> Path:
+    """The folder of shipped DeepSpeed JSON files (train.deepspeed_config names), installed or in the checkout."""
+    installed = _PACKAGE / "deepspeed_configs"
+    if any(installed.glob("*.json")):
+        return installed
+    return _PACKAGE.parent / "launch" / "deepspeed"
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -88,6 +88,8 @@ def test_wheel_trains_the_quickstart_from_an_empty_folder(tmp_path):
         "    m = importlib.import_module(name)\n"
         f"    assert m.__file__.startswith({str(venv)!r}), (name, m.__file__)\n"
         "import gandist.resources as r\n"
+        "assert (r.deepspeed_dir() / 'zero1.json').is_file(), r.deepspeed_dir()\n"
+        f"assert str(r.deepspeed_dir()).startswith({str(venv)!r}), r.deepspeed_dir()\n"
         "print(r.configs_dir())\n"
     )
     where = Path(_run([str(py), "-c", check], empty, env).stdout.strip())

@@ -29,6 +29,8 @@ of the main phase (`*both`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,9 +151,32 @@ def uncompiled(module: nn.Module) -> nn.Module:
     return getattr(module, "_orig_mod", module)
 
 
+# The backward of the phase that runs now, set by the loop from its strategy (`Strategy.backward_fn`):
+# None is autograd's `loss.backward()`; DeepSpeed passes its engine's `backward`, which objectives need
+# not know about.
+_BACKWARD: contextvars.ContextVar[Callable[[torch.Tensor], Any] | None] = contextvars.ContextVar(
+    "gandist_backward", default=None
+)
+
+
+@contextlib.contextmanager
+def backward_through(fn: Callable[[torch.Tensor], Any] | None):
+    """Within this block `backward()` calls `fn(scaled loss)` instead of `.backward()` (None: unchanged)."""
+    token = _BACKWARD.set(fn)
+    try:
+        yield
+    finally:
+        _BACKWARD.reset(token)
+
+
 def backward(loss: torch.Tensor, gain: float | torch.Tensor) -> None:
     """loss * gain backward; a gain of exactly 1.0 adds no multiplication (keeps results bit-identical)."""
-    (loss if isinstance(gain, float) and gain == 1.0 else loss * gain).backward()
+    scaled = loss if isinstance(gain, float) and gain == 1.0 else loss * gain
+    fn = _BACKWARD.get()
+    if fn is None:
+        scaled.backward()
+    else:
+        fn(scaled)
 
 
 def build_objective(name: str, cfg: Config, networks: dict[str, nn.Module], kind: str) -> Objective:

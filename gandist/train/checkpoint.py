@@ -5,6 +5,8 @@ A checkpoint is a folder `checkpoints/<step>/` holding
   optim.pt             optimizer states (loaded with weights_only=True: no code is unpickled)
   rng.safetensors      every RNG state the loop uses
   state.json           step, counters, data-stream position, resolved config, versions
+  deepspeed/<engine>/  only under train.strategy=deepspeed: each engine's own checkpoint
+                       (weights, optimizer partitions of every rank), listed in the manifest too
   MANIFEST.json        sha256 and size of each file above; written last
 It is assembled in a hidden temporary folder, flushed to disk and renamed into place, so a crash
 leaves either the previous checkpoint or the new one, never half of one. Loading re-hashes each file
@@ -66,8 +68,11 @@ def save_checkpoint(
     optim: dict[str, Any],
     rng: dict[str, torch.Tensor],
     state: dict[str, Any],
+    extra: dict[str, Path] | None = None,
 ) -> Path:
-    """Write checkpoint `step` under `root` atomically; returns its folder."""
+    """Write checkpoint `step` under `root` atomically; returns its folder. `extra` maps a name to a folder
+    already written (by every rank: a strategy's own state, e.g. DeepSpeed's engines) that is moved inside
+    as `<name>/` before the manifest, which lists its files too, so it counts only together with the rest."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:09d}"
     tmp = root / f".tmp-{step:09d}-{os.getpid()}"
@@ -78,8 +83,12 @@ def save_checkpoint(
     torch.save(optim, tmp / "optim.pt")
     save_file({k: v.cpu().contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
-    manifest = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in FILES}
-    for name in FILES:
+    names = list(FILES)
+    for name, folder in (extra or {}).items():
+        os.replace(folder, tmp / name)
+        names += sorted(f.relative_to(tmp).as_posix() for f in (tmp / name).rglob("*") if f.is_file())
+    manifest = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in names}
+    for name in names:
         _fsync(tmp / name)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     _fsync(tmp / MANIFEST)
@@ -96,6 +105,15 @@ def _error(path: Path, reason: str) -> CheckpointError:
     exc = CheckpointError(f"checkpoint '{path}': {reason}")
     exc.path, exc.reason = path, reason  # type: ignore[attr-defined]
     return exc
+
+
+def manifest_files(path: Path, under: str) -> tuple[str, ...]:
+    """The files the manifest of checkpoint `path` lists below folder `under` (e.g. 'deepspeed/')."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise _error(Path(path), f"{MANIFEST} is missing or not valid JSON") from None
+    return tuple(sorted(name for name in manifest if name.startswith(under)))
 
 
 def verify_checkpoint(path: Path, files: tuple[str, ...] = FILES) -> None:

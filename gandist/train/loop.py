@@ -41,11 +41,11 @@ from gandist.data import build_dataset
 from gandist.data.base import Batch
 from gandist.errors import CheckpointError, DivergedError, UserError
 from gandist.models import build_networks
-from gandist.objectives.base import Phase, PhaseContext, build_objective
+from gandist.objectives.base import Phase, PhaseContext, backward_through, build_objective
 from gandist.rng import stream
 from gandist.train import checkpoint as ckpt
 from gandist.train.ema import EMA
-from gandist.train.optim import build_optimizer, guarded_step
+from gandist.train.optim import build_optimizer
 from gandist.train.runlog import RunLog
 from gandist.train.schedule import Schedule, Stage, fade_reals
 from gandist.train.strategy import Strategy, build_strategy
@@ -159,6 +159,14 @@ class Trainer:
             params = [p for net in spec.networks for p in self.nets[net].parameters()]
             self.optimizers[name] = build_optimizer(params, cfg.optim, spec.lr, spec.reg_interval)
         self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
+        # each optimizer's parameters, in its order: the phase's gradients are read from these (under ZeRO
+        # the optimizer's own param_groups hold flat partitions, not the networks' parameters)
+        self.params = {name: [p for net in spec.networks for p in self.nets[net].parameters()]
+                       for name, spec in self.optimizer_specs.items()}  # fmt: skip
+        # a strategy that owns the optimizer step (DeepSpeed: one engine per optimizer) builds it here
+        by_optimizer = {name: [self.nets[n] for n in spec.networks]
+                        for name, spec in self.optimizer_specs.items()}  # fmt: skip
+        self.strategy.prepare(cfg, by_optimizer, self.optimizers)
         self.phases = self.objective.phases()
         self.schedule = Schedule(cfg)
         self.stage: Stage | None = None
@@ -309,7 +317,8 @@ class Trainer:
             gain = phase.gain * n / b
             ctx = PhaseContext(self.step, gain * self.loss_scale if fp16 else gain, self.gen, self.device,
                                self.z_dim, n, extras, self.strategy.rank, self.world)  # fmt: skip
-            with self._autocast():
+            # the objective's backward() runs the strategy's (autograd's, or a DeepSpeed engine's)
+            with self._autocast(), backward_through(self.strategy.backward_fn(phase.optimizer)):
                 result = self.objective.accumulate(phase, chunk, ctx)
             losses.append(result.loss)
             for k, v in result.stats.items():
@@ -317,14 +326,16 @@ class Trainer:
         stats = {k: v[0] if len(v) == 1 else torch.stack(v).mean() for k, v in acc.items()}
         loss = losses[0] if len(losses) == 1 else torch.stack(losses)
         # data parallelism: the global batch's gradients, once per optimizer step (after all micro-batches)
-        self.strategy.reduce_gradients([p for g in opt.param_groups for p in g["params"]])
+        params = self.params[phase.optimizer]
+        self.strategy.reduce_gradients(params)
         finite = torch.isfinite(loss).all()
         if fp16:
             finite = finite & self._unscale(opt)
         ok = self.strategy.all_reduce_flag(finite)
         if self.health is not None:
-            stats[f"{phase.optimizer.lower()}_grad_norm"] = _grad_norm(opt)
-        guarded_step(opt, ok)
+            held = self.strategy.grad_norm(phase.optimizer)  # None: the gradients are the parameters' .grad
+            stats[f"{phase.optimizer.lower()}_grad_norm"] = _grad_norm(params) if held is None else held
+        self.strategy.step(phase.optimizer, opt, ok)  # default: guarded_step(opt, ok)
         self.skipped += (~ok).long()
         self.skipped_run = torch.where(ok, 0, self.skipped_run + 1)
         self.objective.after_step(phase)
@@ -383,6 +394,9 @@ class Trainer:
         """Write a checkpoint (the main rank writes; every rank calls it: the RNG states of all ranks are
         gathered into it); returns its folder on the main rank."""
         rng = {**self.strategy.rng_states(), "loop": self.gen.get_state()}
+        # state the strategy keeps itself (DeepSpeed's engine checkpoints, written by every rank into a
+        # staging folder that becomes part of the checkpoint before it counts); None for single and ddp
+        extra = self.strategy.save_extra(self.run_dir / "checkpoints", self.step)
         if not self.strategy.is_main:
             return None
         self.open_run()
@@ -407,9 +421,9 @@ class Trainer:
             "torch": torch.__version__,
             "time": time.time(),
         }
-        optim = {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        optim = self.strategy.optimizer_states(self.optimizers)  # default: every optimizer's state_dict()
         path = ckpt.save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self.state_tensors(), optim, rng, state
+            self.run_dir / "checkpoints", self.step, self.state_tensors(), optim, rng, state, extra=extra
         )
         ckpt.prune_checkpoints(self.run_dir / "checkpoints", self.cfg.train.keep_ckpts)
         return path
@@ -446,13 +460,9 @@ class Trainer:
                     f"checkpoint '{path}' does not fit this run's {prefix} ({first}); resume with the config "
                     "it was written with (its config.yaml), or start a new run with --out elsewhere"
                 ) from None
-        missing = set(self.optimizers) - set(data["optim"])
-        if missing:
-            raise CheckpointError(
-                f"checkpoint '{path}' has no optimizer state for {', '.join(sorted(missing))}"
-            )
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(data["optim"][name])
+        self.strategy.load_optimizer_states(self.optimizers, data["optim"], path)
+        # DeepSpeed: each engine's checkpoint (weights and optimizer partitions); nothing for single and ddp
+        self.strategy.load_extra(path)
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
         self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
         self._restore_rng(data["rng"], written_world, path)
@@ -683,9 +693,9 @@ class Trainer:
         return summary
 
 
-def _grad_norm(opt: torch.optim.Optimizer) -> torch.Tensor:
+def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     """Global L2 norm of an optimizer's gradients, on the device (one fused multi-tensor kernel)."""
-    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gandist.errors import UserError
+from gandist.errors import CheckpointError, UserError
 
 
 class StrategyError(UserError):
@@ -162,6 +162,51 @@ class Strategy:
 
     def sync_buffers(self, modules: list[nn.Module]) -> None:
         """Make floating buffers agree over ranks after a step (data parallelism averages them)."""
+
+    # -- optimizer steps and their state (DeepSpeed's engines replace these; see deepspeed.py) -------
+    # The defaults are what the loop did before strategies could own the step, so `single` and `ddp`
+    # stay bit-identical.
+    def prepare(
+        self, cfg, networks: dict[str, list[nn.Module]], optimizers: dict[str, torch.optim.Optimizer]
+    ) -> None:
+        """Called once the optimizers exist: `networks[name]` are the modules optimizer `name` updates."""
+
+    def backward_fn(self, optimizer: str):
+        """The backward an objective's `backward()` runs in a phase of `optimizer`; None: `loss.backward()`."""
+        return None
+
+    def grad_norm(self, optimizer: str) -> torch.Tensor | None:
+        """The L2 norm of the phase's gradients (health monitor) where the strategy holds them rather than
+        the parameters' `.grad`, as a 0-dim tensor filled in by `step` at the latest; None: read `.grad`."""
+        return None
+
+    def step(self, optimizer: str, opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+        """Apply the phase's update where the 0-dim flag `ok` (every rank's loss finite) is True."""
+        from gandist.train.optim import guarded_step
+
+        guarded_step(opt, ok)
+
+    def optimizer_states(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, dict]:
+        """The optimizer states a checkpoint's optim.pt holds."""
+        return {name: opt.state_dict() for name, opt in optimizers.items()}
+
+    def load_optimizer_states(self, optimizers: dict[str, torch.optim.Optimizer], states: dict[str, dict],
+                              path) -> None:  # fmt: skip
+        missing = set(optimizers) - set(states)
+        if missing:
+            raise CheckpointError(
+                f"checkpoint '{path}' has no optimizer state for {', '.join(sorted(missing))}"
+            )
+        for name, opt in optimizers.items():
+            opt.load_state_dict(states[name])
+
+    def save_extra(self, root, step: int):
+        """Write state the strategy keeps outside optim.pt into a folder under `root` (a collective: every
+        rank calls it) and return that folder; the checkpoint moves it inside before it counts. None: nothing."""
+        return None
+
+    def load_extra(self, path) -> None:
+        """Restore what `save_extra` wrote, from checkpoint folder `path` (every rank calls it)."""
 
     # -- randomness -----------------------------------------------------------------------------
     def rng_state(self) -> dict[str, torch.Tensor]:
@@ -376,7 +421,7 @@ def build_strategy(name: str = "single", device: str = "auto", env: DistEnv | No
         if name == "deepspeed":
             from gandist.train.deepspeed import DeepSpeedStrategy
 
-            return DeepSpeedStrategy(dev, env, backend)
+            return DeepSpeedStrategy(dev, env, backend, sync_batchnorm)
         return DataParallelStrategy(dev, env, backend, sync_batchnorm)
     if name == "single":
         if env.world_size > 1:
