@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=Int(min=0), default=None, help="image decoding workers (default: by CPU count)"
     )
     e.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
-                   help="Inception: BN folded into the convs (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
+                   help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
 
     f = sub.add_parser("fid", help="FID between two image folders, statistics files (.npz) or checkpoints")
     f.add_argument(
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=Int(min=0), default=None, help="image decoding workers (default: by CPU count)"
     )
     f.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
-                   help="Inception: BN folded into the convs (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
+                   help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
 
     pr = sub.add_parser("prepare", help="turn a folder of images into a verified training dataset")
     pr.add_argument("src", type=Text(), help="folder of images (searched recursively)")
