@@ -118,3 +118,25 @@ def test_stylegan_training_benchmark_smoke(tmp_path):
     )  # the fused op runs in fused rows only
     (md,) = tmp_path.glob("train-stylegan-smoke-*.md")
     assert "Time per step by part" in md.read_text()
+
+
+@pytest.mark.distributed
+def test_scaling_benchmark_smoke(tmp_path):
+    """bench_scaling.py: 1 and 2 gloo ranks of a tiny DCGAN; a row per rank count with throughput, the
+    all-reduce share of a step and the parameter counts, written with provenance."""
+    import json
+    import os
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train" / "bench_scaling.py"
+    r = subprocess.run([sys.executable, str(script), "--smoke", "--ranks", "1,2", "--families", "dcgan", "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (result,) = tmp_path.glob("scaling-cpu-*.json")
+    rows = json.loads(result.read_text())["rows"]
+    assert [row["ranks"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["global_batch"] == 8 * row["ranks"] and row["img_per_s"] > 0 and 0 <= row["comm_share"] < 1
+        assert row["params"]["G"] > 0 and row["params"]["D"] > 0
+    assert rows[0]["efficiency"] == 1.0

@@ -5,9 +5,9 @@ Measured (`--ranks 1,2,4,8`): for each family and rank count, `torchrun --standa
 ranks of the `ddp` strategy (gloo on CPUs, NCCL on GPUs), each with the same per-rank batch (weak scaling:
 the global batch grows with the ranks, as a cluster run keeps the per-GPU batch), and times whole
 generator steps (every phase, penalties included) after a warm-up. Communication time is the time inside
-the strategy's collectives of a step (the gradient all-reduce of each phase and the buffer average),
-measured with the device synchronised around each call (benchmark only: training never synchronises
-there). Efficiency = images/s at N ranks / (N x images/s at 1 rank). On a machine with fewer cores than
+every all-reduce of a step (the gradient all-reduce of each phase, the buffer average, the finiteness
+flag and the synchronised batch norm's statistics), measured with the device synchronised around each
+call (benchmark only: training never synchronises there); on CPUs it includes waiting for the slowest rank. Efficiency = images/s at N ranks / (N x images/s at 1 rank). On a machine with fewer cores than
 ranks x threads the ranks share cores, and the figure measures that oversubscription, not the method:
 the table says how many cores there were.
 
@@ -93,8 +93,11 @@ def worker(args: argparse.Namespace) -> None:
 
             return inner
 
-        strategy.reduce_gradients = timed(strategy.reduce_gradients)
-        strategy.sync_buffers = timed(strategy.sync_buffers)
+        # every all-reduce of a step: the gradient reduction, the buffer average, the finiteness flag and the
+        # batch-norm statistics of the global batch (two per layer in the forward, two in the backward)
+        import torch.distributed as dist
+
+        dist.all_reduce = timed(dist.all_reduce)
         for _ in range(args.warmup):
             t.train_step()
         strategy.barrier()
