@@ -65,9 +65,9 @@ def slurm(tmp_path_factory):
 
 
 class Job:
-    def __init__(self, slurm: SlurmCluster, tmp: Path, run: Path, args: list[str]) -> None:
+    def __init__(self, slurm: SlurmCluster, tmp: Path, run: Path, args: list[str], config: str = "quickstart") -> None:
         self.slurm, self.out = slurm, tmp / "job.out"
-        env = _env(CONFIG="quickstart", RUN=str(run), RDZV_PORT=str(_free_port()))
+        env = _env(CONFIG=config, RUN=str(run), RDZV_PORT=str(_free_port()))
         cmd = ["sbatch", "--parsable", f"--chdir={tmp}", f"--output={self.out}", f"--cpus-per-task={NPROC}"]
         cmd += [str(SBATCH), *args]
         r = slurm.run(*cmd, env=env)
@@ -112,6 +112,23 @@ def test_sbatch_trains_a_run_to_the_end(slurm, tmp_path):
     assert (run / "log.jsonl").read_text().count("\n") >= 2
     assert (run / "samples" / "step_0000060.png").is_file() and (run / "config.yaml").is_file()
     assert "[gandist] done: 60 steps" in job.out.read_text(), job.report()
+
+
+@pytest.mark.slow
+def test_sbatch_trains_a_growing_pggan(slurm, tmp_path):
+    """pggan_cpu through the template with 2 ddp ranks: 4 -> 8 -> 16 px with fade-ins, to the end."""
+    import json
+
+    run = tmp_path / "run"
+    sets = ["train.kimg=1.2", "schedule.stable_kimg=0.256", "schedule.fade_kimg=0.256", "train.log_every=1",
+            "train.sample_every=1000", "train.ckpt_every=1000", "health.enabled=false"]  # fmt: skip
+    job = Job(slurm, tmp_path, run, [x for s in sets for x in ("--set", s)], config="pggan_cpu")
+    info = job.wait(lambda j: j["JobState"] in DONE, 300, "the job to end")
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (info, job.report())
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    seen = {(r["resolution"], r["phase"]) for r in records}
+    assert {(4, "stable"), (8, "fade"), (8, "stable"), (16, "fade")} <= seen, (seen, job.report())
+    ckpt.verify_checkpoint(ckpt.list_checkpoints(run / "checkpoints")[0])
 
 
 @pytest.mark.slow
