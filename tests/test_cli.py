@@ -107,7 +107,7 @@ def test_existing_run_needs_resume_flag(trained, capsys):
     "argv, message",
     [
         (["train", "--set", "train.stpes=3"], "did you mean 'train.steps'"),
-        (["train", "--set", "model.name=gan3000"], "valid: dcgan, mlp"),
+        (["train", "--set", "model.name=gan3000"], "valid: cyclegan, dcgan, mlp, pggan, sgan, stylegan"),
         (["train", "nope.yaml"], "not found"),
         (
             ["train", "--set", "data.name=folder", "--set", "data.path=/no/such/dir"],
