@@ -169,6 +169,11 @@ def backward_through(fn: Callable[[torch.Tensor], Any] | None):
         _BACKWARD.reset(token)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 (autocast) tensors widened to fp32 for losses and penalties; fp32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def backward(loss: torch.Tensor, gain: float | torch.Tensor) -> None:
     """loss * gain backward; a gain of exactly 1.0 adds no multiplication (keeps results bit-identical)."""
     scaled = loss if isinstance(gain, float) and gain == 1.0 else loss * gain

@@ -23,14 +23,11 @@ from gandist.objectives.base import (
     Phase,
     PhaseContext,
     PhaseResult,
+    at_least_fp32,
     backward,
     uncompiled,
 )
 from gandist.registry import register
-
-
-def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _flat(logits: torch.Tensor) -> torch.Tensor:
@@ -79,7 +76,7 @@ class Classic(Objective):
         fp16 autocast the gradient of a gradient is too coarse (or overflows) to penalise."""
         with torch.autocast(ctx.device.type, enabled=False):
             return self._penalty_terms_fp32(
-                _at_least_fp32(real), None if fake is None else _at_least_fp32(fake), ctx
+                at_least_fp32(real), None if fake is None else at_least_fp32(fake), ctx
             )
 
     def _penalty_terms_fp32(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):

@@ -33,14 +33,10 @@ from gandist.objectives.base import (
     Phase,
     PhaseContext,
     PhaseResult,
+    at_least_fp32,
     backward,
 )
 from gandist.registry import register
-
-
-def _fp32(x: torch.Tensor) -> torch.Tensor:
-    """Losses in at least fp32 (bf16/fp16 logits are widened; float64 stays float64 for the tests)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def with_fake_logit(logits: torch.Tensor, classes: int) -> torch.Tensor:
@@ -67,14 +63,14 @@ def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, classes: int, co
     """Sum over the rows with labels >= 0 of -log p(y | x, real) (softmax of the K class logits), divided by
     `count` (default: the number of labelled rows, i.e. their mean)."""
     mask = labels >= 0
-    nll = F.cross_entropy(_fp32(logits[:, :classes]), labels.clamp(min=0), reduction="none")
+    nll = F.cross_entropy(at_least_fp32(logits[:, :classes]), labels.clamp(min=0), reduction="none")
     total = (nll * mask).sum()
     return total / (mask.sum().clamp(min=1) if count is None else count)
 
 
 def unsupervised_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, classes: int) -> torch.Tensor:
     """-mean log(1 - p(fake | x)) over reals - mean log p(fake | G(z)) over fakes."""
-    return -log_p_real(_fp32(logits_real), classes).mean() - log_p_fake(_fp32(logits_fake), classes).mean()
+    return -log_p_real(at_least_fp32(logits_real), classes).mean() - log_p_fake(at_least_fp32(logits_fake), classes).mean()
 
 
 def accuracy(D: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int, batch: int = 512) -> float:
@@ -151,12 +147,12 @@ class SemiSupervised(Objective):
         if self.lc.name == "feature_matching":
             with torch.no_grad():
                 _, f_real = self.D(batch.x, with_features=True)
-            loss = (_fp32(f_real).mean(0) - _fp32(f_fake).mean(0)).square().mean()
+            loss = (at_least_fp32(f_real).mean(0) - at_least_fp32(f_fake).mean(0)).square().mean()
         else:
-            loss = -log_p_real(_fp32(logits_fake), self.K).mean()
+            loss = -log_p_real(at_least_fp32(logits_fake), self.K).mean()
         stats = {"adv_loss": loss.detach()}
         if y is not None and self.lc.class_weight > 0:
-            ce = F.cross_entropy(_fp32(logits_fake[:, : self.K]), y)
+            ce = F.cross_entropy(at_least_fp32(logits_fake[:, : self.K]), y)
             loss = loss + self.lc.class_weight * ce
             stats["class_loss"] = ce.detach()
         stats["g_loss"] = loss.detach()
