@@ -140,12 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="append the result (JSON line) to this file; default: RUN/metrics.jsonl",
     )
     e.add_argument("--batch", type=COUNT, default=None,
-                   help="extraction batch (default: metrics.batch of the run, else 32 on CPU, 256 on GPU)")  # fmt: skip
+                   help="extraction batch (default: metrics.batch of the run, else 8 on CPU, 256 on GPU)")  # fmt: skip
     e.add_argument(
         "--workers", type=Int(min=0), default=None, help="image decoding workers (default: by CPU count)"
     )
-    e.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
-                   help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
+    e.add_argument("--extractor-impl", default="auto", choices=["auto", "exact", "fused", "reference"],
+                   help="Inception: exact (auto: torch-fidelity's values, faster layout), fused (BN folded) or reference")  # fmt: skip
 
     f = sub.add_parser("fid", help="FID between two image folders, statistics files (.npz) or checkpoints")
     f.add_argument(
@@ -171,13 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--out", default=None, type=Text(), help="append the result (JSON line) to this file")
     f.add_argument(
-        "--batch", type=COUNT, default=None, help="extraction batch (default: 32 on CPU, 256 on GPU)"
+        "--batch", type=COUNT, default=None, help="extraction batch (default: 8 on CPU, 256 on GPU)"
     )
     f.add_argument(
         "--workers", type=Int(min=0), default=None, help="image decoding workers (default: by CPU count)"
     )
-    f.add_argument("--extractor-impl", default="auto", choices=["auto", "fused", "reference"],
-                   help="Inception: BN folded + channels_last (fused, the auto choice) or torch-fidelity's module")  # fmt: skip
+    f.add_argument("--extractor-impl", default="auto", choices=["auto", "exact", "fused", "reference"],
+                   help="Inception: exact (auto: torch-fidelity's values, faster layout), fused (BN folded) or reference")  # fmt: skip
 
     pr = sub.add_parser("prepare", help="turn a folder of images into a verified training dataset")
     pr.add_argument("src", type=Text(), help="folder of images (searched recursively)")

@@ -277,7 +277,7 @@ class MetricsConfig:
     names: str = "auto"  # comma list of fid,is,kid,pr,modes,parzen; auto: modes,fid for 2-D data, fid,is,kid for digits, fid otherwise
     n: int = setting(2000, ge=2)  # generated samples per evaluation
     extractor: str = setting("auto", choices=("auto", "inception", "digits", "points"))
-    # extraction batch for evaluation; 0 = sized for the device (32 on CPU, 256 on CUDA). Results do not depend on it
+    # extraction batch for evaluation; 0 = sized for the device (8 on CPU, 256 on CUDA). Results do not depend on it
     batch: int = setting(0, ge=0)
     inception: str = (
         ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)

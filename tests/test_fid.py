@@ -16,7 +16,7 @@ TOL = {
     "kid_vs_torch_fidelity": 2e-5,  # torch-fidelity evaluates the kernel in float32, gandist in float64
     "is_vs_torch_fidelity": 1e-9,  # both float64 from the same float32 logits, same splits
     "across_batch": 1e-12,  # the same features bit for bit; only the statistics merge in another order
-    # fused Inception (BN folded into convs, NHWC) is fp32 in another order: no further from the float64
+    # fused Inception (BN folded into the convs) is fp32 in another order: no further from the float64
     # network than torch-fidelity's fp32 module is, within this factor (measured 1.4 at 64 px)
     "fused_vs_fp64_error_ratio": 2.0,
 }
@@ -78,33 +78,53 @@ def test_fid_kid_is_equal_torch_fidelity_and_across_batch_sizes(weights, folders
     # A's saved statistics and B's cached ones: the same FID, nothing extracted
     assert main(["fid", str(stats), str(real), "--out", str(again), *common]) == 0
     assert json.loads(again.read_text())["fid"] == f["fid"]
+    # the default extractor (exact: torch-fidelity's module in oneDNN's blocked layout on the CPU) gives
+    # the reference implementation's features: it shares its cached statistics of B, and with the same
+    # batch for A it gives the same FID to the last bit
+    auto = tmp_path / "auto.jsonl"
+    assert main(["fid", str(fake), str(real), "--batch", "12", "--out", str(auto), "--inception", str(weights),
+                 "--workers", "0"]) == 0  # fmt: skip
+    u = json.loads(auto.read_text())
+    assert u["impl"] == "exact" and u["b"]["stats_file"] == f["b"]["stats_file"] and u["fid"] == f["fid"]
 
 
 @pytest.mark.slow
-def test_fused_inception_is_as_exact_as_the_reference(weights):
+def test_inception_implementations_against_torch_fidelity_and_float64(weights):
     import copy
 
-    from gandist.metrics.extractors import InceptionExtractor
+    from gandist.metrics.extractors import InceptionExtractor, fold_batch_norm
     from gandist.metrics.standin import calibration_images
 
     x = calibration_images(3, 21, seed=5)  # odd size
     reference = InceptionExtractor(weights, impl="reference")
-    fused = InceptionExtractor(weights)  # auto -> fused
-    assert fused.impl == "fused"
-    exact = copy.deepcopy(reference.net).double()  # the same network in float64: the independent reference
-    exact.feature_extractor_internal_dtype = torch.float64
+    exact = InceptionExtractor(weights)  # auto -> exact
+    fused = InceptionExtractor(weights, impl="fused")
+    assert exact.impl == "exact" and fused.impl == "fused"
+    ref_f, ref_logits = reference.extract(x)
+    # exact: torch-fidelity's module, in oneDNN's blocked layout where the CPU build has it, bit for bit
+    e_f, e_logits = exact.extract(x)
+    assert torch.equal(e_f, ref_f) and torch.equal(e_logits, ref_logits), exact.layout
+    # fused (BN folded into the convs) sums in another order: no further from the float64 network
+    # (the independent reference) than torch-fidelity's fp32 module is, within the stated factor
+    net64 = copy.deepcopy(reference.net).double()
+    net64.feature_extractor_internal_dtype = torch.float64
     with torch.no_grad():
-        truth = exact(x)[0].double()
-    ref_f, f = reference.extract(x)[0], fused.extract(x)[0]
+        truth = net64(x)[0].double()
+    f = fused.extract(x)[0]
     assert f.dtype == torch.float32 and f.shape == (3, 2048)
 
     def err(a):
         return ((a.double() - truth).abs().max() / truth.abs().max()).item()
 
     assert err(f) <= TOL["fused_vs_fp64_error_ratio"] * err(ref_f), (err(f), err(ref_f))
-    # Sample i's features do not depend on the batch it came in (both implementations, bit for bit on
+    # On the CPU the blocked layout only drops the reorders around each oneDNN convolution: the folded
+    # module gives the same values in PyTorch's plain layout, bit for bit.
+    if fused.layout == "onednn-blocked":
+        with torch.no_grad():
+            assert torch.equal(fold_batch_norm(copy.deepcopy(reference.net))(x)[0], f)
+    # Sample i's features do not depend on the batch it came in (every implementation, bit for bit on
     # CPU), and streamed statistics do not depend on the partition beyond float64 rounding.
-    for ex, whole in ((fused, f), (reference, ref_f)):
+    for ex, whole in ((exact, e_f), (fused, f), (reference, ref_f)):
         parts = torch.cat([ex.extract(x[:1])[0], ex.extract(x[1:])[0]])
         assert torch.equal(parts, whole)
     from gandist.metrics.stats import RunningStats

@@ -34,9 +34,11 @@ from gandist.metrics.sources import DatasetSource, GeneratorSource, Source, Stat
 from gandist.metrics.stats import RunningStats, merge_over_ranks
 
 METRIC_NAMES = tuple(METRICS)
-# Inception on CPU: 32 holds ~0.55 GiB of activations at 299x299 and costs ~7% more CPU per image
-# than 64 (the fastest measured); 250 peaked at 4.3 GB with system time doubled (page faults).
-CPU_BATCH = 32
+# Inception on CPU (impl exact, oneDNN blocked layout), ms per image on 2 cores, two measurements:
+# batch 4: 61.2, 8: 66.3 / 61.0, 16: 70.2 / 69.3, 32: 77.6 / 79.3. The larger the batch, the more
+# activations are allocated and freed as fresh memory mappings at every layer, and page faults take
+# the difference (system time 10-20 ms per image at 8, 46 at 32); 250 peaked at 4.3 GB.
+CPU_BATCH = 8
 CUDA_BATCH = 256  # ~4 GiB of Inception activations at 299x299 in fp32: large enough to fill an H100
 
 
@@ -332,11 +334,12 @@ def evaluate(
 
 
 def stats_key(extractor: Extractor) -> str:
-    """What of the extractor the cached statistics depend on: name, resize, impl, weights file."""
+    """What of the extractor the cached statistics depend on: name, resize, the values its implementation
+    gives (`exact` and `reference` share theirs) and the weights file."""
     d = extractor.describe()
     w = d.get("weights")
     wid = f"{w}:{Path(w).stat().st_size}:{Path(w).stat().st_mtime_ns}" if w and Path(w).is_file() else ""
-    return f"{d['extractor']}|{d['resize']}|{d.get('impl', '')}|{wid}"
+    return f"{d['extractor']}|{d['resize']}|{d.get('values', d.get('impl', ''))}|{wid}"
 
 
 def default_stats_path(
