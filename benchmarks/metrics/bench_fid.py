@@ -67,6 +67,20 @@ def make_folders(work: Path, n: int, res: int) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
+def prepare(args) -> tuple[Path, Path, Path, Path]:
+    """The work folder, the weights file (`--weights`, else the stand-in, written once) and the two image
+    folders: (work, weights, a, b)."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    weights = Path(args.weights) if args.weights else work / "standin-inception.pth"
+    if not weights.is_file():
+        from gandist.metrics.standin import make_standin_inception
+
+        make_standin_inception(weights)
+    a, b = make_folders(work, args.n, args.res)
+    return work, weights, a, b
+
+
 def _tree(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
@@ -266,14 +280,7 @@ def main() -> int:
     args = p.parse_args()
     if args.smoke:
         args.n, args.res, args.rounds = 6, 32, 1
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    weights = Path(args.weights) if args.weights else work / "standin-inception.pth"
-    if not weights.is_file():
-        from gandist.metrics.standin import make_standin_inception
-
-        make_standin_inception(weights)
-    a, b = make_folders(work, args.n, args.res)
+    work, weights, a, b = prepare(args)
     hub = work / "torch-home"  # pytorch-fid finds the same file in the torch hub cache, under its name
     (hub / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
     link = hub / "hub" / "checkpoints" / PYTORCH_FID_FILE
