@@ -78,14 +78,22 @@ def test_fid_kid_is_equal_torch_fidelity_and_across_batch_sizes(weights, folders
     # A's saved statistics and B's cached ones: the same FID, nothing extracted
     assert main(["fid", str(stats), str(real), "--out", str(again), *common]) == 0
     assert json.loads(again.read_text())["fid"] == f["fid"]
-    # the default extractor (exact: torch-fidelity's module in oneDNN's blocked layout on the CPU) gives
-    # the reference implementation's features: it shares its cached statistics of B, and with the same
-    # batch for A it gives the same FID to the last bit
-    auto = tmp_path / "auto.jsonl"
-    assert main(["fid", str(fake), str(real), "--batch", "12", "--out", str(auto), "--inception", str(weights),
-                 "--workers", "0"]) == 0  # fmt: skip
-    u = json.loads(auto.read_text())
-    assert u["impl"] == "exact" and u["b"]["stats_file"] == f["b"]["stats_file"] and u["fid"] == f["fid"]
+    # The default extractor (exact: every convolution in oneDNN, in its blocked layout on the CPU) gives
+    # the module's features wherever PyTorch runs the module itself with oneDNN (here: 2 threads), so
+    # with the same settings the same FID to the last bit; and the default batch is Inception's own.
+    threads, runs = torch.get_num_threads(), {}
+    torch.set_num_threads(2)
+    try:
+        for impl in ("auto", "reference"):
+            out = tmp_path / f"{impl}.jsonl"
+            assert main(["fid", str(fake), str(real), "--no-cache", "--out", str(out), "--inception", str(weights),
+                         "--workers", "0", "--extractor-impl", impl]) == 0  # fmt: skip
+            runs[impl] = json.loads(out.read_text())
+    finally:
+        torch.set_num_threads(threads)
+    assert runs["auto"]["impl"] == "exact" and runs["auto"]["batch"] == runs["reference"]["batch"] == 8
+    assert runs["auto"]["fid"] == runs["reference"]["fid"]
+    assert runs["auto"]["fid"] == pytest.approx(tf_fid, rel=TOL["fid_vs_torch_fidelity"])
 
 
 @pytest.mark.slow
@@ -100,10 +108,21 @@ def test_inception_implementations_against_torch_fidelity_and_float64(weights):
     exact = InceptionExtractor(weights)  # auto -> exact
     fused = InceptionExtractor(weights, impl="fused")
     assert exact.impl == "exact" and fused.impl == "fused"
-    ref_f, ref_logits = reference.extract(x)
-    # exact: torch-fidelity's module, in oneDNN's blocked layout where the CPU build has it, bit for bit
-    e_f, e_logits = exact.extract(x)
+    # exact: torch-fidelity's module with every convolution in oneDNN (in its blocked layout where the
+    # CPU build has it), bit for bit equal to the module wherever PyTorch itself runs it with oneDNN:
+    # with 2 threads always (on 1 thread below a batch of 16 its 1x1 convolutions take PyTorch's gemm).
+    # exact's own values do not depend on the thread count.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ref_f, ref_logits = reference.extract(x)
+        e_f, e_logits = exact.extract(x)
+        torch.set_num_threads(1)
+        e1_f, e1_logits = exact.extract(x)
+    finally:
+        torch.set_num_threads(threads)
     assert torch.equal(e_f, ref_f) and torch.equal(e_logits, ref_logits), exact.layout
+    assert torch.equal(e1_f, e_f) and torch.equal(e1_logits, e_logits)
     # fused (BN folded into the convs) sums in another order: no further from the float64 network
     # (the independent reference) than torch-fidelity's fp32 module is, within the stated factor
     net64 = copy.deepcopy(reference.net).double()
@@ -124,9 +143,15 @@ def test_inception_implementations_against_torch_fidelity_and_float64(weights):
             assert torch.equal(fold_batch_norm(copy.deepcopy(reference.net))(x)[0], f)
     # Sample i's features do not depend on the batch it came in (every implementation, bit for bit on
     # CPU), and streamed statistics do not depend on the partition beyond float64 rounding.
-    for ex, whole in ((exact, e_f), (fused, f), (reference, ref_f)):
+    for ex, whole in ((exact, e_f), (fused, f)):
         parts = torch.cat([ex.extract(x[:1])[0], ex.extract(x[1:])[0]])
         assert torch.equal(parts, whole)
+    # the CPU extraction batch when none is asked for: Inception's own (8), the pipeline's otherwise
+    from gandist.metrics.evaluate import CPU_BATCH, auto_batch
+    from gandist.metrics.extractors import PointsExtractor
+
+    assert auto_batch("cpu", 0, exact) == 8 and auto_batch("cpu", 0, PointsExtractor()) == CPU_BATCH == 32
+    assert auto_batch("cpu", 5, exact) == 5
     from gandist.metrics.stats import RunningStats
 
     feats = torch.randn(23, 7, dtype=torch.float64) * 3 + 100  # |mean|^2 >> variance, like pool features

@@ -9,9 +9,10 @@ cold process tree (1 rank runs plain `python -m gandist`). With CUDA each rank t
 CPU the cores are shared out (OMP_NUM_THREADS = cores / R), so the CPU rows measure how well the ranks
 share a fixed machine, not added hardware. Per rank count: wall time of the command, gandist's own
 seconds (start to result, Python start-up excluded), images per second over both folders, speedup
-and efficiency against 1 rank of the same run, and the FID's relative difference from the 1-rank FID
-(the ranks extract disjoint shares and merge their statistics: only the merge order differs). Rows go
-to `results/eval-scaling-<device>-<n>x<res>-<date>.json/.csv/.md` with provenance.
+and efficiency against the first rank count of `--ranks` in the same run, the Inception
+implementation and layout, and the FID's relative difference from the first row's (the ranks extract
+disjoint shares and merge their statistics: only the merge order differs). Rows go to
+`results/eval-scaling-<device>-<n>x<res>-r<ranks>-<date>.json/.csv/.md` with provenance.
 """
 
 from __future__ import annotations
@@ -46,18 +47,20 @@ def run_ranks(ranks: int, a: Path, b: Path, weights: Path, work: Path, cuda: boo
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
                *gandist]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GANDIST_CACHE": str(work / "cache")}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "GANDIST_CACHE": str(work / "cache")}
     if not cuda:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // ranks))
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{ranks} ranks: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     res = json.loads(out.read_text().splitlines()[-1])
-    return {"ranks": ranks, "wall_s": round(wall, 2), "gandist_s": round(res["seconds"], 2),
-            "world_size": res["world_size"], "fid": res["fid"], "batch": res["batch"],
-            "threads_per_rank": env.get("OMP_NUM_THREADS", ""), "command": " ".join(cmd)}  # fmt: skip
+    return {"ranks": ranks, "wall_s": round(wall, 2), "seconds": res["seconds"], "gandist_s": round(res["seconds"], 2),
+            "world_size": res["world_size"], "fid": res["fid"], "batch": res["batch"], "impl": res.get("impl"),
+            "layout": res.get("layout"), "threads_per_rank": env.get("OMP_NUM_THREADS", ""),
+            "command": " ".join(cmd)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.smoke:
         args.n, args.res = 8, 32
-    ranks = [int(r) for r in args.ranks.split(",") if r]
+    try:
+        ranks = [int(r) for r in args.ranks.split(",") if r]
+    except ValueError:
+        ranks = []
+    if not ranks or min(ranks) < 1:
+        raise SystemExit(f"--ranks {args.ranks!r}: give rank counts of 1 or more, e.g. 1,2")
     cuda = torch.cuda.is_available()
     if cuda and max(ranks) > torch.cuda.device_count():
         have = torch.cuda.device_count()
@@ -86,23 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     for r in ranks:
         row = run_ranks(r, a, b, weights, work, cuda, args)
         base = rows[0] if rows else row
-        row["img_per_s"] = round(2 * args.n / row["gandist_s"], 2)
-        row["speedup"] = round(base["gandist_s"] / row["gandist_s"], 3)
-        row["efficiency"] = round(row["speedup"] * base["ranks"] / r, 3)
-        row["fid_rel_diff_vs_first"] = abs(row["fid"] - base["fid"]) / abs(base["fid"])
+        row["img_per_s"] = round(2 * args.n / row["seconds"], 2)
+        row["speedup"] = round(base["seconds"] / row["seconds"], 3)
+        row["efficiency"] = round(base["seconds"] * base["ranks"] / (row["seconds"] * r), 3)
+        row["fid_rel_diff_vs_first"] = abs(row["fid"] - base["fid"]) / max(abs(base["fid"]), 1e-300)
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("ranks", "wall_s", "gandist_s", "img_per_s", "speedup", "fid")}),
               flush=True)  # fmt: skip
     prov = provenance()
     kind = "smoke" if args.smoke else "gpu" if cuda else "cpu"
-    stem = f"eval-scaling-{kind}-{args.n}x{args.res}-{prov['date'][:10]}"
+    stem = f"eval-scaling-{kind}-{args.n}x{args.res}-r{'-'.join(map(str, ranks))}-{prov['date'][:10]}"
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"provenance": {**prov, "weights": str(weights), "cpu_count": os.cpu_count(),
                              "loadavg_at_end": os.getloadavg()}, "settings": vars(args), "rows": rows}  # fmt: skip
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
-    cols = ["ranks", "threads_per_rank", "batch", "wall_s", "gandist_s", "img_per_s", "speedup", "efficiency", "fid",
-            "fid_rel_diff_vs_first", "command"]  # fmt: skip
+    cols = ["ranks", "threads_per_rank", "batch", "impl", "layout", "wall_s", "gandist_s", "img_per_s", "speedup",
+            "efficiency", "fid", "fid_rel_diff_vs_first", "command"]  # fmt: skip
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# gandist fid, {args.n} vs {args.n} images at {args.res}x{args.res}, by number of ranks", "",
              f"{prov['device']}, torch {prov['torch']}, commit {prov['commit']}, {prov['date']}. Command: "
              f"`{prov['command']}`. Weights: {weights.name}. Load average at the end: {os.getloadavg()[0]:.1f} "
-             f"on {os.cpu_count()} cores.", *(["", args.note] if args.note else []), "",
+             f"on {os.cpu_count()} cores. Inception: impl {rows[0]['impl']}, layout {rows[0]['layout']}.",
+             *(["", args.note] if args.note else []), "",
              "| ranks | threads per rank | wall s | gandist s | images/s | speedup | efficiency | FID | rel. diff vs 1st |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for x in rows:

@@ -41,7 +41,7 @@ TOOLS = (
     "gandist",
     "torch-fidelity",
     "pytorch-fid",
-)  # add "gandist-reference": torch-fidelity's module in gandist
+)  # also: "gandist-reference" (torch-fidelity's module as it is, in gandist), "gandist-fused" (BN folded)
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
 
@@ -167,7 +167,7 @@ def commands(tool: str, a: Path, b: Path, weights: Path, out_json: Path, args) -
     cuda = torch.cuda.is_available()
     py = sys.executable
     if tool.startswith("gandist"):
-        impl = "reference" if tool == "gandist-reference" else args.gandist_impl
+        impl = {"gandist-reference": "reference", "gandist-fused": "fused"}.get(tool, args.gandist_impl)
         cmd = [py, "-m", "gandist", "fid", str(a), str(b), "--inception", str(weights), "--no-cache",
                "--out", str(out_json), "--extractor-impl", impl]  # fmt: skip
         return cmd + (["--batch", str(args.batch)] if args.batch else [])
@@ -198,7 +198,7 @@ def write_results(rows: list[dict], tools: list[str], args, weights: Path, a: Pa
                          for k in ("wall_s", "cpu_s", "peak_tree_pss_gib", "peak_main_rss_gib")}  # fmt: skip
         summary[tool]["fid"] = rs[0]["fid"]
     ref = summary.get("torch-fidelity", {}).get("fid")
-    for t in ("gandist", "gandist-reference"):
+    for t in ("gandist", "gandist-reference", "gandist-fused"):
         if ref and summary.get(t, {}).get("fid") is not None:
             summary[t]["fid_rel_diff_vs_torch_fidelity"] = abs(summary[t]["fid"] - ref) / abs(ref)
     g = summary.get("gandist", {})
@@ -221,7 +221,7 @@ def write_results(rows: list[dict], tools: list[str], args, weights: Path, a: Pa
     import torch
 
     kind = "smoke" if args.smoke else "gpu" if torch.cuda.is_available() else "cpu"
-    stem = f"fid-{kind}-{args.n}x{args.res}-{prov['date'][:10]}"
+    stem = f"fid-{kind}-{args.n}x{args.res}-{prov['date'][:10]}" + (f"-{args.tag}" if args.tag else "")
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         cols = ["tool", "round", "n", "res", "wall_s", "cpu_s", "user_s", "sys_s", "peak_tree_pss_gib",
@@ -268,6 +268,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--probe-s", type=float, default=1.0, help="seconds between memory samples (PSS)")
     p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--tag", default="", help="appended to the result files' name (runs of one day apart)")
     p.add_argument("--weights", default=None, help="Inception weights file (default: the stand-in)")
     p.add_argument("--work", default="/tmp/gandist-bench-fid", help="folders, weights, logs")
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))

@@ -172,7 +172,7 @@ def _fid(args: argparse.Namespace, strategy) -> dict:
     both_stats = Path(args.a).suffix == ".npz" and Path(args.b).suffix == ".npz"
     ex = None if both_stats else build_extractor("inception", "images", "", strategy.device, args.inception,
                                                  args.extractor_impl)  # fmt: skip
-    batch = auto_batch(strategy.device, args.batch or 0)
+    batch = auto_batch(strategy.device, args.batch or 0, ex)
     stats, described = [], []
     for i, arg in enumerate((args.a, args.b)):
         src, cache, desc = (

@@ -47,6 +47,7 @@ class Extractor:
     has_probs: bool = False
     classes: int = 0  # width of the logits when has_probs
     device: torch.device = torch.device("cpu")
+    cpu_batch: int = 0  # the extraction batch on the CPU when none is asked for (0: the pipeline's default)
 
     @torch.no_grad()
     def extract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -252,19 +253,29 @@ class _BlockedCat(TorchFunctionMode):
 
 
 def _blocked_layout_works() -> bool:
-    """Whether this PyTorch build runs convolutions and pooling on oneDNN tensors with the plain
-    layout's values (x86 builds do; anything else falls back to the plain layout)."""
+    """Whether this PyTorch build runs what the Inception blocks do on oneDNN tensors with the plain
+    layout's values: 1x1 and 3x3 convolutions, in-place ReLU, max and average pooling (without the
+    padding in the count), and the concatenation through `_BlockedCat`. x86 builds do; anything else
+    falls back to the plain layout."""
+
+    def block(x, w1, w3):
+        a = F.relu(F.conv2d(x, w1), inplace=True)
+        b = F.conv2d(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), w3, None, 1, 1)
+        c = F.max_pool2d(x, 3, 1, 1)
+        return torch.cat([a, b, c], 1)
+
     try:
-        x = torch.rand(2, 16, 7, 7)
-        w = torch.rand(16, 16, 3, 3)
-        with torch.no_grad():
-            y = F.max_pool2d(F.conv2d(x.to_mkldnn(), w, None, 1, 1), 3, 2).to_dense()
+        g = torch.Generator().manual_seed(0)
+        x, w1, w3 = (torch.rand(s, generator=g) for s in ((2, 16, 7, 7), (16, 16, 1, 1), (16, 16, 3, 3)))
+        with torch.no_grad(), _BlockedCat():
+            y = block(x.to_mkldnn(), w1, w3)
+            y = y.to_dense() if y.is_mkldnn else y
             return (
                 torch.backends.mkldnn.is_available()
                 and torch.backends.mkldnn.enabled
-                and torch.equal(y, F.max_pool2d(F.conv2d(x, w, None, 1, 1), 3, 2))
+                and torch.equal(y, block(x, w1, w3))
             )
-    except (RuntimeError, NotImplementedError):
+    except (RuntimeError, NotImplementedError, TypeError):
         return False
 
 
@@ -279,17 +290,24 @@ def _to_plain(module, args):
 def use_blocked_layout(net: nn.Module, folded: bool) -> nn.Module:
     """Run torch-fidelity's Inception on oneDNN tensors in its blocked layout where that saves work.
 
-    On the CPU a convolution of a plain (NCHW) tensor is computed by oneDNN in a blocked layout
-    (NCHW16c on AVX-512): the input is reordered into it and the output back, at every layer. A
-    tensor that is already blocked runs the same kernel on the same values without the reorders, and
-    pooling is 3-4x faster on it (max and average pooling give the same values in either layout).
+    On the CPU PyTorch computes a convolution of a plain (NCHW) tensor with oneDNN in a blocked layout
+    (NCHW16c on AVX-512): the input is reordered into it and the output back, at every layer. A tensor
+    that is already blocked runs the same kernel on the same values without the reorders, and pooling
+    is 3-4x faster on it (max and average pooling give the same values in either layout). A oneDNN
+    input also makes PyTorch use oneDNN for every convolution: the plain module does so with more than
+    one thread or at batches of 16 and more (torch-fidelity's default batch is 64), but computes its
+    1x1 convolutions with its own gemm on one thread below 16 (features ~1.4e-6 relative apart), so
+    the blocked module's values do not depend on the thread count or the batch.
 
     Unfolded (impl `exact`): each Inception block's input is made blocked once for its three or four
     branch convolutions and its pooling (the plain module reorders it for each), as is the input of
-    the stem's max-pools; every convolution's output returns to the plain layout for its BatchNorm,
-    which PyTorch computes only there. Features equal torch-fidelity's module bit for bit (tested).
-    Folded (impl `fused`): nothing needs the plain layout, so activations stay blocked from the first
-    convolution to the final pool."""
+    the stem's max-pools; every convolution's output returns to the plain layout for PyTorch's own
+    BatchNorm (oneDNN's computes the same function with other roundings). Features equal the plain
+    module's bit for bit wherever it uses oneDNN (tested). Folded (impl `fused`): activations stay
+    blocked between layers, apart from each concatenation (`_BlockedCat`)."""
+    extra = set(net.features_list) - {"2048", "logits_unbiased", "logits"}
+    if extra:  # the intermediate taps squeeze a pooled tensor, which oneDNN tensors cannot do
+        raise ValueError(f"the blocked layout supports the 2048-d features and logits, not {sorted(extra)}")
     if folded:
         net.Conv2d_1a_3x3.register_forward_pre_hook(_to_blocked)
     else:
@@ -310,14 +328,21 @@ class InceptionExtractor(Extractor):
     """torch-fidelity's Inception-v3 on 8-bit RGB: pool3 features (2048) and the 1008 unbiased logits.
 
     impl `reference` runs torch-fidelity's module as it is. `exact` (what `auto` picks) runs the same
-    module and gives the same features bit for bit, on the CPU in oneDNN's blocked layout where that
-    saves reorders (`use_blocked_layout`: 1.1-1.2x faster than `reference` on 2 cores). `fused` also folds
-    each BatchNorm into its conv and stays blocked throughout (1.3x faster than `exact`), but sums in
-    another order: FID 2.7e-7 from torch-fidelity's on 1000 vs 1000 images, 3.6e-6 on 12 vs 12, with
-    the stand-in weights. All stay fp32; on CUDA they run in the plain layout with TF32 switched off
-    around every call."""
+    module with every convolution in oneDNN, on the CPU in oneDNN's blocked layout where that saves
+    reorders (`use_blocked_layout`): the features equal the module's bit for bit wherever PyTorch uses
+    oneDNN for it (more than one thread, or batches of 16 and more, as in torch-fidelity's default batch
+    of 64), and do not depend on the thread count or the batch. `fused` also folds each BatchNorm into
+    its conv and sums in another order (FID 2.8e-7 from torch-fidelity's on 1000 vs 1000 images, 3.6e-6
+    on 12 vs 12, with the stand-in weights). Speeds: `benchmarks/results/fid-cpu-*-impls.md`. All stay
+    fp32; on CUDA they run in the plain layout with TF32 switched off around every call (torch-fidelity
+    leaves PyTorch's default, TF32 convolutions, so GPU values differ from its GPU values)."""
 
     name, resize, dim, has_probs, classes = "inception-v3-tf", "tf1-bilinear-299", 2048, True, 1008
+    # CPU ms per image on 2 cores (impl exact), two measurements: batch 4: 61.2, 8: 66.3 / 61.0, 16:
+    # 70.2 / 69.3, 32: 77.6 / 79.3. The larger the batch, the more activations are allocated and freed
+    # as fresh memory mappings at every layer, and page faults take the difference (system time 10-20 ms
+    # per image at 8, 46 at 32); 250 peaked at 4.3 GB.
+    cpu_batch = 8
 
     def __init__(
         self, weights: str | Path | None = None, device: torch.device | str = "cpu", impl: str = "auto"
@@ -372,8 +397,14 @@ class InceptionExtractor(Extractor):
         return feats, logits
 
     def describe(self) -> dict:
-        # `values`: what the features equal bit for bit (cached statistics are shared on it)
-        values = "bn-folded" if self.impl == "fused" else "torch-fidelity"
+        # `values`: what the features equal bit for bit; cached statistics are keyed on it. `reference`
+        # has its own: on one thread below a batch of 16 PyTorch runs its 1x1 convs without oneDNN.
+        values = {
+            "fused": "bn-folded",
+            "exact": "torch-fidelity-onednn",
+            "reference": "torch-fidelity-module",
+        }
+        values = values[self.impl]
         return {**super().describe(), "weights": self.weights, "impl": self.impl, "layout": self.layout,
                 "values": values}  # fmt: skip
 
