@@ -34,6 +34,12 @@ class AdversarialLoss:
 
     clips_weights = False  # WGAN: clip D's weights to [-c, c] after every update
     decision_boundary: float | None = 0.0  # D output separating 'real' from 'fake'; None for critics
+    gradient_penalty = False  # WGAN-GP: the loss adds the penalty on interpolates
+    # What the training-health advice reads, so that it names no loss itself: the registered loss to
+    # switch to when G's gradient saturates (`unsaturated`), and the one that replaces this loss's
+    # weight clipping by the gradient penalty (`penalised`).
+    unsaturated: str | None = None
+    penalised: str | None = None
 
     def __init__(self, cfg: ClassicLoss) -> None:
         self.cfg = cfg
@@ -64,6 +70,8 @@ class _Logistic(AdversarialLoss):
 
 @register(LOSSES, "minimax")
 class Minimax(_Logistic):
+    unsaturated = "nonsaturating"  # the same D, G's loss -log D(G(z)) (Goodfellow et al. 2014, Sec. 3)
+
     def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
         return -F.softplus(fake).mean()  # log(1 - sigmoid(l)) = -softplus(l)
 
@@ -93,6 +101,7 @@ class LeastSquares(AdversarialLoss):
 class Wasserstein(AdversarialLoss):
     clips_weights = True
     decision_boundary = None  # critics score, they do not classify
+    penalised = "wgan-gp"
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return fake.mean() - real.mean()
@@ -104,6 +113,8 @@ class Wasserstein(AdversarialLoss):
 @register(LOSSES, "wgan-gp")
 class WassersteinGP(Wasserstein):
     clips_weights = False  # the gradient penalty replaces clipping
+    gradient_penalty = True
+    penalised = None
 
 
 @register(LOSSES, "hinge")

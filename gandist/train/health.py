@@ -109,13 +109,31 @@ def _fixed(text: str) -> Remedy:
     return Remedy((), lambda s: Advice({}, text))
 
 
+def _loss(s: Mapping[str, Any]):
+    """The run's adversarial loss class from the loss registry, or None (not set, or not a classic loss).
+    The advice reads the loss's declared properties and never names a loss itself."""
+    from gandist.losses import LOSSES
+
+    return LOSSES.get(s.get("loss.name"))
+
+
+def _gp_critic() -> str:
+    """The registered loss that makes D a critic with the gradient penalty."""
+    from gandist.losses import LOSSES
+
+    return next(name for name, loss in LOSSES.items() if loss.gradient_penalty)
+
+
 def _nonsaturating(s: Settings) -> Advice | None:
-    # Only the minimax generator loss saturates when D wins (Goodfellow et al. 2014, Sec. 3); the
-    # non-saturating, least-squares, hinge and Wasserstein losses already keep G's gradient alive.
-    if s.get("loss.name") != "minimax":
+    # Only a loss whose generator term saturates when D wins declares an `unsaturated` alternative
+    # (minimax, Goodfellow et al. 2014, Sec. 3); the non-saturating, least-squares, hinge and Wasserstein
+    # losses already keep G's gradient alive.
+    loss = _loss(s)
+    if loss is None or loss.unsaturated is None:
         return None
     return _advice(
-        "use the non-saturating generator loss ({sets}) instead of minimax", {"loss.name": "nonsaturating"}
+        f"use the non-saturating generator loss ({{sets}}) instead of {s.get('loss.name')}",
+        {"loss.name": loss.unsaturated},
     )
 
 
@@ -187,10 +205,12 @@ def _r1(s: Settings, strengthen: bool) -> Advice | None:
 def _penalty(s: Settings) -> Advice | None:
     """A smoother D: the gradient penalty for Wasserstein critics (stronger if it is on already, up to
     the paper's lambda 10, Gulrajani et al. 2017), R1 for the classifying losses."""
-    name = s.get("loss.name")
-    if name == "wgan":
-        return _advice("replace weight clipping with the gradient penalty ({sets})", {"loss.name": "wgan-gp"})
-    if name == "wgan-gp":
+    loss = _loss(s)
+    if loss is not None and loss.penalised:
+        return _advice(
+            "replace weight clipping with the gradient penalty ({sets})", {"loss.name": loss.penalised}
+        )
+    if loss is not None and loss.gradient_penalty:
         w = _num(s, "loss.gp_weight")
         if w is None or w >= 10.0:
             return None
@@ -204,9 +224,7 @@ def _penalty(s: Settings) -> Advice | None:
 def _is_critic(s: Mapping[str, Any]) -> bool:
     """Whether the run's loss makes D a critic that scores rather than classifies (the loss registry's
     `decision_boundary` is None: WGAN, WGAN-GP)."""
-    from gandist.losses import LOSSES
-
-    loss = LOSSES.get(s.get("loss.name"))
+    loss = _loss(s)
     return loss is not None and loss.decision_boundary is None
 
 
@@ -265,15 +283,15 @@ def _mixture_latent(s: Settings) -> Advice | None:
 
 
 def _wgan_gp(s: Settings) -> Advice | None:
-    name, k = s.get("loss.name"), s.get("train.d_steps")
-    if name is None or name == "wgan-gp":
+    loss, k = _loss(s), s.get("train.d_steps")
+    if s.get("loss.name") is None or (loss is not None and loss.gradient_penalty):
         return None
     if isinstance(k, int) and k < 5:  # n_critic 5, Gulrajani et al. 2017, Alg. 1
         return _advice(
             "use a Wasserstein critic with gradient penalty ({sets})",
-            {"loss.name": "wgan-gp", "train.d_steps": 5},
+            {"loss.name": _gp_critic(), "train.d_steps": 5},
         )
-    return _advice("use a Wasserstein critic with gradient penalty ({sets})", {"loss.name": "wgan-gp"})
+    return _advice("use a Wasserstein critic with gradient penalty ({sets})", {"loss.name": _gp_critic()})
 
 
 def _more_d_steps(s: Settings) -> Advice | None:
