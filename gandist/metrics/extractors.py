@@ -397,14 +397,13 @@ class InceptionExtractor(Extractor):
         return feats, logits
 
     def describe(self) -> dict:
-        # `values`: what the features equal bit for bit; cached statistics are keyed on it. `reference`
-        # has its own: on one thread below a batch of 16 PyTorch runs its 1x1 convs without oneDNN.
-        values = {
-            "fused": "bn-folded",
-            "exact": "torch-fidelity-onednn",
-            "reference": "torch-fidelity-module",
-        }
-        values = values[self.impl]
+        # `values`: what the features equal bit for bit; cached statistics are keyed on it. The plain
+        # module (reference, or exact where the blocked layout is unavailable) has its own: on one thread
+        # below a batch of 16 PyTorch runs its 1x1 convs without oneDNN.
+        if self.impl == "fused":
+            values = "bn-folded"
+        else:
+            values = "torch-fidelity-onednn" if self.layout == "onednn-blocked" else "torch-fidelity-module"
         return {**super().describe(), "weights": self.weights, "impl": self.impl, "layout": self.layout,
                 "values": values}  # fmt: skip
 
