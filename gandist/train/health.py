@@ -240,9 +240,16 @@ def _smaller_d(s: Settings) -> Advice | None:
 
 
 def _dropout(s: Settings) -> Advice | None:
-    # Input/hidden dropout exists in the MLP discriminator only (Goodfellow et al. 2014).
+    # Input/hidden dropout (Goodfellow et al. 2014), for a model whose config section declares it.
+    import dataclasses
+
+    from gandist.config import _components
+
+    section = _components()["model"].get(s.get("model.name"))
     p = _num(s, "model.dropout")
-    if s.get("model.name") != "mlp" or p is None or p >= 0.5:
+    if section is None or "dropout" not in {f.name for f in dataclasses.fields(section)}:
+        return None
+    if p is None or p >= 0.5:
         return None
     return _advice(f"add dropout to D ({{sets}}; now {_fmt(p)})", {"model.dropout": 0.5})
 
