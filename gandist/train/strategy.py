@@ -20,8 +20,8 @@ not change for them.
 Data parallelism (`ddp`): every rank holds the whole G and D, takes a disjoint 1/W share of each global
 batch (the data source slices the global stream by rank, the loop's latent draws are global draws
 sliced by rank), and after a phase's micro-batches the gradients of the phase's networks are averaged
-over ranks in one flat all-reduce, the choice of NVIDIA's StyleGAN2-ADA and StyleGAN3 trainers rather
-than torch's DistributedDataParallel wrapper: a GAN step runs several forward passes per backward,
+over ranks in one flat all-reduce, the choice of NVIDIA's StyleGAN3 training loop (StyleGAN2-ADA still
+wraps each network in torch's DistributedDataParallel) rather than the wrapper: a GAN step runs several forward passes per backward,
 differentiates D twice for R1 / WGAN-GP, runs D frozen in G's phase and grows networks mid-run, and
 each of these needs a workaround under the wrapper (find_unused_parameters, re-wrapping, no_sync).
 Here a frozen network's gradients are never reduced (they do not exist), gradient accumulation
