@@ -18,7 +18,7 @@ from gandist.models.layers import (
     avgpool2x,
     upsample2x,
 )
-from gandist.models.pggan import PGGANDiscriminator, PGGANGenerator, feature_maps
+from gandist.families.pggan.networks import PGGANDiscriminator, PGGANGenerator, feature_maps
 
 # Tiny widths for growing to 1024 px on CPU: nf = 4 up to 256 px, then 2 at 512 and 1 at 1024.
 TINY = dict(fmap_base=512, fmap_max=4)

@@ -94,7 +94,7 @@ def _eval(args: argparse.Namespace, strategy):
         import time
 
         from gandist.metrics.evaluate import peak_memory
-        from gandist.objectives.sgan import checkpoint_accuracy
+        from gandist.families.sgan.objective import checkpoint_accuracy
 
         t0 = time.perf_counter()
         extra = {"classifier": checkpoint_accuracy(gen.path)}

@@ -11,8 +11,8 @@ from gandist.config import Section, section_name
 
 Builder = Callable[[Section, tuple[int, ...], str], dict[str, nn.Module]]
 MODELS: dict[str, Builder] = {}
-_FAMILIES = ("gandist.models.mlp", "gandist.models.dcgan", "gandist.models.pggan", "gandist.models.stylegan",
-             "gandist.models.sgan", "gandist.models.cyclegan")
+_FAMILIES = ("gandist.families.mlp.networks", "gandist.families.dcgan.networks", "gandist.families.pggan.networks",
+             "gandist.families.stylegan.networks", "gandist.families.sgan.networks", "gandist.families.cyclegan.networks")
 
 
 def _registry() -> dict[str, Builder]:

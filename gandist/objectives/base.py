@@ -188,6 +188,8 @@ def build_objective(name: str, cfg: Config, networks: dict[str, nn.Module], kind
     """The objective registered as `name`; gandist's own live in `gandist/objectives/<name>.py`."""
     if name not in OBJECTIVES:
         import importlib
+        import importlib.util
 
-        importlib.import_module(f"gandist.objectives.{name}")
+        own = importlib.util.find_spec(f"gandist.families.{name}.objective") if name != "classic" else None
+        importlib.import_module(f"gandist.families.{name}.objective" if own else f"gandist.objectives.{name}")
     return OBJECTIVES[name](cfg, networks, kind)

@@ -41,7 +41,7 @@ from gandist.kernels import styled_epilogue
 from gandist.models.base import MODELS
 from gandist.models.config import StyleGANModel
 from gandist.models.layers import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
-from gandist.models.pggan import (
+from gandist.families.pggan.networks import (
     LRELU_SLOPE,
     PGGANDiscriminator,
     _check_resolution,
