@@ -137,6 +137,12 @@ class Objective:
         drawing its inputs from `data` (the run's data source, read with `peek`)."""
         return net(z)
 
+    @classmethod
+    def checkpoint_metrics(cls, path: Any) -> dict[str, Any]:
+        """What `gandist eval` reports for a checkpoint of this objective's family besides the sample metrics
+        (the semi-supervised GAN: D's accuracy as a classifier, under 'classifier'); most have none."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Extra state for checkpoints: tensors under 'tensors', JSON-serialisable values under 'values'."""
         return {"tensors": {}, "values": {}}
@@ -185,11 +191,19 @@ def backward(loss: torch.Tensor, gain: float | torch.Tensor) -> None:
 
 
 def build_objective(name: str, cfg: Config, networks: dict[str, nn.Module], kind: str) -> Objective:
-    """The objective registered as `name`; gandist's own live in `gandist/objectives/<name>.py`."""
+    """The objective registered as `name`, built for a run's networks."""
+    return objective_class(name)(cfg, networks, kind)
+
+
+def objective_class(name: str) -> Callable[..., Objective]:
+    """The objective registered as `name`: a family's own (`gandist/families/<name>/objective.py`) or a
+    shared one (`gandist/objectives/<name>.py`, the classic objective)."""
     if name not in OBJECTIVES:
         import importlib
-        import importlib.util
 
-        own = importlib.util.find_spec(f"gandist.families.{name}.objective") if name != "classic" else None
-        importlib.import_module(f"gandist.families.{name}.objective" if own else f"gandist.objectives.{name}")
-    return OBJECTIVES[name](cfg, networks, kind)
+        from gandist import families
+
+        families.import_part("objective")
+        if name not in OBJECTIVES:
+            importlib.import_module(f"gandist.objectives.{name}")
+    return OBJECTIVES[name]

@@ -27,8 +27,8 @@ import math
 import torch
 from torch import nn
 
+from gandist.families.pggan.config import PGGANModel
 from gandist.models.base import MODELS
-from gandist.models.config import PGGANModel
 from gandist.models.layers import (
     EqualizedConv2d,
     EqualizedLinear,

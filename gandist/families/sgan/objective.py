@@ -160,6 +160,11 @@ class SemiSupervised(Objective):
         return PhaseResult(loss.detach(), stats)
 
 
+    @classmethod
+    def checkpoint_metrics(cls, path) -> dict:
+        return {"classifier": checkpoint_accuracy(path)}
+
+
 def checkpoint_accuracy(path, which: str = "D") -> dict:
     """D's classification accuracy on the held-out digits of a semi-supervised GAN checkpoint (what
     `gandist eval` reports for this family): {'accuracy', 'heldout', 'labelled'}."""

@@ -37,10 +37,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gandist.kernels import styled_epilogue
-from gandist.models.base import MODELS
-from gandist.models.config import StyleGANModel
-from gandist.models.layers import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
 from gandist.families.pggan.networks import (
     LRELU_SLOPE,
     PGGANDiscriminator,
@@ -48,6 +44,10 @@ from gandist.families.pggan.networks import (
     _GrowthState,
     _widths,
 )
+from gandist.families.stylegan.config import StyleGANModel
+from gandist.kernels import styled_epilogue
+from gandist.models.base import MODELS
+from gandist.models.layers import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
 from gandist.registry import register
 
 NOISE_MODES = ("random", "const", "none")
