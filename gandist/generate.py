@@ -72,7 +72,7 @@ class LoadedGenerator:
         if not getattr(self.G, "conditional", False):
             raise UserError(
                 f"--class needs a class-conditional generator (model.name=sgan with model.conditional=true); "
-                f"'{self.path}' holds a {self.family()} generator{' without classes' if self.family() == 'sgan' else ''}"
+                f"'{self.path}' holds a {self.family()} generator{' without classes' if type(self.cfg.model).has_classes else ''}"
             )
         if not 0 <= cls < self.G.classes:
             raise UserError(f"--class {cls}: this generator draws classes 0-{self.G.classes - 1}; pick one of them")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gandist.config import config_from_yaml_text
+from gandist.config import config_from_yaml_text, registered
 from gandist.errors import CheckpointError, UserError
 from gandist.models import build_networks
 from gandist.train import checkpoint as ckpt
@@ -35,10 +35,12 @@ def load_translator(path: str | Path, direction: str) -> tuple[nn.Module, int, i
         raise CheckpointError(
             f"checkpoint '{p}': state.json lacks {exc} (not a gandist checkpoint?)"
         ) from None
-    if cfg.model.name != "cyclegan":
+    if not type(cfg.model).translates:
+        names = [n for n, c in registered("model").items() if c.translates]
+        labels = " or ".join(registered("model")[n].label or n for n in names)
         raise UserError(
-            f"translate needs a CycleGAN checkpoint (model.name=cyclegan); '{p}' holds a {cfg.model.name} model: "
-            f"use gandist generate {p} for it"
+            f"translate needs a {labels} checkpoint (model.name={' or '.join(names)}); '{p}' holds a "
+            f"{cfg.model.name} model: use gandist generate {p} for it"
         )
     name = DIRECTIONS[direction]
     G = build_networks(cfg.model, tuple(state["data_shape"]), state["data_kind"])[name]

@@ -538,15 +538,13 @@ class Trainer:
     def metric_names(self) -> list[str]:
         names = self.cfg.metrics.names
         if names == "auto":
-            if self.kind == "points":
-                return ["modes", "fid"] if self.cfg.data.name in ("ring", "grid") else ["fid"]
-            return ["fid", "is", "kid"] if self.cfg.data.name == "digits" else ["fid"]
+            return list(type(self.cfg.data).default_metrics)
         return [m.strip() for m in names.split(",") if m.strip()]
 
     def _uses_inception(self) -> bool:
         ex = self.cfg.metrics.extractor
         return ex == "inception" or (
-            ex == "auto" and self.kind == "images" and self.cfg.data.name != "digits"
+            ex == "auto" and self.kind == "images" and type(self.cfg.data).extractor == "inception"
         )
 
     def run_metrics(self) -> dict[str, Any] | None:
