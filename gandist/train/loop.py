@@ -40,6 +40,7 @@ from gandist.config import Config, dump_config, flat_dict
 from gandist.data import build_dataset
 from gandist.data.base import Batch
 from gandist.errors import CheckpointError, DivergedError, UserError
+from gandist.load import load_into
 from gandist.models import build_networks
 from gandist.objectives.base import Phase, PhaseContext, backward_through, build_objective
 from gandist.rng import stream
@@ -451,15 +452,12 @@ class Trainer:
         t = data["tensors"]
         modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
         for prefix, module in modules.items():
-            own = {k[len(prefix) + 1 :]: v for k, v in t.items() if k.startswith(prefix + ".")}
-            try:
-                module.load_state_dict(own)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
+            first = load_into(module, t, prefix)
+            if first:
                 raise CheckpointError(
                     f"checkpoint '{path}' does not fit this run's {prefix} ({first}); resume with the config "
                     "it was written with (its config.yaml), or start a new run with --out elsewhere"
-                ) from None
+                )
         self.strategy.load_optimizer_states(self.optimizers, data["optim"], path)
         # DeepSpeed: each engine's checkpoint (weights and optimizer partitions); nothing for single and ddp
         self.strategy.load_extra(path)
