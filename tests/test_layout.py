@@ -97,3 +97,17 @@ def test_every_family_folder_is_what_the_registries_hold():
 def test_families_declare_their_capabilities(family, capabilities):
     section = registered("model")[family]
     assert {c for c in ("grows", "has_classes", "translates") if getattr(section, c)} == capabilities
+
+
+def test_no_module_imports_a_family_s_private_names():
+    # What families share (growth state, widths per resolution) lives in gandist.models.growth with public
+    # names; reaching into another family's `_helpers` would tie two folders together.
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gandist.families."):
+                owner = node.module.split(".")[2]
+                if not rel.startswith(f"families/{owner}/"):
+                    found += [f"gandist/{rel}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, "import the shared public name instead:\n" + "\n".join(found)
