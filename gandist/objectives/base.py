@@ -23,8 +23,8 @@ of the main phase (`*both`).
 | classic (GAN, DCGAN, LSGAN, WGAN, WGAN-GP) | G, D | Dmain x k (Dboth x k when GP/R1 is paid every step), Dreg every N, Gmain | none |
 | PGGAN | G, D | Dboth (WGAN-GP lambda 10 + drift), Gmain; fade-in alpha from the schedule | none |
 | StyleGAN | G (mapping, synthesis), D | the classic phases: Dmain, Dreg every 16 (R1), Gmain; G mixes styles and tracks w_avg in its own training-mode forward | w_avg (a buffer of G) |
-| semi-supervised GAN (`sgan.py`) | G (optionally class-conditional), D (K logits + implicit fake, or K+1) | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (feature matching or non-saturating; + class cross-entropy for a conditional G); loss.mode=supervised: Dmain alone (the baseline) | none (the labelled-stream position lives in the data source's state) |
-| CycleGAN (`cyclegan.py`) | G_AB, G_BA, D_A, D_B | Gmain (both generators: adversarial + cycle + identity), Dmain (both critics on the Gmain batch, fakes from the pools) | two pools of 50 past fakes (images, count, random stream) |
+| semi-supervised GAN (`families/sgan/`) | G (optionally class-conditional), D (K logits + implicit fake, or K+1) | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (feature matching or non-saturating; + class cross-entropy for a conditional G); loss.mode=supervised: Dmain alone (the baseline) | none (the labelled-stream position lives in the data source's state) |
+| CycleGAN (`families/cyclegan/`) | G_AB, G_BA, D_A, D_B | Gmain (both generators: adversarial + cycle + identity), Dmain (both critics on the Gmain batch, fakes from the pools) | two pools of 50 past fakes (images, count, random stream) |
 """
 
 from __future__ import annotations
