@@ -29,7 +29,6 @@ into every checkpoint, so a resumed CPU run continues bit for bit.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -54,7 +53,7 @@ from gandist.train.ema import EMA
 from gandist.train.optim import build_optimizer
 from gandist.train.runlog import RunLog
 from gandist.train.schedule import Schedule, Stage, fade_reals
-from gandist.train.stats import StatsReader, _postfix, _progress
+from gandist.train.stats import StatsReader, _progress
 from gandist.train.strategy import Strategy, build_strategy
 
 # fp16 loss scale: torch.amp.GradScaler's defaults (start 2^16, x2 after 2000 finite steps, x0.5 on overflow)
@@ -415,36 +414,9 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
                 log_now = self.step % tc.log_every == 0 or finished
                 health_now = self.health is not None and self.health.due(self.step)
                 if log_now or health_now:
-                    nonfinite = False
-                    for step, host in self._read(pending):
-                        for k, v in host.items():
-                            window[k].append(v)
-                        nonfinite = nonfinite or not all(math.isfinite(v) for v in host.values())
-                        if self.health is not None:
-                            self.health.observe(step, host)
-                    pending.clear()
-                    if self.health is not None and (health_now or nonfinite):
-                        self.health.update(self.step, nonfinite=nonfinite)
+                    self.read_point(pending, window, health_now)
                 if log_now:
-                    now = time.perf_counter()
-                    n_steps = max(len(next(iter(window.values()), [])), 1)
-                    record = {"step": self.step, "kimg": self.nimg / 1000}
-                    if self.schedule.progressive:
-                        st = self.stage
-                        record.update(
-                            resolution=st.resolution, alpha=st.alpha, phase=st.phase, batch=st.batch
-                        )
-                    record.update({k: sum(v) / len(v) for k, v in window.items()})
-                    record["sec_per_step"] = (now - t_tick) / n_steps
-                    record["img_per_s"] = (self.nimg - nimg_tick) / max(now - t_tick, 1e-9)
-                    record["skipped"] = self._skipped_host
-                    if self.health is not None:
-                        self.health.annotate(record)
-                    log.log(record)
-                    if bar is not None:
-                        bar.set_postfix_str(_postfix(record), refresh=False)
-                    window.clear()
-                    t_tick, nimg_tick = now, self.nimg
+                    t_tick, nimg_tick = self.log_point(log, bar, window, t_tick, nimg_tick)
                 if self.step % tc.sample_every == 0 or finished:
                     self.save_samples(f"step_{self.step:07d}")
                 if self.cfg.metrics.every and (self.step % self.cfg.metrics.every == 0 or finished):
@@ -458,23 +430,7 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         if bar is not None:
             bar.close()
         path = self.save()
-        elapsed = time.perf_counter() - t_start
-        summary = {
-            "step": self.step,
-            "interrupted": interrupted,
-            "checkpoint": str(path) if path else None,
-            "run_dir": str(self.run_dir),
-            "seconds": elapsed,
-            "steps_per_s": (self.step - step_start) / max(elapsed, 1e-9),
-        }
-        if log.enabled:
-            from gandist.viz import plot_log
-
-            if (log.dir / "log.jsonl").is_file():  # (a run stopped before its first record has none)
-                plot_log(log.dir / "log.jsonl", log.dir / "losses.png")
-            (log.dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        log.close()
-        return summary
+        return self.summarise(log, path, interrupted, t_start, step_start)
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:

@@ -1,10 +1,14 @@
 """The statistics a Trainer reads and shows: the one device-to-host read per log point (`_read`, with the
-skip-limit check riding on it), the progress bar and its postfix. A part of `Trainer` (`loop.py`).
+skip-limit check riding on it), the health monitor fed from it, the log.jsonl record, the progress bar and
+its postfix, and the summary at the end. A part of `Trainer` (`loop.py`).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+import time
 from typing import Any
 
 import torch
@@ -43,6 +47,70 @@ class StatsReader:
                 i += len(vs)
             out.append((step, host))
         return out
+
+    def read_point(
+        self,
+        pending: list[tuple[int, dict[str, list[torch.Tensor]]]],
+        window: dict[str, list[float]],
+        health_now: bool,
+    ) -> None:
+        """At a log or health point: the pending steps' statistics to the host (one read), into the log
+        window and the health monitor, which diagnoses now if it is due or a value was not finite."""
+        nonfinite = False
+        for step, host in self._read(pending):
+            for k, v in host.items():
+                window[k].append(v)
+            nonfinite = nonfinite or not all(math.isfinite(v) for v in host.values())
+            if self.health is not None:
+                self.health.observe(step, host)
+        pending.clear()
+        if self.health is not None and (health_now or nonfinite):
+            self.health.update(self.step, nonfinite=nonfinite)
+
+    def log_point(
+        self, log: Any, bar: Any, window: dict[str, list[float]], t_tick: float, nimg_tick: int
+    ) -> tuple[float, int]:
+        """One log.jsonl record (means over the window, speed since the last record, the stage, health
+        notes) and the progress bar's postfix; returns the new tick (time, images)."""
+        now = time.perf_counter()
+        n_steps = max(len(next(iter(window.values()), [])), 1)
+        record = {"step": self.step, "kimg": self.nimg / 1000}
+        if self.schedule.progressive:
+            st = self.stage
+            record.update(resolution=st.resolution, alpha=st.alpha, phase=st.phase, batch=st.batch)
+        record.update({k: sum(v) / len(v) for k, v in window.items()})
+        record["sec_per_step"] = (now - t_tick) / n_steps
+        record["img_per_s"] = (self.nimg - nimg_tick) / max(now - t_tick, 1e-9)
+        record["skipped"] = self._skipped_host
+        if self.health is not None:
+            self.health.annotate(record)
+        log.log(record)
+        if bar is not None:
+            bar.set_postfix_str(_postfix(record), refresh=False)
+        window.clear()
+        return now, self.nimg
+
+    def summarise(
+        self, log: Any, path: Any, interrupted: str | None, t_start: float, step_start: int
+    ) -> dict[str, Any]:
+        """The run's summary (summary.json) and the loss plot, after the last checkpoint; closes the log."""
+        elapsed = time.perf_counter() - t_start
+        summary = {
+            "step": self.step,
+            "interrupted": interrupted,
+            "checkpoint": str(path) if path else None,
+            "run_dir": str(self.run_dir),
+            "seconds": elapsed,
+            "steps_per_s": (self.step - step_start) / max(elapsed, 1e-9),
+        }
+        if log.enabled:
+            from gandist.viz import plot_log
+
+            if (log.dir / "log.jsonl").is_file():  # (a run stopped before its first record has none)
+                plot_log(log.dir / "log.jsonl", log.dir / "losses.png")
+            (log.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        log.close()
+        return summary
 
 
 def _postfix(r: dict[str, Any]) -> str:
