@@ -9,13 +9,13 @@ Three sections belong to the components they configure and are chosen by name th
 
 | section | chosen by | its classes live in |
 |---|---|---|
-| `model` | `model.name` (the model family) | `gandist/models/config.py` |
-| `loss` | the model family's objective (`loss.name` then picks the adversarial loss) | `gandist/objectives/config.py` |
+| `model` | `model.name` (the model family) | `gandist/families/<name>/config.py` |
+| `loss` | the model family's objective (`loss.name` then picks the adversarial loss) | the family's `config.py`, or `gandist/objectives/config.py` (classic) |
 | `data` | `data.name` (the data source) | `gandist/data/config.py` |
 
 Each such class carries its own range metadata and its own `check(cfg)`. The other sections (`optim`,
 `train`, `health`, `metrics`) are defined here. This module imports nothing from the rest of gandist
-but `errors`, and neither it nor the component config modules import torch: a config loads anywhere.
+but `errors` and the torch-free family discovery (`gandist.families`), and neither it nor the component config modules import torch: a config loads anywhere.
 """
 
 from __future__ import annotations
@@ -114,7 +114,11 @@ class Section:
     """Base of the `model`, `loss` and `data` sections; subclasses register under a name."""
 
     registered_name: ClassVar[str] = ""
-    grows: ClassVar[bool] = False  # model families only: networks that grow through resolutions (set_growth)
+    # What a model family is, declared on its section and read through the registry instead of its name:
+    grows: ClassVar[bool] = False  # networks that grow through resolutions (set_growth): PGGAN, StyleGAN
+    has_classes: ClassVar[bool] = False  # D classifies the data's classes; G may draw a class (SGAN)
+    translates: ClassVar[bool] = False  # generators map images between domains, none from latents (CycleGAN)
+    label: ClassVar[str] = ""  # the family's name in messages (e.g. "CycleGAN"; "" = its registered name)
 
     def check(self, cfg: Config) -> None:
         """Cross-field and cross-section rules; raise ConfigError with one line naming the keys."""
@@ -123,9 +127,9 @@ class Section:
 # section -> registered name -> dataclass. Filled by the component config modules below.
 SECTIONS: dict[str, dict[str, type[Section]]] = {"model": {}, "loss": {}, "data": {}}
 DEFAULT_NAMES = {"model": "dcgan", "data": "digits"}
-# Torch-free modules that declare the component sections; imported (by name) on first use.
-COMPONENT_MODULES = ("gandist.models.config", "gandist.objectives.config", "gandist.data.config")
-_loaded = False
+# Torch-free modules that declare the shared component sections; imported (by name) on first use, with the
+# `config.py` of every family folder (`gandist.families`, which finds them without a list).
+COMPONENT_MODULES = ("gandist.objectives.config", "gandist.data.config")
 
 
 def register_section(section: str, name: str):
@@ -142,12 +146,17 @@ def register_section(section: str, name: str):
 
 
 def _components() -> dict[str, dict[str, type[Section]]]:
-    global _loaded
-    if not _loaded:
-        for module in COMPONENT_MODULES:
-            importlib.import_module(module)
-        _loaded = True
+    from gandist import families
+
+    for module in COMPONENT_MODULES:  # registration side effects; cached by the import system
+        importlib.import_module(module)
+    families.import_part("config")  # each call: GANDIST_FAMILIES may name a folder added since
     return SECTIONS
+
+
+def registered(section: str) -> dict[str, type[Section]]:
+    """Every registered class of `section` by name, in registration order (to read declared capabilities)."""
+    return dict(_components()[section])
 
 
 def section_class(section: str, name: str) -> type[Section]:

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gandist.config import Config, config_from_yaml_text
-from gandist.errors import CheckpointError, UserError
-from gandist.models import build_networks
-from gandist.train import checkpoint as ckpt
+from gandist.config import Config
+from gandist.errors import UserError
+from gandist.load import load_network
 
 
 @dataclass
@@ -72,7 +71,7 @@ class LoadedGenerator:
         if not getattr(self.G, "conditional", False):
             raise UserError(
                 f"--class needs a class-conditional generator (model.name=sgan with model.conditional=true); "
-                f"'{self.path}' holds a {self.family()} generator{' without classes' if self.family() == 'sgan' else ''}"
+                f"'{self.path}' holds a {self.family()} generator{' without classes' if type(self.cfg.model).has_classes else ''}"
             )
         if not 0 <= cls < self.G.classes:
             raise UserError(f"--class {cls}: this generator draws classes 0-{self.G.classes - 1}; pick one of them")
@@ -101,38 +100,15 @@ def load_generator(path: str | Path, which: str = "G_ema") -> LoadedGenerator:
     only the weights and state.json: a damaged optimizer or RNG state does not stop sampling."""
     if which not in ("G", "G_ema"):
         raise ValueError(f"which={which!r}: 'G' or 'G_ema'")
-    p = ckpt.resolve_checkpoint(path, files=ckpt.READER_FILES)
-    data = ckpt.read_weights(p)
-    state = data["state"]
-    try:
-        cfg = config_from_yaml_text(state["config"])
-        shape, kind, step = tuple(state["data_shape"]), state["data_kind"], int(state["step"])
-    except KeyError as exc:
-        raise CheckpointError(
-            f"checkpoint '{p}': state.json lacks {exc} (not a gandist checkpoint?)"
-        ) from None
-    except UserError as exc:  # a config this version no longer accepts
-        raise CheckpointError(f"checkpoint '{p}': its config cannot be used ({exc})") from None
-    nets = build_networks(cfg.model, shape, kind)
-    if "G" not in nets:  # a translation family (CycleGAN) has generators between domains, none from latents
-        raise UserError(
-            f"checkpoint '{p}' holds a {cfg.model.name} model, which translates images and draws none from "
-            f"latents; use gandist translate {p} --direction AtoB IN OUT"
-        )
-    G = nets["G"]
-    prefix = f"{which}."
-    weights = {k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)}
-    if not weights:
-        raise CheckpointError(f"checkpoint '{p}': models.safetensors holds no {which} weights")
-    try:
-        G.load_state_dict(weights)
-    except RuntimeError as exc:  # names or shapes differ from what the config builds
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint '{p}': {which} weights do not fit its config ({first})") from None
-    stage = state.get("stage")
-    if stage and hasattr(G, "set_growth"):  # a growing G samples at the resolution its run reached
-        G.set_growth(int(stage["resolution"]), float(stage["alpha"]))
-    return LoadedGenerator(G.eval(), cfg, kind, step, p)
+    def refuse(cfg: Config, p: Path) -> None:
+        if type(cfg.model).translates:  # generators between domains, none from latents
+            raise UserError(
+                f"checkpoint '{p}' holds a {cfg.model.name} model, which translates images and draws none from "
+                f"latents; use gandist translate {p} --direction AtoB IN OUT"
+            )
+
+    loaded = load_network(path, which, refuse)
+    return LoadedGenerator(loaded.net, loaded.cfg, loaded.kind, loaded.step, loaded.path)
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gandist.config import config_from_yaml_text
-from gandist.errors import CheckpointError, UserError
-from gandist.models import build_networks
-from gandist.train import checkpoint as ckpt
+from gandist.config import Config, registered
+from gandist.errors import UserError
+from gandist.load import load_network
 
 DIRECTIONS = {"AtoB": "G_AB", "BtoA": "G_BA"}
 
@@ -26,29 +25,17 @@ def load_translator(path: str | Path, direction: str) -> tuple[nn.Module, int, i
     checkpoint of another family."""
     if direction not in DIRECTIONS:
         raise UserError(f"--direction {direction}: use AtoB or BtoA")
-    p = ckpt.resolve_checkpoint(path, files=ckpt.READER_FILES)
-    data = ckpt.read_weights(p)
-    state = data["state"]
-    try:
-        cfg = config_from_yaml_text(state["config"])
-    except KeyError as exc:
-        raise CheckpointError(
-            f"checkpoint '{p}': state.json lacks {exc} (not a gandist checkpoint?)"
-        ) from None
-    if cfg.model.name != "cyclegan":
-        raise UserError(
-            f"translate needs a CycleGAN checkpoint (model.name=cyclegan); '{p}' holds a {cfg.model.name} model: "
-            f"use gandist generate {p} for it"
-        )
-    name = DIRECTIONS[direction]
-    G = build_networks(cfg.model, tuple(state["data_shape"]), state["data_kind"])[name]
-    prefix = f"{name}."
-    try:
-        G.load_state_dict({k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint '{p}': {name} weights do not fit its config "
-                              f"({str(exc).strip().splitlines()[0]})") from None  # fmt: skip
-    return G.eval(), cfg.data.resolution, state["data_shape"][0]
+    def refuse(cfg: Config, p: Path) -> None:
+        if not type(cfg.model).translates:
+            names = [n for n, c in registered("model").items() if c.translates]
+            labels = " or ".join(registered("model")[n].label or n for n in names)
+            raise UserError(
+                f"translate needs a {labels} checkpoint (model.name={' or '.join(names)}); '{p}' holds a "
+                f"{cfg.model.name} model: use gandist generate {p} for it"
+            )
+
+    loaded = load_network(path, DIRECTIONS[direction], refuse)
+    return loaded.net, loaded.cfg.data.resolution, loaded.shape[0]
 
 
 def _inputs(src: Path) -> list[Path]:

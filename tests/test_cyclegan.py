@@ -11,7 +11,7 @@ from gandist.config import load_config
 from gandist.data import build_dataset
 from gandist.data.unpaired import SCHEMES, paint, shapes_scene
 from gandist.errors import DataError
-from gandist.objectives.cyclegan import ImagePool, generator_terms, lsgan_d_loss
+from gandist.families.cyclegan.objective import ImagePool, generator_terms, lsgan_d_loss
 from gandist.train import checkpoint as ckpt
 from gandist.train.loop import Trainer
 

@@ -9,7 +9,9 @@ import torch
 from torch.nn import functional as F
 
 from gandist.config import ConfigError, load_config
+from gandist.families.pggan.networks import PGGANDiscriminator, PGGANGenerator
 from gandist.models import build_networks
+from gandist.models.growth import feature_maps
 from gandist.models.layers import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -18,7 +20,6 @@ from gandist.models.layers import (
     avgpool2x,
     upsample2x,
 )
-from gandist.models.pggan import PGGANDiscriminator, PGGANGenerator, feature_maps
 
 # Tiny widths for growing to 1024 px on CPU: nf = 4 up to 256 px, then 2 at 512 and 1 at 1024.
 TINY = dict(fmap_base=512, fmap_max=4)

@@ -13,7 +13,7 @@ from gandist.config import load_config
 from gandist.data import build_dataset
 from gandist.data.digits import load_digits_tensor, split_indices
 from gandist.errors import DataError
-from gandist.objectives.sgan import (
+from gandist.families.sgan.objective import (
     accuracy,
     log_p_fake,
     log_p_real,

@@ -12,10 +12,10 @@ import torch
 from kernel_utils import assert_close
 
 from gandist.config import ConfigError, load_config
+from gandist.families.pggan.networks import PGGANDiscriminator
+from gandist.families.stylegan.networks import StyleGANGenerator, StyleLayer, binomial_kernel, blur2d
 from gandist.losses import r1_penalty
 from gandist.models import build_networks
-from gandist.models.pggan import PGGANDiscriminator
-from gandist.models.stylegan import StyleGANGenerator, StyleLayer, binomial_kernel, blur2d
 from gandist.train import checkpoint as ckpt
 from gandist.train.loop import Trainer
 

@@ -17,7 +17,7 @@ import time
 
 from gandist.cli_args import Seeds
 from gandist.config import load_config
-from gandist.objectives.sgan import accuracy
+from gandist.families.sgan.objective import accuracy
 from gandist.train.loop import Trainer
 
 

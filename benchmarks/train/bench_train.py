@@ -117,7 +117,7 @@ def _breakdown(t, steps: int, cuda: bool) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    import gandist.models.stylegan as sg
+    import gandist.families.stylegan.networks as sg
 
     run_phase, epilogue = t.run_phase, getattr(sg, "styled_epilogue", None)
 

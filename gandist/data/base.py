@@ -127,10 +127,10 @@ def build_dataset(cfg: Section, seed: int, strategy: Any = None) -> DataSource:
     (DALI) take this rank's share, and a GPU strategy gets GPU decoding."""
     load_sources()
     name = section_name(cfg)
-    if name in ("folder", "unpaired") and cfg.loader == "dali":
-        from gandist.data.dali import DaliFolder, DaliUnpaired
+    if type(cfg).dali and cfg.loader == "dali":
+        from gandist.data import dali
 
-        cls = DaliFolder if name == "folder" else DaliUnpaired
+        cls = getattr(dali, type(cfg).dali)
         if strategy is None:
             return cls(cfg, seed)
         device_id = strategy.device.index if strategy.device.type == "cuda" else None

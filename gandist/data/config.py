@@ -16,6 +16,13 @@ from gandist.config import Config, ConfigError, NamedSection, register_section, 
 @dataclass
 class DataSection(NamedSection):
     kind: ClassVar[str] = "images"  # "images" ([N, C, H, W] in [-1, 1]) or "points" ([N, 2])
+    # What a data source is, declared here and read through the registry instead of its name:
+    classes: ClassVar[int] = 0  # labelled classes (0 = unlabelled)
+    domains: ClassVar[int] = 1  # image domains in a batch (2: unpaired A/B for translation)
+    known_modes: ClassVar[bool] = False  # a mixture with known modes (the `modes` metric)
+    default_metrics: ClassVar[tuple[str, ...]] = ("fid",)  # metrics.names=auto
+    extractor: ClassVar[str] = "inception"  # metrics.extractor=auto
+    dali: ClassVar[str] = ""  # the DALI source of loader=dali (a class in gandist/data/dali.py; "" = none)
     batch_size: int = setting(64, gt=0)  # samples per step (per D step: k batches per generator step)
 
 
@@ -25,6 +32,9 @@ class RingData(DataSection):
     """8 Gaussians on the unit circle, std 0.01 (VEEGAN)."""
 
     kind: ClassVar[str] = "points"
+    known_modes: ClassVar[bool] = True
+    default_metrics: ClassVar[tuple[str, ...]] = ("modes", "fid")
+    extractor: ClassVar[str] = "points"
 
 
 @register_section("data", "grid")
@@ -33,6 +43,9 @@ class GridData(DataSection):
     """25 Gaussians on {-4, -2, 0, 2, 4}^2, std 0.05 (VEEGAN / PacGAN)."""
 
     kind: ClassVar[str] = "points"
+    known_modes: ClassVar[bool] = True
+    default_metrics: ClassVar[tuple[str, ...]] = ("modes", "fid")
+    extractor: ClassVar[str] = "points"
 
 
 @dataclass
@@ -47,6 +60,10 @@ class ImageData(DataSection):
 class DigitsData(ImageData):
     """scikit-learn's 1797 handwritten 8x8 digits, upsampled. For semi-supervised training a fixed share
     is held out (never served) and only a labelled subset of the rest keeps its labels."""
+
+    classes: ClassVar[int] = 10
+    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "is", "kid")
+    extractor: ClassVar[str] = "digits"  # the digit classifier's features (gandist.metrics.extractors)
 
     # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
     holdout: int = setting(0, ge=0)
@@ -102,6 +119,8 @@ class ProceduralData(ImageData):
 class FolderData(ImageData):
     """A folder of PNG/JPEG images (searched recursively) or a dataset written by `gandist prepare`."""
 
+    dali: ClassVar[str] = "DaliFolder"
+
     path: str = ""  # root of the images
     num_workers: int = setting(0, ge=0)  # DataLoader worker processes (loader=torch)
     loader: str = setting("torch", choices=("torch", "dali"))  # torch: PIL workers; dali: DALI pipeline
@@ -139,6 +158,8 @@ class FolderData(ImageData):
 class UnpairedSection(ImageData):
     """Two image domains A and B, unpaired: every batch interleaves A, B, A, B, ... (domain 0, 1, ...)."""
 
+    domains: ClassVar[int] = 2
+
     def check(self, cfg: Config) -> None:
         if self.batch_size % 2:
             raise ConfigError(
@@ -158,6 +179,8 @@ class UnpairedSection(ImageData):
 class UnpairedData(UnpairedSection):
     """Unpaired image folders in the standard layout: data.path/trainA and data.path/trainB (horse2zebra),
     any image format `gandist prepare` reads (or a prepared dataset in each)."""
+
+    dali: ClassVar[str] = "DaliUnpaired"
 
     path: str = ""  # the folder holding trainA/ and trainB/
     loader: str = setting("torch", choices=("torch", "dali"))  # torch: PIL; dali: one DALI pipeline (GPU decode

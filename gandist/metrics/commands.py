@@ -90,14 +90,21 @@ def _eval(args: argparse.Namespace, strategy):
     gen.G.to(strategy.device)
     run_dir = gen.path.parent.parent
     extra = {}
-    if gen.family() == "sgan" or "accuracy" in metrics:  # the semi-supervised GAN's D is a classifier
+    family = type(gen.cfg.model)
+    if family.has_classes or "accuracy" in metrics:  # a family whose D classifies reports its accuracy
         import time
 
+        from gandist.errors import UserError
         from gandist.metrics.evaluate import peak_memory
-        from gandist.objectives.sgan import checkpoint_accuracy
+        from gandist.objectives.base import objective_class
 
+        if not family.has_classes:
+            raise UserError(
+                f"classifier accuracy is a semi-supervised GAN metric; '{gen.path}' holds a {gen.family()} model "
+                "(drop 'accuracy' from --metrics)"
+            )
         t0 = time.perf_counter()
-        extra = {"classifier": checkpoint_accuracy(gen.path)}
+        extra = objective_class(family.objective).checkpoint_metrics(gen.path)
         metrics = [m for m in metrics if m != "accuracy"]
         if not metrics:
             res = {"checkpoint": str(gen.path), "step": gen.step, **extra,

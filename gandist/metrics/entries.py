@@ -9,7 +9,8 @@ An entry declares its inputs, so the evaluation extracts only what some requeste
 | `fake_logits` | the Inception Score accumulated per split while streaming (class logits, never stored) |
 | `samples` | the first samples of both sides, as images (pictures) |
 
-`kinds` are the data kinds the metric is defined on; `datasets` restricts it to named datasets.
+`kinds` are the data kinds the metric is defined on; `data_needs` names a capability its data source must
+declare (a class attribute of the `data` section, e.g. `known_modes`), so no metric names a dataset.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class MetricEntry:
     needs: frozenset[str]
     compute: Callable[[Any], dict[str, Any]]  # (EvalContext) -> values
     kinds: tuple[str, ...] = ("images", "points")
-    datasets: tuple[str, ...] | None = None
+    data_needs: str = ""  # a capability the data section declares ('' = any data of the kinds)
     min_samples: int = 2  # per side
 
 
@@ -80,7 +81,7 @@ def _pr(ctx) -> dict[str, Any]:
     return precision_recall(ctx.real_feats, ctx.fake_feats, k=PR_K)
 
 
-@metric("modes", {"fake_feats"}, kinds=("points",), datasets=("ring", "grid"), min_samples=1)
+@metric("modes", {"fake_feats"}, kinds=("points",), data_needs="known_modes", min_samples=1)
 def _modes(ctx) -> dict[str, Any]:
     from gandist.metrics.modes import mode_coverage
 
@@ -118,9 +119,12 @@ def check_request(
         if kind not in e.kinds:
             what = "draws images" if e.kinds == ("images",) else f"is defined on {' / '.join(e.kinds)}"
             raise UserError(f"metric '{name}' {what}; these samples are {kind}")
-        if e.datasets and dataset not in e.datasets:
-            raise UserError(
-                f"metric '{name}' is defined for the 2-D mixtures (data.name {' or '.join(e.datasets)})"
-            )
+        if e.data_needs:
+            from gandist.config import registered
+
+            sources = registered("data")
+            if not getattr(sources.get(dataset or ""), e.data_needs, False):
+                having = [n for n, c in sources.items() if getattr(c, e.data_needs, False)]
+                raise UserError(f"metric '{name}' is defined for the 2-D mixtures (data.name {' or '.join(having)})")
         if "fake_logits" in e.needs and not has_probs:
             raise UserError(f"metric '{name}' needs class probabilities; this extractor has none")

@@ -411,8 +411,10 @@ class InceptionExtractor(Extractor):
 def build_extractor(
     name: str, kind: str, data_name: str, device="cpu", inception: str | None = None, impl: str = "auto"
 ) -> Extractor:
-    if name == "auto":
-        name = "points" if kind == "points" else "digits" if data_name == "digits" else "inception"
+    if name == "auto":  # the extractor the data source declares (a folder of fakes: Inception)
+        from gandist.config import registered
+
+        name = "points" if kind == "points" else getattr(registered("data").get(data_name), "extractor", "inception")
     if name == "points":
         return PointsExtractor()
     if name == "digits":

@@ -24,9 +24,10 @@ def mode_coverage(
     if modes is None or std is None:
         from gandist.data import DATASETS
 
-        if dataset not in ("ring", "grid"):
-            raise ValueError(f"mode_coverage: dataset must be 'ring' or 'grid', got '{dataset}'")
-        cls = DATASETS[dataset]
+        cls = DATASETS.get(dataset)
+        if getattr(cls, "modes", None) is None:
+            mixtures = " or ".join(f"'{n}'" for n, c in DATASETS.items() if getattr(c, "modes", None) is not None)
+            raise ValueError(f"mode_coverage: dataset must be {mixtures}, got '{dataset}'")
         modes, std = cls.modes, cls.std
     x, m = as_numpy(samples, "samples"), as_numpy(modes, "modes")
     if x.ndim != 2 or x.shape[1] != 2:

@@ -1,5 +1,7 @@
-"""Model families. Each family has a config class in `config.py` (torch-free) and registers a builder in
-`base.MODELS` under the same name: `build(model_cfg, data_shape, kind) -> {"G": ..., "D": ...}`.
+"""What model families share: the builder registry (`base.MODELS`), layers (`layers.py`), the growth
+machinery of the growing families (`growth.py`) and the shared config bases (`config.py`). Each family is
+a folder, `gandist/families/<name>/`: a config class (torch-free) and a builder registered in `base.MODELS`
+under the same name: `build(model_cfg, data_shape, kind) -> {"G": ..., "D": ...}`.
 
 G maps latents [N, z_dim] to samples shaped like the data; D maps samples to logits [N] (or [N, K] where a
 family's objective wants K outputs: the semi-supervised GAN). A family with a style-based G exposes `G.mapping`

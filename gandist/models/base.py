@@ -1,4 +1,5 @@
-"""The model-family registry: builders of named networks (torch). Config classes: `config.py`."""
+"""The model-family registry: builders of named networks (torch), one per family folder
+(`gandist/families/<name>/networks.py`); their config classes are the folders' `config.py`."""
 
 from __future__ import annotations
 
@@ -11,15 +12,12 @@ from gandist.config import Section, section_name
 
 Builder = Callable[[Section, tuple[int, ...], str], dict[str, nn.Module]]
 MODELS: dict[str, Builder] = {}
-_FAMILIES = ("gandist.models.mlp", "gandist.models.dcgan", "gandist.models.pggan", "gandist.models.stylegan",
-             "gandist.models.sgan", "gandist.models.cyclegan")
 
 
 def _registry() -> dict[str, Builder]:
-    import importlib
+    from gandist import families
 
-    for module in _FAMILIES:  # registration side effects; cached by the import system
-        importlib.import_module(module)
+    families.import_part("networks")  # every family folder's builder (registration side effects)
     return MODELS
 
 

@@ -1,8 +1,7 @@
-"""The `model` section of each model family: its keys, their ranges and its checks (torch-free).
+"""What several model families' `model` sections share (torch-free): the keys of the classic families
+(`GANModel`: MLP, DCGAN) and the rules of the growing families (`check_growing`: PGGAN, StyleGAN).
 
-The networks live beside this file (`mlp.py`, `dcgan.py`, `pggan.py`, `stylegan.py`, `sgan.py`,
-`cyclegan.py`) and register their builders under the same names in `gandist.models.base.MODELS`. A family
-also names its objective (`gandist/objectives/`), whose config class is the `loss` section.
+Each family's own section lives in its folder (`gandist/families/<name>/config.py`).
 """
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gandist.config import Config, ConfigError, NamedSection, register_section, setting
+from gandist.config import Config, ConfigError, NamedSection, setting
 
-DCGAN_RESOLUTIONS = (8, 16, 32, 64, 128)
 PGGAN_RESOLUTIONS = tuple(2**k for k in range(2, 11))  # 4 .. 1024, the paper's CelebA-HQ top
 
 
@@ -59,69 +57,6 @@ class GANModel(NamedSection):
             )
 
 
-@register_section("model", "mlp")
-@dataclass
-class MLPModel(GANModel):
-    """The multilayer perceptrons of Goodfellow et al. 2014 and of the 2-D benchmarks."""
-
-    g_layers: int = setting(3, gt=0)  # hidden layers of G
-    d_layers: int = setting(2, gt=0)  # hidden layers of D
-    maxout_pieces: int = setting(0, ge=0)  # D: maxout units as in Goodfellow et al. 2014 (0 = LeakyReLU 0.2)
-    dropout: float = setting(0.0, ge=0, lt=1)  # D input/hidden dropout, as in Goodfellow et al. 2014
-
-    def check(self, cfg: Config) -> None:
-        super().check(cfg)
-        if self.maxout_pieces == 1:
-            raise ConfigError(
-                "model.maxout_pieces=1 is a plain linear layer; use 0 (LeakyReLU) or >= 2 pieces"
-            )
-
-
-@register_section("model", "dcgan")
-@dataclass
-class DCGANModel(GANModel):
-    """Radford et al. 2016: transposed-convolution G, strided-convolution D."""
-
-    def check(self, cfg: Config) -> None:
-        super().check(cfg)
-        resolution = getattr(cfg.data, "resolution", None)
-        if resolution is None:
-            raise ConfigError(
-                f"model.name=dcgan needs image data, but data.name={cfg.data.name} is 2-D points; use model.name=mlp"
-            )
-        if resolution not in DCGAN_RESOLUTIONS:
-            raise ConfigError(
-                f"data.resolution={resolution} is not supported by model.name=dcgan; "
-                f"use one of {', '.join(map(str, DCGAN_RESOLUTIONS))}"
-            )
-
-
-@register_section("model", "pggan")
-@dataclass
-class PGGANModel(NamedSection):
-    """Karras et al. 2018 (PGGAN), Table 2 and the official networks.py defaults: G and D grow from 4x4
-    to data.resolution. Trained with the classic objective; the paper's loss is WGAN-GP (lambda 10) plus
-    drift 0.001 (Appendix A.1), set in the loss section."""
-
-    grows: ClassVar[bool] = True  # G and D implement set_growth(resolution, alpha)
-
-    objective: ClassVar[str] = "classic"
-    z_dim: int = setting(512, gt=0)  # latent size (Table 2: 512)
-    fmap_base: int = setting(
-        8192, gt=0
-    )  # channels at resolution r: min(fmap_base / 2^(log2 r - 1), fmap_max)
-    fmap_max: int = setting(512, gt=0)
-    mbstd_group: int = setting(4, ge=0)  # minibatch stddev group size in D's 4x4 block (Sec. 3: 4; 0 = off)
-    normalize_latents: bool = True  # pixel norm on z before G's first layer (official code)
-    pixelnorm: bool = True  # pixelwise feature normalisation after every G conv (Sec. 4.2)
-    equalized_lr: bool = True  # N(0, 1) weights scaled at run time by He's constant (Sec. 4.1);
-    # false: plain layers with the same (He) init, for ablations
-    output: str = setting("linear", choices=("linear", "tanh"))  # G output: linear as the paper
-
-    def check(self, cfg: Config) -> None:
-        check_growing(cfg, "pggan", "PGGAN", self.fmap_base, self.mbstd_group)
-
-
 def check_growing(cfg: Config, name: str, label: str, fmap_base: int, mbstd_group: int) -> None:
     """The rules of a family built on PGGAN's growing networks (PGGAN, StyleGAN): a power-of-two square
     resolution in 4..1024, at least one feature map at the top, and batches that the minibatch-stddev
@@ -156,93 +91,3 @@ def check_growing(cfg: Config, name: str, label: str, fmap_base: int, mbstd_grou
         )
 
 
-@register_section("model", "stylegan")
-@dataclass
-class StyleGANModel(NamedSection):
-    """Karras et al. 2019 (StyleGAN), Sec. 2-3 and Appendix C, with the official defaults
-    (NVlabs/stylegan networks_stylegan.py G_style / G_mapping / G_synthesis): a mapping network z -> w, a
-    synthesis network from a learned constant whose every layer ends in noise + bias + leaky ReLU + AdaIN
-    with a style A(w), progressive growing like PGGAN; D is PGGAN's. Trained with the classic objective
-    (the paper's FFHQ runs: non-saturating loss with R1 gamma 10, set in the loss section)."""
-
-    grows: ClassVar[bool] = True  # G and D implement set_growth(resolution, alpha)
-
-    objective: ClassVar[str] = "classic"
-    z_dim: int = setting(512, gt=0)  # latent z (Sec. 2: 512)
-    w_dim: int = setting(512, gt=0)  # intermediate latent w (dlatent_size 512)
-    mapping_layers: int = setting(8, gt=0)  # Sec. 2: an 8-layer MLP
-    mapping_width: int = setting(512, gt=0)  # hidden units of the mapping MLP (mapping_fmaps 512)
-    mapping_lr_mul: float = setting(0.01, gt=0, le=1)  # Appendix C: the mapping learns 100x slower
-    fmap_base: int = setting(
-        8192, gt=0
-    )  # synthesis and D channels: min(fmap_base / 2^(log2 r - 1), fmap_max)
-    fmap_max: int = setting(512, gt=0)
-    mbstd_group: int = setting(4, ge=0)  # D's minibatch stddev group size (0 = off)
-    style_mixing: float = setting(0.9, ge=0, le=1)  # Sec. 3.1: share of training batches with two latents
-    w_avg_beta: float = setting(0.995, ge=0, lt=1)  # w_avg <- mean(w) + beta (w_avg - mean(w)) per G pass
-    noise: bool = True  # per-pixel noise inputs (Sec. 3.2)
-    blur: bool = True  # [1, 2, 1] binomial low-pass after each upsampling (Sec. 2, from Zhang 2019)
-    # the fused layer epilogue (gandist.kernels.styled_epilogue): auto = Triton on CUDA, the pure-torch
-    # reference elsewhere; triton on CPU runs the Triton interpreter (tests)
-    epilogue_impl: str = setting("auto", choices=("auto", "triton", "reference"))
-    # noise when G is in eval mode (G_ema's pictures, evaluation, `gandist generate`): const = the fixed noise
-    # images stored with G (pictures and metrics are then functions of z alone; stylegan2-ada's generate.py
-    # default), random = fresh noise from the global RNG each call. Training always draws fresh noise.
-    sample_noise: str = setting("const", choices=("const", "random", "none"))
-
-    def check(self, cfg: Config) -> None:
-        check_growing(cfg, "stylegan", "StyleGAN", self.fmap_base, self.mbstd_group)
-
-
-@register_section("model", "sgan")
-@dataclass
-class SGANModel(NamedSection):
-    """The semi-supervised GAN (Odena 2016; Salimans et al. 2016, Sec. 5): D classifies K classes and
-    tells fakes apart; the networks are Salimans et al.'s permutation-invariant MNIST MLPs (their code's
-    `mnist_feature_matching.py`): D with Gaussian noise on its input and hidden layers, G with batch norm."""
-
-    objective: ClassVar[str] = "sgan"
-    z_dim: int = setting(64, gt=0)
-    classes: int = setting(10, ge=2)  # K
-    # implicit: D outputs K logits and the fake logit is fixed at 0 (Salimans et al. Sec. 5);
-    # explicit: D outputs K + 1 logits, the last one "fake" (Odena 2016)
-    fake_logit: str = setting("implicit", choices=("implicit", "explicit"))
-    conditional: bool = False  # G also takes a one-hot class, so it can be asked for a digit
-    g_width: int = setting(256, gt=0)  # hidden units of G
-    g_layers: int = setting(2, gt=0)
-    d_width: int = setting(256, gt=0)  # hidden units of D
-    d_layers: int = setting(3, gt=0)
-    # Gaussian noise std on D's input and after each hidden layer, training only (Salimans et al. code: 0.3, 0.5)
-    d_input_noise: float = setting(0.3, ge=0)
-    d_hidden_noise: float = setting(0.5, ge=0)
-
-    def check(self, cfg: Config) -> None:
-        classes = {"digits": 10}.get(cfg.data.name)
-        if classes is None:
-            raise ConfigError(
-                f"model.name=sgan needs labelled data, but data.name={cfg.data.name} has no labels; use data.name=digits"
-            )
-        if self.classes != classes:
-            raise ConfigError(f"model.classes={self.classes} but data.name={cfg.data.name} has {classes} classes; "
-                              f"set model.classes={classes}")  # fmt: skip
-
-
-@register_section("model", "cyclegan")
-@dataclass
-class CycleGANModel(NamedSection):
-    """CycleGAN (Zhu et al. 2017, Appendix 7.2, and the official pytorch-CycleGAN-and-pix2pix defaults):
-    ResNet generators G_AB, G_BA (c7s1-64, d128, d256, `blocks` residual blocks, u128, u64, c7s1-3; instance
-    norm, reflection padding) and 70x70 PatchGAN discriminators D_A, D_B (C64-C128-C256-C512, instance norm)."""
-
-    objective: ClassVar[str] = "cyclegan"
-    g_width: int = setting(64, gt=0)  # ngf: channels of G's first layer (x2 per downsampling)
-    d_width: int = setting(64, gt=0)  # ndf: channels of D's first layer
-    blocks: int = setting(9, gt=0)  # residual blocks: 9 at 256 px, 6 at 128 px (Appendix 7.2)
-    d_layers: int = setting(3, gt=0)  # strided layers of the PatchGAN: 3 gives 70x70 receptive fields
-
-    def check(self, cfg: Config) -> None:
-        if cfg.data.name not in ("unpaired", "shapes"):
-            raise ConfigError(
-                f"model.name=cyclegan translates between two domains, but data.name={cfg.data.name} is one; "
-                "use data.name=unpaired (trainA/ and trainB/ folders) or shapes"
-            )

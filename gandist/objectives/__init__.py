@@ -1,3 +1,5 @@
 """Objectives: what each family computes in each phase of a training step (`base.py` has the
-interface and the table of phases per family). Each objective's config class (the `loss` section)
-lives in `config.py`, torch-free; this package imports torch only when an objective is built."""
+interface and the table of phases per family). The classic objective, which several families share,
+lives here (`classic.py`, its `loss` section in `config.py`, torch-free); a family with an objective of
+its own keeps it in its folder (`gandist/families/<name>/objective.py`). This package imports torch only
+when an objective is built."""

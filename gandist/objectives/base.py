@@ -23,8 +23,8 @@ of the main phase (`*both`).
 | classic (GAN, DCGAN, LSGAN, WGAN, WGAN-GP) | G, D | Dmain x k (Dboth x k when GP/R1 is paid every step), Dreg every N, Gmain | none |
 | PGGAN | G, D | Dboth (WGAN-GP lambda 10 + drift), Gmain; fade-in alpha from the schedule | none |
 | StyleGAN | G (mapping, synthesis), D | the classic phases: Dmain, Dreg every 16 (R1), Gmain; G mixes styles and tracks w_avg in its own training-mode forward | w_avg (a buffer of G) |
-| semi-supervised GAN (`sgan.py`) | G (optionally class-conditional), D (K logits + implicit fake, or K+1) | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (feature matching or non-saturating; + class cross-entropy for a conditional G); loss.mode=supervised: Dmain alone (the baseline) | none (the labelled-stream position lives in the data source's state) |
-| CycleGAN (`cyclegan.py`) | G_AB, G_BA, D_A, D_B | Gmain (both generators: adversarial + cycle + identity), Dmain (both critics on the Gmain batch, fakes from the pools) | two pools of 50 past fakes (images, count, random stream) |
+| semi-supervised GAN (`families/sgan/`) | G (optionally class-conditional), D (K logits + implicit fake, or K+1) | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (feature matching or non-saturating; + class cross-entropy for a conditional G); loss.mode=supervised: Dmain alone (the baseline) | none (the labelled-stream position lives in the data source's state) |
+| CycleGAN (`families/cyclegan/`) | G_AB, G_BA, D_A, D_B | Gmain (both generators: adversarial + cycle + identity), Dmain (both critics on the Gmain batch, fakes from the pools) | two pools of 50 past fakes (images, count, random stream) |
 """
 
 from __future__ import annotations
@@ -137,6 +137,12 @@ class Objective:
         drawing its inputs from `data` (the run's data source, read with `peek`)."""
         return net(z)
 
+    @classmethod
+    def checkpoint_metrics(cls, path: Any) -> dict[str, Any]:
+        """What `gandist eval` reports for a checkpoint of this objective's family besides the sample metrics
+        (the semi-supervised GAN: D's accuracy as a classifier, under 'classifier'); most have none."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Extra state for checkpoints: tensors under 'tensors', JSON-serialisable values under 'values'."""
         return {"tensors": {}, "values": {}}
@@ -185,9 +191,19 @@ def backward(loss: torch.Tensor, gain: float | torch.Tensor) -> None:
 
 
 def build_objective(name: str, cfg: Config, networks: dict[str, nn.Module], kind: str) -> Objective:
-    """The objective registered as `name`; gandist's own live in `gandist/objectives/<name>.py`."""
+    """The objective registered as `name`, built for a run's networks."""
+    return objective_class(name)(cfg, networks, kind)
+
+
+def objective_class(name: str) -> Callable[..., Objective]:
+    """The objective registered as `name`: a family's own (`gandist/families/<name>/objective.py`) or a
+    shared one (`gandist/objectives/<name>.py`, the classic objective)."""
     if name not in OBJECTIVES:
         import importlib
 
-        importlib.import_module(f"gandist.objectives.{name}")
-    return OBJECTIVES[name](cfg, networks, kind)
+        from gandist import families
+
+        families.import_part("objective")
+        if name not in OBJECTIVES:
+            importlib.import_module(f"gandist.objectives.{name}")
+    return OBJECTIVES[name]

@@ -1,8 +1,9 @@
-"""The `loss` section of each objective: its keys, their ranges and its checks (torch-free).
+"""The `loss` section of the classic objective: its keys, their ranges and its checks (torch-free).
 
-A model family names its objective (`objective` on its model section class); the objective's class
-here is then the `loss` section. The implementations live beside this file and register under the
-same names in `gandist.objectives.base.OBJECTIVES`.
+A model family names its objective (`objective` on its model section class); the objective's class is
+then the `loss` section. The classic objective, shared by the classic and growing families, lives beside
+this file; a family with an objective of its own keeps both in its folder (`gandist/families/<name>/`).
+All register under the objective's name in `gandist.objectives.base.OBJECTIVES`.
 """
 
 from __future__ import annotations
@@ -49,38 +50,3 @@ class ClassicLoss(Section):
             )
 
 
-@register_section("loss", "sgan")
-@dataclass
-class SGANLoss(Section):
-    """The semi-supervised GAN (Salimans et al. 2016, Sec. 5): D's loss is the cross-entropy of the labelled
-    digits over the K real classes plus the unsupervised real/fake terms on every digit; G's loss is
-    feature matching (Sec. 3.1) or the non-saturating -log(1 - p_fake(G(z)))."""
-
-    name: str = setting("feature_matching", choices=("feature_matching", "nonsaturating"))  # G's loss
-    # semi: the semi-supervised GAN; supervised: the same D trained on the labelled digits alone, no G
-    # (the baseline the semi-supervised accuracy is measured against)
-    mode: str = setting("semi", choices=("semi", "supervised"))
-    supervised_weight: float = setting(1.0, gt=0)  # weight of the labelled cross-entropy in D's loss
-    unsupervised_weight: float = setting(1.0, ge=0)  # weight of the real/fake terms (Salimans et al.: 1)
-    class_weight: float = setting(1.0, ge=0)  # conditional G: weight of -log p(y | G(z, y)) in G's loss
-
-    def check(self, cfg: Config) -> None:
-        data = cfg.data
-        if not getattr(data, "semi_supervised", False) and self.mode == "semi":
-            raise ConfigError(
-                "the semi-supervised GAN needs a labelled subset: set data.labels_per_class (e.g. 10) "
-                "or data.label_file, with data.labelled_batch"
-            )
-
-
-@register_section("loss", "cyclegan")
-@dataclass
-class CycleGANLoss(Section):
-    """CycleGAN (Zhu et al. 2017, Sec. 3-4 and 7.1): least-squares adversarial losses, cycle consistency
-    lambda ||G_BA(G_AB(a)) - a||_1 + lambda ||G_AB(G_BA(b)) - b||_1, identity 0.5 lambda (||G_AB(b) - b||_1 +
-    ||G_BA(a) - a||_1), and each D trained on fakes from a pool of past fakes."""
-
-    name: str = setting("lsgan", choices=("lsgan",))  # Sec. 4: least squares (Mao et al. 2017)
-    cycle: float = setting(10.0, ge=0)  # lambda, Sec. 4
-    identity: float = setting(0.5, ge=0)  # identity weight as a share of lambda (Sec. 5.2: 0.5 lambda)
-    pool: int = setting(50, ge=0)  # past fakes kept for each D (Sec. 4, after Shrivastava et al.; 0 = none)

@@ -12,6 +12,11 @@ table of phases per family) the same way for every family, and owns everything a
      resolution, fade-in alpha, batch size and learning rates; the data source serves that resolution;
   4. around the steps: learning-rate decay, logs, sample pictures, evaluation, checkpoints, signals.
 
+`Trainer.train()` conducts; the parts it calls live beside it: `checkpointer.py` (what a checkpoint holds,
+save, load, the previous format, RNG), `stats.py` (the one device-to-host read per log point, the health
+monitor fed from it, log records, progress bar, summary) and `callbacks.py` (sample pictures, periodic
+metrics). This file keeps the build (`__init__`), the growth stage, learning rates, phases and steps.
+
 Precision: fp32, or bf16 / fp16 autocast with fp32 weights and optimizer state (fp16 with a dynamic
 loss scale kept on the device); gradient penalties run in fp32 inside the objective.
 
@@ -24,7 +29,6 @@ into every checkpoint, so a resumed CPU run continues bit for bit.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -39,18 +43,19 @@ from torch import nn
 from gandist.config import Config, dump_config, flat_dict
 from gandist.data import build_dataset
 from gandist.data.base import Batch
-from gandist.errors import CheckpointError, DivergedError, UserError
+from gandist.errors import UserError
 from gandist.models import build_networks
 from gandist.objectives.base import Phase, PhaseContext, backward_through, build_objective
 from gandist.rng import stream
-from gandist.train import checkpoint as ckpt
+from gandist.train.callbacks import PeriodicMetrics, Pictures
+from gandist.train.checkpointer import Checkpointing
 from gandist.train.ema import EMA
 from gandist.train.optim import build_optimizer
 from gandist.train.runlog import RunLog
 from gandist.train.schedule import Schedule, Stage, fade_reals
+from gandist.train.stats import StatsReader, _progress
 from gandist.train.strategy import Strategy, build_strategy
 
-CHECKPOINT_FORMAT = 2  # 1: gandist 0.1 (fixed G/D/G_ema, d_updates); 2: named networks, images seen, stage
 # fp16 loss scale: torch.amp.GradScaler's defaults (start 2^16, x2 after 2000 finite steps, x0.5 on overflow)
 FP16_SCALE, FP16_GROWTH, FP16_BACKOFF, FP16_INTERVAL = 2.0**16, 2.0, 0.5, 2000
 
@@ -117,7 +122,7 @@ class StopRequest:
             signal.signal(s, h)
 
 
-class Trainer:
+class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
     """Builds everything a run needs without touching the disk; `train()` creates the run directory."""
 
     def __init__(
@@ -378,229 +383,7 @@ class Trainer:
         return stats
 
     # ---------------------------------------------------------------------------------------------
-    # Checkpoints
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {}
-        modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
-        for prefix, module in modules.items():
-            for k, v in module.state_dict().items():
-                out[f"{prefix}.{k}"] = v
-        for k, v in self.objective.state_dict()["tensors"].items():
-            out[f"objective.{k}"] = v
-        return out
-
-    def save(self) -> Path | None:
-        """Write a checkpoint (the main rank writes; every rank calls it: the RNG states of all ranks are
-        gathered into it); returns its folder on the main rank."""
-        rng = {**self.strategy.rng_states(), "loop": self.gen.get_state()}
-        # state the strategy keeps itself (DeepSpeed's engine checkpoints, written by every rank into a
-        # staging folder that becomes part of the checkpoint before it counts); None for single and ddp
-        extra = self.strategy.save_extra(self.run_dir / "checkpoints", self.step)
-        if not self.strategy.is_main:
-            return None
-        self.open_run()
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "step": self.step,
-            "nimg": self.nimg,
-            "schedule": self.schedule.describe(),
-            "stage": {
-                "resolution": self.stage.resolution,
-                "alpha": self.stage.alpha,
-                "phase": self.stage.phase,
-                "key": list(self._stage_key) if self._stage_key else None,
-            },  # fmt: skip
-            "skipped": int(self.skipped),  # host read: checkpoints are not inside a step
-            "world_size": self.world,
-            "data": self.data.state_dict(),
-            "objective": self.objective.state_dict()["values"],
-            "config": dump_config(self.cfg),
-            "data_shape": list(self.data.shape),
-            "data_kind": self.kind,
-            "torch": torch.__version__,
-            "time": time.time(),
-        }
-        optim = self.strategy.optimizer_states(self.optimizers)  # default: every optimizer's state_dict()
-        path = ckpt.save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self.state_tensors(), optim, rng, state, extra=extra
-        )
-        ckpt.prune_checkpoints(self.run_dir / "checkpoints", self.cfg.train.keep_ckpts)
-        return path
-
-    def load(self, path: Path) -> None:
-        data = ckpt.load_checkpoint(path)
-        s = data["state"]
-        written = s.get("schedule", {"kind": "fixed"})  # format 1 had no schedule: one resolution
-        ours = self.schedule.describe()
-        if written.get("kind") != ours["kind"] or (ours["kind"] == "progressive" and written != ours):
-            differ = ", ".join(
-                f"{k} {written.get(k)} there, {v} here" for k, v in ours.items() if written.get(k) != v
-            )
-            raise CheckpointError(
-                f"checkpoint '{path}' was written under another resolution schedule ({differ}); resume with "
-                "the config it was written with (its run's config.yaml), or start a new run with --out elsewhere"
-            )
-        written_world = s.get("world_size", 1)
-        if written_world != self.world and self.data.whole_batches:
-            raise CheckpointError(
-                f"checkpoint '{path}' was written by {written_world} rank(s) and this run has {self.world}: the DALI "
-                f"loader's positions are per rank, so its data order cannot continue; resume with {written_world} "
-                "rank(s), or with data.loader=torch (its positions are global)"
-            )
-        t = data["tensors"]
-        modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
-        for prefix, module in modules.items():
-            own = {k[len(prefix) + 1 :]: v for k, v in t.items() if k.startswith(prefix + ".")}
-            try:
-                module.load_state_dict(own)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise CheckpointError(
-                    f"checkpoint '{path}' does not fit this run's {prefix} ({first}); resume with the config "
-                    "it was written with (its config.yaml), or start a new run with --out elsewhere"
-                ) from None
-        self.strategy.load_optimizer_states(self.optimizers, data["optim"], path)
-        # DeepSpeed: each engine's checkpoint (weights and optimizer partitions); nothing for single and ddp
-        self.strategy.load_extra(path)
-        objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
-        self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
-        self._restore_rng(data["rng"], written_world, path)
-        self.gen.set_state(data["rng"]["loop"])
-        self.step, self.skipped = s["step"], torch.tensor(s["skipped"], device=self.device)
-        # format 1 (gandist 0.1) kept no image count: every step showed d_steps batches
-        default_nimg = s["step"] * self.cfg.data.batch_size * self.cfg.train.d_steps
-        self.nimg = s.get("nimg", default_nimg)
-        self.data.load_state_dict(s["data"])
-        key = (s.get("stage") or {}).get("key")
-        self._stage_key = (
-            tuple(key) if key else None
-        )  # so a phase boundary right after resume resets as before
-        self.stage = None
-        self.apply_stage()
-
-    def _restore_rng(self, rng: dict[str, torch.Tensor], written_world: int, path: Path) -> None:
-        """This rank's global RNG states as they were when the checkpoint was written. Written by another
-        number of ranks, the data order and the loop's draws still continue exactly (they depend on the
-        global batch only), but the per-rank streams (noise inputs) cannot: they are reseeded, with a notice."""
-        own = f"rank{self.strategy.rank}."
-        mine = {k[len(own) :]: v for k, v in rng.items() if k.startswith(own)}
-        if written_world == self.world:
-            self.strategy.set_rng_state(mine or rng)  # one process writes its states without a rank prefix
-            return
-        gen = stream(self.cfg.train.seed, "rank_global", self.strategy.rank + 1000 * self.step)
-        torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
-        if self.strategy.is_main:
-            print(
-                f"[gandist] checkpoint '{path}' was written by {written_world} rank(s), this run has {self.world}: "
-                "the data order and latents continue exactly (same global batch), the per-rank random streams "
-                "(noise inputs, dropout) are reseeded",
-                file=sys.stderr,
-            )
-
-    # ---------------------------------------------------------------------------------------------
-    # Pictures
-
-    @torch.no_grad()
-    def save_samples(self, name: str) -> Path | None:
-        if not self.log_enabled:
-            return None
-        from gandist.viz import save_grid, save_scatter
-
-        out = self.objective.pictures(self.sample_net(), self.fixed_z.to(self.device), self.data).cpu()
-        path = self.open_run().dir / "samples" / f"{name}.png"
-        if self.kind == "points":
-            ref = self.data.peek(2000)
-            return save_scatter(
-                out,
-                path,
-                reference=ref,
-                modes=getattr(self.data, "modes", None),
-                title=f"{self.cfg.name} {name}",
-            )
-        return save_grid(out, path)
-
-    def save_reals(self) -> Path | None:
-        if not self.log_enabled:
-            return None
-        from gandist.viz import save_grid, save_scatter
-
-        path = self.open_run().dir / "samples" / "reals.png"
-        if self.kind == "points":
-            n = max(self.cfg.train.sample_n, 2000)
-            return save_scatter(self.data.peek(n), path, modes=getattr(self.data, "modes", None),
-                                title=f"{self.cfg.name}: {n} real samples")  # fmt: skip
-        return save_grid(self.data.peek(self.cfg.train.sample_n), path)
-
-    # ---------------------------------------------------------------------------------------------
-    # Periodic evaluation
-
-    def metric_names(self) -> list[str]:
-        names = self.cfg.metrics.names
-        if names == "auto":
-            if self.kind == "points":
-                return ["modes", "fid"] if self.cfg.data.name in ("ring", "grid") else ["fid"]
-            return ["fid", "is", "kid"] if self.cfg.data.name == "digits" else ["fid"]
-        return [m.strip() for m in names.split(",") if m.strip()]
-
-    def _uses_inception(self) -> bool:
-        ex = self.cfg.metrics.extractor
-        return ex == "inception" or (
-            ex == "auto" and self.kind == "images" and self.cfg.data.name != "digits"
-        )
-
-    def run_metrics(self) -> dict[str, Any] | None:
-        from gandist.metrics.evaluate import evaluate
-
-        m = self.cfg.metrics
-        if not hasattr(self, "_extractor"):
-            from gandist.metrics.extractors import build_extractor
-
-            self._extractor = build_extractor(
-                m.extractor, self.kind, self.cfg.data.name, self.device, m.inception or None
-            )
-        res = evaluate(self.sample_net(), self.cfg, self.kind, self._metric_names, n=m.n, seed=self.cfg.train.seed,
-                       extractor=self._extractor, strategy=self.strategy, out_dir=self.run_dir)  # fmt: skip
-        res = {"step": self.step, **res}
-        log = self.open_run()
-        log.log(res, file="metrics.jsonl")
-        if log.enabled:
-            from gandist.viz import plot_metrics
-
-            plot_metrics(log.dir / "metrics.jsonl", log.dir / "metrics.png")
-        return res
-
-    # ---------------------------------------------------------------------------------------------
     # The loop
-
-    def _read(
-        self, pending: list[tuple[int, dict[str, list[torch.Tensor]]]]
-    ) -> list[tuple[int, dict[str, float]]]:
-        """Device statistics of the pending steps to host floats in one transfer; the count of skipped
-        updates rides along. Phase repeats within a step are averaged here, in float64."""
-        tensors = [v for _, stats in pending for vs in stats.values() for v in vs]
-        extra = [self.skipped, self.skipped_run]
-        stacked = torch.stack([t.detach().float().reshape(()) for t in tensors + extra])
-        if self.world > 1:  # the statistics of the global batch: every rank logs and diagnoses the same values
-            self.strategy.all_reduce(stacked, "mean")
-        values = stacked.tolist()
-        in_a_row = int(values.pop())
-        self._skipped_host = int(values.pop())
-        limit = self.cfg.train.skip_limit
-        if limit and in_a_row >= limit:
-            raise DivergedError(
-                f"{in_a_row} updates in a row were skipped because a loss or gradient was not finite (step "
-                f"{self.step}); training stopped, the checkpoints in {self.run_dir / 'checkpoints'} are intact. "
-                "Lower the learning rates, use train.precision=fp32 or bf16, or resume from an earlier checkpoint"
-            )
-        out, i = [], 0
-        for step, stats in pending:
-            host = {}
-            for k, vs in stats.items():
-                host[k] = sum(values[i : i + len(vs)]) / len(vs)
-                i += len(vs)
-            out.append((step, host))
-        return out
 
     def train(self, progress: bool | None = None) -> dict[str, Any]:
         """Train until train.steps generator steps (or train.kimg thousand images); returns a summary.
@@ -631,36 +414,9 @@ class Trainer:
                 log_now = self.step % tc.log_every == 0 or finished
                 health_now = self.health is not None and self.health.due(self.step)
                 if log_now or health_now:
-                    nonfinite = False
-                    for step, host in self._read(pending):
-                        for k, v in host.items():
-                            window[k].append(v)
-                        nonfinite = nonfinite or not all(math.isfinite(v) for v in host.values())
-                        if self.health is not None:
-                            self.health.observe(step, host)
-                    pending.clear()
-                    if self.health is not None and (health_now or nonfinite):
-                        self.health.update(self.step, nonfinite=nonfinite)
+                    self.read_point(pending, window, health_now)
                 if log_now:
-                    now = time.perf_counter()
-                    n_steps = max(len(next(iter(window.values()), [])), 1)
-                    record = {"step": self.step, "kimg": self.nimg / 1000}
-                    if self.schedule.progressive:
-                        st = self.stage
-                        record.update(
-                            resolution=st.resolution, alpha=st.alpha, phase=st.phase, batch=st.batch
-                        )
-                    record.update({k: sum(v) / len(v) for k, v in window.items()})
-                    record["sec_per_step"] = (now - t_tick) / n_steps
-                    record["img_per_s"] = (self.nimg - nimg_tick) / max(now - t_tick, 1e-9)
-                    record["skipped"] = self._skipped_host
-                    if self.health is not None:
-                        self.health.annotate(record)
-                    log.log(record)
-                    if bar is not None:
-                        bar.set_postfix_str(_postfix(record), refresh=False)
-                    window.clear()
-                    t_tick, nimg_tick = now, self.nimg
+                    t_tick, nimg_tick = self.log_point(log, bar, window, t_tick, nimg_tick)
                 if self.step % tc.sample_every == 0 or finished:
                     self.save_samples(f"step_{self.step:07d}")
                 if self.cfg.metrics.every and (self.step % self.cfg.metrics.every == 0 or finished):
@@ -674,23 +430,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         path = self.save()
-        elapsed = time.perf_counter() - t_start
-        summary = {
-            "step": self.step,
-            "interrupted": interrupted,
-            "checkpoint": str(path) if path else None,
-            "run_dir": str(self.run_dir),
-            "seconds": elapsed,
-            "steps_per_s": (self.step - step_start) / max(elapsed, 1e-9),
-        }
-        if log.enabled:
-            from gandist.viz import plot_log
-
-            if (log.dir / "log.jsonl").is_file():  # (a run stopped before its first record has none)
-                plot_log(log.dir / "log.jsonl", log.dir / "losses.png")
-            (log.dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        log.close()
-        return summary
+        return self.summarise(log, path, interrupted, t_start, step_start)
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
@@ -700,31 +440,3 @@ def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
-
-def _postfix(r: dict[str, Any]) -> str:
-    parts = (
-        [f"{r['resolution']}px" + (f" fade {r['alpha']:.2f}" if r["phase"] == "fade" else "")]
-        if "phase" in r
-        else []
-    )
-    parts += [
-        f"D {r.get('d_loss', float('nan')):.3f}",
-        f"G {r.get('g_loss', float('nan')):.3f}",
-        f"D(x) {r.get('d_real', float('nan')):.2f}",
-        f"D(G(z)) {r.get('d_fake', float('nan')):.2f}",
-        f"{r['img_per_s']:.0f} img/s",
-    ]
-    if r.get("health"):
-        parts.append(f"! {r['health']}")
-    return " | ".join(parts)
-
-
-def _progress(enabled: bool, total: float, initial: float, unit: str):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    fmt = (
-        "{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}{postfix}]" if unit == "kimg" else None
-    )
-    return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=sys.stderr, bar_format=fmt)

@@ -8,7 +8,7 @@ G = synthesis(mapping(z)):
              no convolution): [upsample 2x (r > 4, first layer)] -> conv 3x3 -> [blur] -> epilogue, where
              epilogue = noise (a per-pixel image times a learned per-channel strength) + bias -> leaky ReLU 0.2
              -> AdaIN with the style (scale, bias) = A_l(w_l) of a learned affine per layer (scale bias 1).
-             toRGB (1x1, linear) per resolution; growth and fade-in exactly as PGGAN (`_GrowthState`).
+             toRGB (1x1, linear) per resolution; growth and fade-in exactly as PGGAN (`gandist.models.growth.GrowthState`).
 
 Layer l (0 .. 2 log2(R) - 3) of the synthesis takes its own w_l, so styles can differ per layer:
 layers 2k and 2k + 1 work at 4 * 2^k px. The epilogue runs as one fused op
@@ -37,17 +37,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gandist.families.pggan.networks import PGGANDiscriminator
+from gandist.families.stylegan.config import StyleGANModel
 from gandist.kernels import styled_epilogue
 from gandist.models.base import MODELS
-from gandist.models.config import StyleGANModel
+from gandist.models.growth import LRELU_SLOPE, GrowthState, check_resolution, widths_per_resolution
 from gandist.models.layers import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
-from gandist.models.pggan import (
-    LRELU_SLOPE,
-    PGGANDiscriminator,
-    _check_resolution,
-    _GrowthState,
-    _widths,
-)
 from gandist.registry import register
 
 NOISE_MODES = ("random", "const", "none")
@@ -180,7 +175,7 @@ class _Block(nn.Module):
         return self.layer1(self.layer0(x, w0, noise_mode, impl), w1, noise_mode, impl)
 
 
-class SynthesisNetwork(_GrowthState):
+class SynthesisNetwork(GrowthState):
     """ws [N, num_layers, w_dim] -> images [N, C, r, r] at the current resolution r (linear output).
 
     `blocks[i]` makes 4 * 2^i px from layers 2i and 2i + 1; `to_rgb[i]` is its 1x1 toRGB (gain 1). Only
@@ -201,8 +196,8 @@ class SynthesisNetwork(_GrowthState):
         if len(shape) != 3 or shape[1] != shape[2]:
             raise ValueError(f"StyleGAN makes square images (C, R, R), got shape {tuple(shape)}")
         channels, final = shape[0], shape[1]
-        levels = _check_resolution(final, "final resolution") - 1
-        nf = _widths(final, fmap_base, fmap_max)
+        levels = check_resolution(final, "final resolution") - 1
+        nf = widths_per_resolution(final, fmap_base, fmap_max)
         self.w_dim, self.shape, self.impl = w_dim, (channels, final, final), impl
         self.num_layers = 2 * levels
         self._init_growth(final)

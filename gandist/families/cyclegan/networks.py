@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gandist.families.cyclegan.config import CycleGANModel
 from gandist.models.base import MODELS
-from gandist.models.config import CycleGANModel
 from gandist.registry import register
 
 

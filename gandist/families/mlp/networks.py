@@ -8,8 +8,8 @@ import math
 import torch
 from torch import nn
 
+from gandist.families.mlp.config import MLPModel
 from gandist.models.base import MODELS
-from gandist.models.config import MLPModel
 from gandist.models.layers import Maxout, MinibatchStdDev, output_activation
 from gandist.registry import register
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandist.families.sgan.config import SGANModel
 from gandist.models.base import MODELS
-from gandist.models.config import SGANModel
 from gandist.models.layers import output_activation
 from gandist.registry import register
 

@@ -160,35 +160,32 @@ class SemiSupervised(Objective):
         return PhaseResult(loss.detach(), stats)
 
 
+    @classmethod
+    def checkpoint_metrics(cls, path) -> dict:
+        return {"classifier": checkpoint_accuracy(path)}
+
+
 def checkpoint_accuracy(path, which: str = "D") -> dict:
     """D's classification accuracy on the held-out digits of a semi-supervised GAN checkpoint (what
     `gandist eval` reports for this family): {'accuracy', 'heldout', 'labelled'}."""
-    from gandist.config import config_from_yaml_text
     from gandist.data import build_dataset
-    from gandist.errors import CheckpointError, UserError
-    from gandist.models import build_networks
-    from gandist.train import checkpoint as ckpt
+    from gandist.errors import UserError
+    from gandist.load import load_network
 
-    p = ckpt.resolve_checkpoint(path, files=ckpt.READER_FILES)
-    data = ckpt.read_weights(p)
-    cfg = config_from_yaml_text(data["state"]["config"])
-    if cfg.model.name != "sgan":
-        raise UserError(
-            f"classifier accuracy is a semi-supervised GAN metric; '{p}' holds a {cfg.model.name} model "
-            "(drop 'accuracy' from --metrics)"
-        )
+    def refuse(cfg, p) -> None:
+        if cfg.model.name != "sgan":
+            raise UserError(
+                f"classifier accuracy is a semi-supervised GAN metric; '{p}' holds a {cfg.model.name} model "
+                "(drop 'accuracy' from --metrics)"
+            )
+        if not cfg.data.holdout:
+            raise UserError(
+                f"the run of '{p}' held out no digits (data.holdout=0): there is nothing to test D on"
+            )
+
+    loaded = load_network(path, which, refuse)
+    D, cfg = loaded.net, loaded.cfg
     source = build_dataset(cfg.data, cfg.train.seed)
-    if not cfg.data.holdout:
-        raise UserError(
-            f"the run of '{p}' held out no digits (data.holdout=0): there is nothing to test D on"
-        )
-    D = build_networks(cfg.model, tuple(data["state"]["data_shape"]), data["state"]["data_kind"])[which]
-    prefix = f"{which}."
-    try:
-        D.load_state_dict({k[len(prefix) :]: v for k, v in data["tensors"].items() if k.startswith(prefix)})
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint '{p}': {which} weights do not fit its config "
-                              f"({str(exc).strip().splitlines()[0]})") from None  # fmt: skip
     x, y = source.heldout()
     labelled = len(source.labelled) if source.labelled is not None else source.size
     return {"accuracy": accuracy(D, x, y, cfg.model.classes), "heldout": len(x), "labelled": labelled}

@@ -27,8 +27,14 @@ import math
 import torch
 from torch import nn
 
+from gandist.families.pggan.config import PGGANModel
 from gandist.models.base import MODELS
-from gandist.models.config import PGGANModel
+from gandist.models.growth import (
+    LRELU_SLOPE,
+    GrowthState,
+    check_resolution,
+    widths_per_resolution,
+)
 from gandist.models.layers import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -39,39 +45,6 @@ from gandist.models.layers import (
 )
 from gandist.registry import register
 
-MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
-LRELU_SLOPE = 0.2  # leaky ReLU 0.2 everywhere (Appendix A.1)
-
-
-def feature_maps(resolution: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
-    """Channels of the blocks at `resolution` (official `nf(log2 r - 1)`): 512 up to 32x32 at full size,
-    then 256, 128, 64, 32, 16 at 1024x1024. Resolution 2 gives the width of D's hidden dense layer."""
-    return min(int(fmap_base / 2 ** (int(math.log2(resolution)) - 1)), fmap_max)
-
-
-def _check_resolution(resolution: int, what: str, top: int = MAX_RESOLUTION) -> int:
-    """log2 of a power-of-two resolution in [4, top]."""
-    if (
-        not isinstance(resolution, int)
-        or resolution < MIN_RESOLUTION
-        or resolution > top
-        or resolution & (resolution - 1)
-    ):
-        raise ValueError(f"{what}={resolution!r} must be a power of two between {MIN_RESOLUTION} and {top}")
-    return int(math.log2(resolution))
-
-
-def _widths(final: int, fmap_base: int, fmap_max: int) -> dict[int, int]:
-    """nf(r) for r = 2, 4, ..., final; every width must be at least 1."""
-    widths = {2**k: feature_maps(2**k, fmap_base, fmap_max) for k in range(1, int(math.log2(final)) + 1)}
-    empty = [r for r, n in widths.items() if n < 1]
-    if empty:
-        raise ValueError(
-            f"fmap_base={fmap_base} leaves no feature maps at {empty[0]}x{empty[0]}; "
-            f"use fmap_base >= {final // 2} for resolution {final}"
-        )
-    return widths
-
 
 def _lrelu() -> nn.Module:
     return nn.LeakyReLU(LRELU_SLOPE)
@@ -79,36 +52,6 @@ def _lrelu() -> nn.Module:
 
 def _pixel_norm(on: bool) -> nn.Module:
     return PixelNorm() if on else nn.Identity()  # Sec. 4.2: G only, on z and after every conv
-
-
-class _GrowthState(nn.Module):
-    """The growth stage shared by G and D: current resolution (int), fade-in alpha (0-dim buffer)."""
-
-    def _init_growth(self, final_resolution: int) -> None:
-        self.final_resolution = final_resolution
-        self.resolution = final_resolution  # built as the grown network; the schedule starts it at 4
-        self.fading = False  # a transition's blend runs (set by set_growth: resolution > 4 and alpha < 1)
-        self.register_buffer("alpha", torch.ones(()))
-
-    @property
-    def stage(self) -> int:
-        """0 at 4x4, 1 at 8x8, ..., log2(R) - 2 at the final resolution."""
-        return int(math.log2(self.resolution)) - 2
-
-    def set_growth(self, resolution: int, alpha: float) -> None:
-        """Run at `resolution` (a power of two in [4, R]) with fade-in `alpha` in [0, 1] of its block:
-        0 = exactly the previous stage (resized), 1 = the new block alone. Updates alpha in place."""
-        _check_resolution(resolution, "resolution", self.final_resolution)
-        alpha = float(alpha)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha={alpha} must be in [0, 1]")
-        self.resolution = resolution
-        self.fading = resolution > MIN_RESOLUTION and alpha < 1.0
-        with torch.no_grad():
-            self.alpha.fill_(alpha)
-
-    def extra_repr(self) -> str:
-        return f"resolution={self.resolution}/{self.final_resolution}, fading={self.fading}"
 
 
 class _GInput(nn.Module):
@@ -148,7 +91,7 @@ class _GBlock(nn.Module):
         return self.norm(self.act(self.conv1(x)))
 
 
-class PGGANGenerator(_GrowthState):
+class PGGANGenerator(GrowthState):
     """z [N, z_dim] -> images [N, C, r, r] at the current resolution r (linear output, as the paper).
 
     `shape` is the final (C, R, R). Blocks: `blocks[i]` makes 4*2^i px, `to_rgb[i]` is its 1x1 toRGB (gain 1).
@@ -170,8 +113,8 @@ class PGGANGenerator(_GrowthState):
         if len(shape) != 3 or shape[1] != shape[2]:
             raise ValueError(f"PGGAN makes square images (C, R, R), got shape {tuple(shape)}")
         channels, final = shape[0], shape[1]
-        levels = _check_resolution(final, "final resolution") - 1  # blocks 4x4 .. RxR
-        nf = _widths(final, fmap_base, fmap_max)
+        levels = check_resolution(final, "final resolution") - 1  # blocks 4x4 .. RxR
+        nf = widths_per_resolution(final, fmap_base, fmap_max)
         self.z_dim, self.shape = z_dim, (channels, final, final)
         self._init_growth(final)
         self.normalize = _pixel_norm(normalize_latents)
@@ -238,7 +181,7 @@ class _DOutput(nn.Module):
         return self.dense1(x).view(x.shape[0])
 
 
-class PGGANDiscriminator(_GrowthState):
+class PGGANDiscriminator(GrowthState):
     """Images [N, C, r, r] at the current resolution r -> logits [N].
 
     `blocks[0]` is the 4x4 output block, `blocks[i]` (i >= 1) takes 4*2^i px to half that; `from_rgb[i]`
@@ -258,8 +201,8 @@ class PGGANDiscriminator(_GrowthState):
         if len(shape) != 3 or shape[1] != shape[2]:
             raise ValueError(f"PGGAN takes square images (C, R, R), got shape {tuple(shape)}")
         channels, final = shape[0], shape[1]
-        levels = _check_resolution(final, "final resolution") - 1
-        nf = _widths(final, fmap_base, fmap_max)
+        levels = check_resolution(final, "final resolution") - 1
+        nf = widths_per_resolution(final, fmap_base, fmap_max)
         self.shape = (channels, final, final)
         self._init_growth(final)
         res = [4 * 2**i for i in range(levels)]

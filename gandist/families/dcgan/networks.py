@@ -9,8 +9,8 @@ import math
 import torch
 from torch import nn
 
+from gandist.families.dcgan.config import DCGANModel
 from gandist.models.base import MODELS
-from gandist.models.config import DCGANModel
 from gandist.models.layers import MinibatchStdDev, output_activation
 from gandist.registry import register
 
