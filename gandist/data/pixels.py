@@ -155,6 +155,6 @@ def load_square(path: str | Path, resolution: int, channels: int = 3, resample: 
     arr = np.ascontiguousarray(arr[top : top + s, left : left + s])
     if s != resolution:
         small = Image.fromarray(arr[..., 0] if channels == 1 else arr)
-        arr = np.asarray(small.resize((resolution, resolution), filters[resample]))
+        arr = np.array(small.resize((resolution, resolution), filters[resample]))  # a writable copy
         arr = arr[..., None] if channels == 1 else arr
     return arr
