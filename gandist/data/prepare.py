@@ -120,6 +120,11 @@ def prepare(
         raise DataError(f"unknown format '{opts.fmt}'; valid: jpeg, npy")
     if opts.resolution < 1:
         raise DataError("--resolution must be positive")
+    if not src.is_dir():
+        raise DataError(f"source '{src}' is not a folder of images")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        # the output would be scanned as input by the next prepare: the data set doubles each time
+        raise DataError(f"destination '{dst}' is inside the source '{src}'; choose a DST outside SRC")
     files = scan(src)
     if not files:
         raise DataError(
