@@ -180,3 +180,16 @@ def test_one_row_through_a_real_process(user_folder):
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert _sums(user_folder) == before
+
+
+def test_stale_checkpoint_temporaries_are_removed_at_start(points_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(points_run, run)
+    stale = run / "checkpoints" / ".tmp-000000001-4242"  # what a save killed by SIGKILL leaves
+    stale.mkdir()
+    (stale / "models.safetensors").write_bytes(b"\0" * 1000)
+    assert main(["train", "ring_gan", "--out", str(run), "--resume", "auto", *TINY_POINTS, "--set", "train.steps=3"]) == 0
+    assert not stale.exists()
+    assert f"removed {stale}, left by a save that did not finish" in capsys.readouterr().err
