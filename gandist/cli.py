@@ -320,7 +320,7 @@ def _resume_point(args: argparse.Namespace, run_dir: Path) -> Path | None:
     return None
 
 
-def _load_resume(trainer, path: Path) -> None:
+def _load_resume(trainer, path: Path, announce: bool = True) -> None:
     from gandist.errors import CheckpointError
 
     try:
@@ -334,7 +334,8 @@ def _load_resume(trainer, path: Path) -> None:
         raise CheckpointError(
             f"checkpoint '{path}' does not fit this config ({first}); resume with the config it was trained with"
         ) from None
-    print(f"[gandist] resumed from {path} at step {trainer.step}", file=sys.stderr)
+    if announce:  # one set of messages per run: the main rank's
+        print(f"[gandist] resumed from {path} at step {trainer.step}", file=sys.stderr)
 
 
 def _claim(run_dir: Path) -> None:
@@ -364,6 +365,11 @@ def _remove_unstarted(run_dir: Path, lock) -> None:
             return
     shutil.rmtree(run_dir, ignore_errors=True)
     lock.release()
+
+
+def _length(cfg) -> str:
+    """How long the run is, in the unit that ends it: train.kimg when set, else train.steps."""
+    return f"{cfg.train.kimg:g} kimg" if cfg.train.kimg > 0 else f"{cfg.train.steps} steps"
 
 
 def _continue_command(args: argparse.Namespace, run_dir: Path) -> str:
@@ -408,11 +414,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             _claim(run_dir)
         resume_from = _resume_point(args, run_dir)
         if resume_from is not None:
-            _load_resume(trainer, resume_from)
+            _load_resume(trainer, resume_from, announce=strategy.is_main)
         if strategy.is_main:
             print(
                 f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
-                f"{cfg.train.steps} steps on {strategy.describe()}; run directory {run_dir}",
+                f"{_length(cfg)} on {strategy.describe()}; run directory {run_dir}",
                 file=sys.stderr,
             )
         else:
@@ -521,6 +527,16 @@ COMMANDS = {
 }
 
 
+def _other_rank() -> bool:
+    """True in a torchrun worker other than rank 0 (read through the one module that reads the launch)."""
+    try:
+        from gandist.train.strategy import DistEnv
+
+        return DistEnv.from_environ().rank != 0
+    except Exception:  # an inconsistent launch: say it everywhere
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     from gandist.errors import UserError
 
@@ -535,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         from gandist.errors import DivergedError
 
         msg = str(exc).strip().splitlines()
+        if _other_rank():  # under torchrun every rank fails alike: one line, from rank 0
+            return 1 if isinstance(exc, DivergedError) else 2
         print(f"gandist {args.command}: error: {msg[-1] if msg else exc}", file=sys.stderr)
         return 1 if isinstance(exc, DivergedError) else 2
     except OSError as exc:  # a full disk, a read-only folder, a file where a folder belongs: one line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -182,7 +183,7 @@ def test_one_row_through_a_real_process(user_folder):
     assert _sums(user_folder) == before
 
 
-def test_stale_checkpoint_temporaries_are_removed_at_start(points_run, tmp_path, capsys):
+def test_stale_temporaries_removed_and_the_start_line_in_kimg(points_run, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"
@@ -190,6 +191,45 @@ def test_stale_checkpoint_temporaries_are_removed_at_start(points_run, tmp_path,
     stale = run / "checkpoints" / ".tmp-000000001-4242"  # what a save killed by SIGKILL leaves
     stale.mkdir()
     (stale / "models.safetensors").write_bytes(b"\0" * 1000)
-    assert main(["train", "ring_gan", "--out", str(run), "--resume", "auto", *TINY_POINTS, "--set", "train.steps=3"]) == 0
+    # 0.024 kimg at batch 8: 3 steps, one more than the checkpoint's 2
+    assert main(["train", "ring_gan", "--out", str(run), "--resume", "auto", *TINY_POINTS, "--set", "train.kimg=0.024"]) == 0
     assert not stale.exists()
-    assert f"removed {stale}, left by a save that did not finish" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"removed {stale}, left by a save that did not finish" in err
+    assert "on ring, 0.024 kimg on " in err  # the unit that ends the run, not train.steps
+    assert (run / "checkpoints" / "000000003").is_dir()
+
+
+def test_resume_with_another_width_names_the_tensor_and_both_shapes(points_run, capsys):
+    before = _sums(points_run)
+    assert main(["train", "ring_gan", "--out", str(points_run), "--resume", "auto", *TINY_POINTS,
+                 "--set", "model.g_width=12", "--set", "train.steps=4"]) == 2  # fmt: skip
+    line = _one_line(capsys, "train")
+    assert "does not fit this run's G (tensor " in line
+    assert re.search(r"is \[8, 2\] in the checkpoint and \[12, 2\] in this config", line), line
+    assert _sums(points_run) == before
+
+
+def test_other_torchrun_ranks_stay_quiet(tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("")
+    monkeypatch.chdir(tmp_path)
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        assert main(["train", str(cfg)]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == lines
+
+
+def test_train_list_keeps_whole_first_sentences(capsys):
+    from gandist.resources import shipped_configs
+
+    assert main(["train", "--list"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == len(shipped_configs())
+    for row in rows:
+        text = row.split(None, 1)[1]
+        assert not text.endswith(("et al.", "e.g.")), row
+        assert text.endswith("...") or text.count("(") == text.count(")"), row
+    assert any("DCGAN (Radford et al. 2016) on digits at 32x32" in r for r in rows)

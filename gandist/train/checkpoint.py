@@ -265,6 +265,20 @@ def no_usable_checkpoint(root: Path, rejected: list[CheckpointError]) -> Checkpo
     )
 
 
+def first_mismatch(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor (in the network's own order) that differs between a network's state and a
+    checkpoint's, in words with both shapes; None when names and shapes all agree."""
+    for name, t in ours.items():
+        if name not in theirs:
+            return f"tensor {name} {list(t.shape)} of this config is not in the checkpoint (another model family?)"
+        if tuple(theirs[name].shape) != tuple(t.shape):
+            return f"tensor {name} is {list(theirs[name].shape)} in the checkpoint and {list(t.shape)} in this config"
+    extra = [n for n in theirs if n not in ours]
+    if extra:
+        return f"tensor {extra[0]} {list(theirs[extra[0]].shape)} of the checkpoint is not in this config (another model family?)"
+    return None
+
+
 def prune_checkpoints(root: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (keep=0 keeps everything)."""
     if keep <= 0:

@@ -187,6 +187,10 @@ class Trainer:
         self.fixed_z = torch.randn(tc.sample_n, self.z_dim, generator=stream(tc.seed, "fixed_latents"))
         self.log: RunLog | None = None
         self._skipped_host = 0
+        # train.skip_limit is checked once the updates since the last read could have reached it (a host
+        # count, no sync): the run stops within one step of the limit, not at the next log point (49 for 5)
+        self._updates = 0
+        self._skip_read_at = tc.skip_limit
         self.health = None
         if cfg.health.enabled:
             from gandist.train.health import HealthMonitor
@@ -338,6 +342,7 @@ class Trainer:
         self.strategy.step(phase.optimizer, opt, ok)  # default: guarded_step(opt, ok)
         self.skipped += (~ok).long()
         self.skipped_run = torch.where(ok, 0, self.skipped_run + 1)
+        self._updates += 1
         self.objective.after_step(phase)
         for p, flag in frozen:
             p.requires_grad_(flag)
@@ -455,7 +460,7 @@ class Trainer:
             try:
                 module.load_state_dict(own)
             except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
+                first = ckpt.first_mismatch(module.state_dict(), own) or str(exc).strip().splitlines()[0]
                 raise CheckpointError(
                     f"checkpoint '{path}' does not fit this run's {prefix} ({first}); resume with the config "
                     "it was written with (its config.yaml), or start a new run with --out elsewhere"
@@ -590,9 +595,10 @@ class Trainer:
         if limit and in_a_row >= limit:
             raise DivergedError(
                 f"{in_a_row} updates in a row were skipped because a loss or gradient was not finite (step "
-                f"{self.step}); training stopped, the checkpoints in {self.run_dir / 'checkpoints'} are intact. "
+                f"{self.step}, train.skip_limit={limit}); training stopped, {self._checkpoints_line()}. "
                 "Lower the learning rates, use train.precision=fp32 or bf16, or resume from an earlier checkpoint"
             )
+        self._skip_read_at = self._updates + limit - in_a_row
         out, i = [], 0
         for step, stats in pending:
             host = {}
@@ -601,6 +607,13 @@ class Trainer:
                 i += len(vs)
             out.append((step, host))
         return out
+
+    def _checkpoints_line(self) -> str:
+        """What a stopped run leaves to resume from, in words."""
+        found = ckpt.list_checkpoints(self.run_dir / "checkpoints")
+        if not found:
+            return f"no checkpoint was written yet (the first was due at step {self.cfg.train.ckpt_every})"
+        return f"{len(found)} checkpoint{'s' if len(found) > 1 else ''} kept, the newest {found[0]}"
 
     def train(self, progress: bool | None = None) -> dict[str, Any]:
         """Train until train.steps generator steps (or train.kimg thousand images); returns a summary.
@@ -630,7 +643,8 @@ class Trainer:
                     bar.update(min(self.nimg / 1000, tc.kimg) - bar.n if by_images else 1)
                 log_now = self.step % tc.log_every == 0 or finished
                 health_now = self.health is not None and self.health.due(self.step)
-                if log_now or health_now:
+                skip_now = tc.skip_limit > 0 and self._updates >= self._skip_read_at
+                if log_now or health_now or skip_now:
                     nonfinite = False
                     for step, host in self._read(pending):
                         for k, v in host.items():
