@@ -233,3 +233,20 @@ def test_train_list_keeps_whole_first_sentences(capsys):
         assert not text.endswith(("et al.", "e.g.")), row
         assert text.endswith("...") or text.count("(") == text.count(")"), row
     assert any("DCGAN (Radford et al. 2016) on digits at 32x32" in r for r in rows)
+
+
+@pytest.mark.parametrize(
+    "content,what",
+    [(b"174812789\n", "a text file of 10 bytes starting '174812789'"),
+     (b"<!DOCTYPE html><html>rate limited</html>", "an HTML/XML page of 40 bytes (a failed download?)"),
+     (b"", "an empty file"),
+     (b"\x00\x01" * 600, "binary data of 1200 bytes of an unknown kind")],
+)  # fmt: skip
+def test_junk_inception_weights_say_what_the_file_is(tmp_path, capsys, content, what):
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(content)
+    (tmp_path / "imgs").mkdir()
+    assert main(["fid", str(tmp_path / "imgs"), str(tmp_path / "imgs"), "--inception", str(weights)]) == 2
+    line = _one_line(capsys, "fid")
+    assert f"is {what}, not the expected PyTorch state dict weights-inception-2015-12-05" in line
+    assert weights.read_bytes() == content

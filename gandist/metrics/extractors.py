@@ -198,6 +198,31 @@ def inception_candidates(explicit: str | Path | None = None) -> list[Path]:
     return out
 
 
+def describe_file(path: Path) -> str:
+    """What a file looks like from its size and first bytes, for an error about a file that is not what it
+    should be (a torch.load error on junk says things like '(174812789)')."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    amount = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size} bytes"
+    if not head:
+        return "an empty file"
+    kinds = [(b"PK\x03\x04", "a zip archive"), (b"\x1f\x8b", "a gzip file"), (b"\x80", "a pickle"),
+             (b"\x89HDF", "an HDF5 (Keras) file"), (b"\x08", "a protobuf (TensorFlow?) file")]  # fmt: skip
+    for magic, kind in kinds:
+        if head.startswith(magic):
+            return f"{kind} of {amount}"
+    text = head.decode("utf-8", "replace")
+    if text.lstrip().lower().startswith(("<!doctype", "<html", "<?xml")):
+        return f"an HTML/XML page of {amount} (a failed download?)"
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"a text file of {amount} starting {text.splitlines()[0][:30]!r}"
+    return f"binary data of {amount} of an unknown kind"
+
+
 def find_inception_weights(explicit: str | Path | None = None) -> Path:
     candidates = inception_candidates(explicit)
     if explicit and not Path(explicit).is_file():
@@ -359,7 +384,8 @@ class InceptionExtractor(Extractor):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
             raise UserError(
-                f"Inception weights '{path}' are unreadable or not a weights file ({exc})"
+                f"Inception weights '{path}' is {describe_file(path)}, not the expected PyTorch state dict "
+                f"{INCEPTION_FILE} (about 91 MB, from {INCEPTION_URL}); fetch that file again"
             ) from None
         # Build torch-fidelity's architecture, handing it the state dict where it would download.
         with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: state):
