@@ -250,3 +250,36 @@ def test_junk_inception_weights_say_what_the_file_is(tmp_path, capsys, content, 
     line = _one_line(capsys, "fid")
     assert f"is {what}, not the expected PyTorch state dict weights-inception-2015-12-05" in line
     assert weights.read_bytes() == content
+
+
+def test_the_first_digits_eval_says_it_trains_the_classifier_and_caches_it(tmp_path, capsys, monkeypatch):
+    from gandist.metrics import extractors
+
+    monkeypatch.setenv("GANDIST_CACHE", str(tmp_path))
+    real = extractors.train_digits_classifier
+    monkeypatch.setattr(extractors, "train_digits_classifier", lambda: real(epochs=1))  # the same code, 1 epoch
+    first = extractors.DigitsExtractor("cpu")
+    err = capsys.readouterr().err
+    assert "training the digits classifier once" in err and "digits classifier trained in" in err
+    assert (tmp_path / f"digits_classifier_v{extractors.DIGITS_VERSION}.safetensors").is_file()
+    again = extractors.DigitsExtractor("cpu")  # from the cache: silent, the same accuracy
+    assert capsys.readouterr().err == "" and again.accuracy == first.accuracy
+
+
+def test_eval_seconds_count_the_whole_command(points_run, tmp_path, monkeypatch):
+    import json
+    import time
+
+    from gandist.metrics import commands
+
+    slow = commands._eval
+
+    def eval_after_a_setup_second(args, strategy):  # loading that the metrics' own clock does not see
+        time.sleep(1.0)
+        return slow(args, strategy)
+
+    monkeypatch.setattr(commands, "_eval", eval_after_a_setup_second)
+    out = tmp_path / "m.jsonl"
+    assert main(["eval", str(points_run), "--metrics", "kid", "--n", "8", "--out", str(out)]) == 0
+    res = json.loads(out.read_text().splitlines()[-1])
+    assert res["seconds"] >= res["metric_seconds"] + 1.0

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import signal
 import sys
+import time
 from pathlib import Path
 
 
@@ -76,8 +77,12 @@ def run_eval(args: argparse.Namespace) -> int:
         line = small_n_line([m.strip() for m in args.metrics.split(",")], args.n)
         if line and strategy.is_main:
             print(line, file=sys.stderr)
+        t0 = time.perf_counter()
         try:
             res, out = _eval(args, strategy)
+            # the whole command: loading the generator and the extractor too (the first digits eval trains
+            # the classifier, minutes on a CPU, which the metrics' own clock does not see)
+            res = {**res, "metric_seconds": res.get("seconds", 0.0), "seconds": time.perf_counter() - t0}
         except _Terminated as exc:
             print(f"[gandist] eval {exc}; nothing written", file=sys.stderr)
             return 143
