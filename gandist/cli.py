@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: continue from the newest complete checkpoint of this run, if any; PATH: a checkpoint",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--allow-nonempty-out", action="store_true",
+                   help="train into an --out folder that holds files gandist did not write (refused by default)")  # fmt: skip
 
     g = sub.add_parser("generate", help="draw samples from a checkpoint")
     g.add_argument("checkpoint", type=Text(), help="checkpoint folder or run directory")
@@ -285,6 +287,9 @@ def _pick_run_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
     from gandist.train.runlog import new_run_dir, newest_run_dir
 
     if args.out:
+        from gandist.train.rundir import check_run_dir
+
+        check_run_dir(Path(args.out), args.allow_nonempty_out)  # before anything is built or written
         return Path(args.out), False
     if args.resume == "auto":
         found = newest_run_dir("runs", name)
@@ -315,7 +320,7 @@ def _resume_point(args: argparse.Namespace, run_dir: Path) -> Path | None:
     return None
 
 
-def _load_resume(trainer, path: Path) -> None:
+def _load_resume(trainer, path: Path, announce: bool = True) -> None:
     from gandist.errors import CheckpointError
 
     try:
@@ -329,7 +334,19 @@ def _load_resume(trainer, path: Path) -> None:
         raise CheckpointError(
             f"checkpoint '{path}' does not fit this config ({first}); resume with the config it was trained with"
         ) from None
-    print(f"[gandist] resumed from {path} at step {trainer.step}", file=sys.stderr)
+    if announce:  # one set of messages per run: the main rank's
+        print(f"[gandist] resumed from {path} at step {trainer.step}", file=sys.stderr)
+
+
+def _claim(run_dir: Path) -> None:
+    """Under the run lock: mark the folder as a gandist run and drop temporary checkpoint folders that
+    killed saves left behind (no save can be running now: saves happen only under this lock)."""
+    from gandist.train.checkpoint import remove_stale_temporaries
+    from gandist.train.rundir import mark_run_dir
+
+    mark_run_dir(run_dir)
+    for p in remove_stale_temporaries(run_dir / "checkpoints"):
+        print(f"[gandist] removed {p}, left by a save that did not finish", file=sys.stderr)
 
 
 def _remove_unstarted(run_dir: Path, lock) -> None:
@@ -348,6 +365,23 @@ def _remove_unstarted(run_dir: Path, lock) -> None:
             return
     shutil.rmtree(run_dir, ignore_errors=True)
     lock.release()
+
+
+def _length(cfg) -> str:
+    """How long the run is, in the unit that ends it: train.kimg when set, else train.steps."""
+    return f"{cfg.train.kimg:g} kimg" if cfg.train.kimg > 0 else f"{cfg.train.steps} steps"
+
+
+def _continue_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command that resumes this run: the same config and --set overrides (without them the resumed
+    config would differ from the checkpoint's), into the same folder."""
+    import shlex
+
+    words = ["gandist", "train", *([args.config] if args.config else [])]
+    for o in args.overrides:
+        words += ["--set", o]
+    words += ["--out", str(run_dir), "--resume", "auto"] + (["--no-progress"] if args.no_progress else [])
+    return shlex.join(words)
 
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL (sysexits.h): stopped by a signal with a checkpoint saved; start it again
@@ -377,18 +411,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, run_dir, strategy=strategy)  # builds everything, writes nothing
         if strategy.is_main:  # one writer per folder; under several ranks that is rank 0
             lock = RunLock(run_dir).acquire()
+            _claim(run_dir)
         resume_from = _resume_point(args, run_dir)
         if resume_from is not None:
-            _load_resume(trainer, resume_from)
+            _load_resume(trainer, resume_from, announce=strategy.is_main)
         if strategy.is_main:
             print(
                 f"[gandist] {cfg.name}: {cfg.model.name} / {cfg.loss.name} on {cfg.data.name}, "
-                f"{cfg.train.steps} steps on {strategy.describe()}; run directory {run_dir}",
+                f"{_length(cfg)} on {strategy.describe()}; run directory {run_dir}",
                 file=sys.stderr,
             )
         else:
             args.quiet_rank = True  # one set of messages per run: the main rank's
-        started = True
+        started = args.started = True  # from here on the wall time is worth a line
         summary = trainer.train()
         strategy.barrier()  # every rank leaves together: gloo aborts a rank whose peers close while it works
     except BaseException:
@@ -404,7 +439,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if strategy.is_main:
             print(
                 f"[gandist] stopped by {summary['interrupted']} at step {summary['step']}; checkpoint "
-                f"{summary['checkpoint']}. Continue with: gandist train {args.config or ''} --out {run_dir} --resume auto",
+                f"{summary['checkpoint']}. Continue with: {_continue_command(args, run_dir)}",
                 file=sys.stderr,
             )
         # Ctrl-C: 130, as a shell reports it; SIGTERM / SIGUSR2 (a scheduler's preemption or time-limit warning):
@@ -492,6 +527,16 @@ COMMANDS = {
 }
 
 
+def _other_rank() -> bool:
+    """True in a torchrun worker other than rank 0 (read through the one module that reads the launch)."""
+    try:
+        from gandist.train.strategy import DistEnv
+
+        return DistEnv.from_environ().rank != 0
+    except Exception:  # an inconsistent launch: say it everywhere
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     from gandist.errors import UserError
 
@@ -506,10 +551,28 @@ def main(argv: list[str] | None = None) -> int:
         from gandist.errors import DivergedError
 
         msg = str(exc).strip().splitlines()
+        if _other_rank():  # under torchrun every rank fails alike: one line, from rank 0
+            return 1 if isinstance(exc, DivergedError) else 2
         print(f"gandist {args.command}: error: {msg[-1] if msg else exc}", file=sys.stderr)
         return 1 if isinstance(exc, DivergedError) else 2
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder belongs: one line
+        from gandist.oserrors import describe_os_error
+
+        line = describe_os_error(exc)
+        if line is None:
+            raise
+        print(f"gandist {args.command}: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C in training, or the first anywhere else
+        what = (
+            "stopped without saving; the checkpoints already complete are kept (add --resume auto to continue)"
+            if args.command == "train"
+            else "stopped; files being written may be incomplete"
+        )
+        print(f"\ngandist {args.command}: interrupted by Ctrl-C: {what}", file=sys.stderr)
+        return 130
     finally:
-        if args.command == "train" and not args.list and not getattr(args, "quiet_rank", False):
+        if getattr(args, "started", False) and not getattr(args, "quiet_rank", False):
             print(f"[gandist] wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 

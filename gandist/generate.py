@@ -209,6 +209,11 @@ def style_layers(spec: str, active: int, resolution: int) -> list[int]:
                 f"--styles '{spec}': use coarse, middle, fine or a layer range a-b like 0-3 ({names})"
             )
         wanted = range(a, b + 1)
+        if b >= active:  # a number past the end is a mistake, not a wish for "as many as there are"
+            raise UserError(
+                f"--styles '{spec}' goes past the last layer of this generator: it has layers 0-{active - 1} at "
+                f"{resolution}x{resolution}; use a range within 0-{active - 1}"
+            )
     layers = [i for i in wanted if i < active]
     if not layers:
         raise UserError(
@@ -249,6 +254,10 @@ def vector_arithmetic(
     """DCGAN Sec. 6.3: mean(z_u) - mean(z_v) + mean(z_w). Returns the picture rows as one batch —
     the u, v and w samples with their mean-latent image at the row's end, then the result and
     variations (result + noise * N(0, I), the paper uses 0.25) — and the row length."""
+    if gen.kind != "images":
+        raise UserError(
+            f"arithmetic draws rows of images; '{gen.path}' generates 2-D points (use gandist generate for a scatter)"
+        )
     groups = [gen.latents(s) for s in (u, v, w)]
     means = [g.mean(dim=0, keepdim=True) for g in groups]
     result = means[0] - means[1] + means[2]

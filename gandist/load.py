@@ -41,10 +41,11 @@ def weights_of(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.T
 def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> str | None:
     """Load the weights kept under `name` into `module`; None, or the first line of why they do not fit
     (names or shapes differ from what the module's config builds), for the caller's one-line error."""
+    weights = weights_of(tensors, name)
     try:
-        module.load_state_dict(weights_of(tensors, name))
-    except RuntimeError as exc:
-        return str(exc).strip().splitlines()[0]
+        module.load_state_dict(weights)
+    except RuntimeError as exc:  # name the first tensor that differs, with both shapes, where one does
+        return ckpt.first_mismatch(module.state_dict(), weights) or str(exc).strip().splitlines()[0]
     return None
 
 

@@ -40,6 +40,22 @@ def shipped_configs() -> dict[str, Path]:
     return {p.stem: p for p in sorted(configs_dir().glob("*.yaml"))}
 
 
+# a full stop after these is not a sentence's end ("DCGAN (Radford et al. 2016) on digits")
+ABBREVIATIONS = {"al", "e.g", "i.e", "cf", "fig", "sec", "eq", "vs", "approx", "etc", "no"}
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first '. ' outside parentheses that does not follow an abbreviation or an initial."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "." and text[i + 1 : i + 2] in (" ", "") and depth <= 0:
+            word = text[:i].split()[-1].lower() if text[:i].split() else ""
+            if word.lstrip("(") not in ABBREVIATIONS and len(word.lstrip("(")) > 1:
+                return text[: i + 1]
+    return text
+
+
 def describe_config(path: Path, width: int = 100) -> str:
     """The first sentence of a config's leading comment block (its description), at most `width` characters."""
     words: list[str] = []
@@ -47,7 +63,5 @@ def describe_config(path: Path, width: int = 100) -> str:
         if not line.startswith("#"):
             break
         words.extend(line.lstrip("#").split())
-    text = " ".join(words)
-    end = text.find(". ")
-    text = text if end < 0 else text[: end + 1]
+    text = _first_sentence(" ".join(words))
     return text if len(text) <= width else text[: width - 3].rstrip() + "..."

@@ -42,8 +42,9 @@ def dataset_files(root: str | Path, verify: str = "size") -> list[Path]:
 
 
 def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
-    """Decode, convert to RGB/L, centre-crop to a square and resize (Lanczos): uint8 [C, R, R]."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode, convert to RGB/L (gandist.data.pixels, shared with prepare), centre-crop to a square and
+    resize (Lanczos): uint8 [C, R, R]."""
+    from PIL import UnidentifiedImageError
 
     if path.suffix == ".npy":  # prepared lossless data: uint8 [R, R, 3]
         import numpy as np
@@ -54,19 +55,13 @@ def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
             img = torch.nn.functional.interpolate(img[None].float(), size=(resolution, resolution), mode="bicubic",
                                                   antialias=True)[0].round().clamp(0, 255).to(torch.uint8)  # fmt: skip
         return img.float().mean(0, keepdim=True).round().to(torch.uint8) if channels == 1 else img
+    from gandist.data.pixels import load_square
+
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            w, h = im.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-            if side != resolution:
-                im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+        arr = load_square(path, resolution, channels)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot read image '{path}' ({exc}); remove or replace the file") from None
-    return data.view(resolution, resolution, channels).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 class _Images(Dataset):

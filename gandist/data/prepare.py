@@ -2,7 +2,8 @@
 
 Every file under SRC (recursively; FFHQ's and CelebA-HQ's nested layouts included) is validated:
 truncated, corrupt, empty and non-image files are listed in the report and skipped, never a crash.
-Greyscale, palette and RGBA images become RGB; each image is centre-cropped to a square and resized
+Every image mode Pillow opens becomes 8-bit RGB (16-bit and float data scaled, alpha over white, EXIF
+rotation applied: gandist.data.pixels); each image is centre-cropped to a square and resized
 with a recorded filter (Lanczos by default). DST receives
 
   images/<shard>/<index>.jpg|.npy   one file per kept image (index = position of its source in the sorted scan)
@@ -59,28 +60,18 @@ def out_name(index: int, fmt: str) -> str:
 
 
 def convert(path: Path, opts: Options) -> np.ndarray:
-    """Decode, validate, RGB, centre-crop, resize: uint8 [R, R, 3]. Raises ValueError with the reason."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode, validate, RGB (gandist.data.pixels: every mode scaled to 8 bits, alpha over white), centre-crop,
+    resize: uint8 [R, R, 3]. Raises ValueError with the reason."""
+    from PIL import UnidentifiedImageError
+
+    from gandist.data.pixels import PixelError, load_square
 
     if path.stat().st_size == 0:
         raise ValueError("empty file")
-    resample = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
-                "bilinear": Image.Resampling.BILINEAR, "box": Image.Resampling.BOX}[opts.filter]  # fmt: skip
     try:
-        with Image.open(path) as im:
-            im.load()  # full decode: truncated files fail here, not later in training
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # alpha over white
-                im = Image.alpha_composite(bg, rgba).convert("RGB")
-            else:
-                im = im.convert("RGB")
-            w, h = im.size
-            s = min(w, h)
-            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-            if s != opts.resolution:
-                im = im.resize((opts.resolution, opts.resolution), resample)
-            return np.asarray(im, dtype=np.uint8)
+        return load_square(path, opts.resolution, 3, opts.filter)
+    except PixelError:
+        raise
     except UnidentifiedImageError:
         raise ValueError("not an image") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -129,6 +120,11 @@ def prepare(
         raise DataError(f"unknown format '{opts.fmt}'; valid: jpeg, npy")
     if opts.resolution < 1:
         raise DataError("--resolution must be positive")
+    if not src.is_dir():
+        raise DataError(f"source '{src}' is not a folder of images")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        # the output would be scanned as input by the next prepare: the data set doubles each time
+        raise DataError(f"destination '{dst}' is inside the source '{src}'; choose a DST outside SRC")
     files = scan(src)
     if not files:
         raise DataError(

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import signal
 import sys
+import time
 from pathlib import Path
 
 
@@ -47,14 +48,41 @@ def _report(res: dict, out: str | Path | None) -> None:
     print(f"[gandist] {res.get('seconds', 0):.1f} s, {mem}", file=sys.stderr)
 
 
+# Fewest samples at which each metric's value means something (below it the value is computed, but is mostly
+# noise or bias): the user is told, not refused, since a tiny --n is how one checks that evaluation runs.
+MEANINGFUL_N = {
+    "fid": (2048, "more samples than Inception's 2048 features, else the covariance is singular; papers use 50000"),
+    "kid": (1000, "one subset of KID's size 1000, Binkowski et al. 2018"),
+    "is": (5000, "10 splits of 500; Salimans et al. 2016 use 50000"),
+    "pr": (1000, "k=3 neighbour radii are noise in small sets; Kynkaanniemi et al. 2019 use 50000"),
+}
+
+
+def small_n_line(metrics: list[str], n: int) -> str | None:
+    """One line naming, for each requested metric, the sample count it needs when `n` is below it."""
+    short = [f"{m} >= {MEANINGFUL_N[m][0]} ({MEANINGFUL_N[m][1]})" for m in metrics if m in MEANINGFUL_N and n < MEANINGFUL_N[m][0]]  # fmt: skip
+    if not short:
+        return None
+    names = ", ".join(m.split()[0] for m in short)
+    return f"[gandist] eval --n {n}: too few samples for meaningful values of {names}: " + "; ".join(short)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from gandist.train.strategy import build_strategy
+
 
     # torchrun: joins the process group; every rank generates and extracts its share, rank 0 reports.
     # The `with` destroys the group on every exit (return, error, SIGTERM).
     with _sigterm_raises(), build_strategy("auto", "auto") as strategy:
+        line = small_n_line([m.strip() for m in args.metrics.split(",")], args.n)
+        if line and strategy.is_main:
+            print(line, file=sys.stderr)
+        t0 = time.perf_counter()
         try:
             res, out = _eval(args, strategy)
+            # the whole command: loading the generator and the extractor too (the first digits eval trains
+            # the classifier, minutes on a CPU, which the metrics' own clock does not see)
+            res = {**res, "metric_seconds": res.get("seconds", 0.0), "seconds": time.perf_counter() - t0}
         except _Terminated as exc:
             print(f"[gandist] eval {exc}; nothing written", file=sys.stderr)
             return 143
@@ -176,6 +204,13 @@ def _fid(args: argparse.Namespace, strategy) -> dict:
     from gandist.metrics.sources import StatsFile
 
     t0 = time.perf_counter()
+    for arg in (args.a, args.b):  # both inputs checked before the extractor loads or a side's extraction starts
+        if Path(arg).suffix == ".npz":
+            load_stats(arg)  # keys and shapes here; the feature width once the extractor is known
+        elif not Path(arg).exists():
+            from gandist.errors import UserError
+
+            raise UserError(f"'{arg}' does not exist: give an image folder, a .npz statistics file or a checkpoint")
     both_stats = Path(args.a).suffix == ".npz" and Path(args.b).suffix == ".npz"
     ex = None if both_stats else build_extractor("inception", "images", "", strategy.device, args.inception,
                                                  args.extractor_impl)  # fmt: skip

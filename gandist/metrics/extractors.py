@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -156,8 +158,13 @@ class DigitsExtractor(Extractor):
         if path.is_file() and meta.is_file():
             self.net.load_state_dict(load_file(str(path)))
             self.accuracy = json.loads(meta.read_text())["heldout_accuracy"]
-        else:
+        else:  # once per machine: about a minute on a quiet CPU, 6 on a loaded one; said, not silent
+            print(f"[gandist] training the digits classifier once (a minute or more on a CPU); it is cached "
+                  f"at {path}", file=sys.stderr, flush=True)  # fmt: skip
+            t0 = time.perf_counter()
             net, self.accuracy = train_digits_classifier()
+            print(f"[gandist] digits classifier trained in {time.perf_counter() - t0:.0f} s, held-out accuracy "
+                  f"{self.accuracy:.3f}", file=sys.stderr, flush=True)  # fmt: skip
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             save_file(net.state_dict(), str(tmp))
@@ -196,6 +203,31 @@ def inception_candidates(explicit: str | Path | None = None) -> list[Path]:
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     out += [cache_dir() / INCEPTION_FILE, hub / INCEPTION_FILE, hub / PYTORCH_FID_FILE]
     return out
+
+
+def describe_file(path: Path) -> str:
+    """What a file looks like from its size and first bytes, for an error about a file that is not what it
+    should be (a torch.load error on junk says things like '(174812789)')."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    amount = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size} bytes"
+    if not head:
+        return "an empty file"
+    kinds = [(b"PK\x03\x04", "a zip archive"), (b"\x1f\x8b", "a gzip file"), (b"\x80", "a pickle"),
+             (b"\x89HDF", "an HDF5 (Keras) file"), (b"\x08", "a protobuf (TensorFlow?) file")]  # fmt: skip
+    for magic, kind in kinds:
+        if head.startswith(magic):
+            return f"{kind} of {amount}"
+    text = head.decode("utf-8", "replace")
+    if text.lstrip().lower().startswith(("<!doctype", "<html", "<?xml")):
+        return f"an HTML/XML page of {amount} (a failed download?)"
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"a text file of {amount} starting {text.splitlines()[0][:30]!r}"
+    return f"binary data of {amount} of an unknown kind"
 
 
 def find_inception_weights(explicit: str | Path | None = None) -> Path:
@@ -359,7 +391,8 @@ class InceptionExtractor(Extractor):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
             raise UserError(
-                f"Inception weights '{path}' are unreadable or not a weights file ({exc})"
+                f"Inception weights '{path}' is {describe_file(path)}, not the expected PyTorch state dict "
+                f"{INCEPTION_FILE} (about 91 MB, from {INCEPTION_URL}); fetch that file again"
             ) from None
         # Build torch-fidelity's architecture, handing it the state dict where it would download.
         with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: state):

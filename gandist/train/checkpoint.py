@@ -18,6 +18,7 @@ evaluation) read and verify only the weights and state.json, never optimizer or 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_st
 
 from gandist.errors import CheckpointError
 
@@ -79,10 +81,36 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "models.safetensors"))
-    torch.save(optim, tmp / "optim.pt")
-    save_file({k: v.cpu().contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    try:
+        _fill(tmp, tensors, optim, rng, state, extra)
+    except BaseException:  # a full disk, a second Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(root)
+    return final
+
+
+def _write(path: Path, data) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:  # name the file: a failed write() carries no path of its own
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _fill(tmp: Path, tensors, optim, rng, state, extra) -> None:
+    """Write every file of a checkpoint into the folder `tmp`, the manifest last, all flushed to disk."""
+    # Serialised in memory, then written by Python: on a full disk torch.save raises a RuntimeError from
+    # its zip writer ("unexpected pos 2752 vs 2644"), while a plain write raises OSError(ENOSPC) with the path.
+    _write(tmp / "models.safetensors", save_st({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+    buf = io.BytesIO()
+    torch.save(optim, buf)
+    _write(tmp / "optim.pt", buf.getbuffer())
+    _write(tmp / "rng.safetensors", save_st({k: v.cpu().contiguous() for k, v in rng.items()}))
+    _write(tmp / "state.json", json.dumps(state, indent=1, sort_keys=True).encode())
     names = list(FILES)
     for name, folder in (extra or {}).items():
         os.replace(folder, tmp / name)
@@ -90,14 +118,21 @@ def save_checkpoint(
     manifest = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in names}
     for name in names:
         _fsync(tmp / name)
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    _write(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
     _fsync(tmp / MANIFEST)
     _fsync(tmp)
-    if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(root)
-    return final
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete the `.tmp-*` folders of saves killed before they finished (SIGKILL, power loss); returns them.
+    Only the run's lock holder may call this: a live save's folder looks the same."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(".tmp-"))
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def _error(path: Path, reason: str) -> CheckpointError:
@@ -228,6 +263,20 @@ def no_usable_checkpoint(root: Path, rejected: list[CheckpointError]) -> Checkpo
         f"no usable checkpoint in '{root}' ({len(rejected)} rejected: {why}); restore a good copy of one, "
         f"or start over by deleting '{root}' or training into another --out"
     )
+
+
+def first_mismatch(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor (in the network's own order) that differs between a network's state and a
+    checkpoint's, in words with both shapes; None when names and shapes all agree."""
+    for name, t in ours.items():
+        if name not in theirs:
+            return f"tensor {name} {list(t.shape)} of this config is not in the checkpoint (another model family?)"
+        if tuple(theirs[name].shape) != tuple(t.shape):
+            return f"tensor {name} is {list(theirs[name].shape)} in the checkpoint and {list(t.shape)} in this config"
+    extra = [n for n in theirs if n not in ours]
+    if extra:
+        return f"tensor {extra[0]} {list(theirs[extra[0]].shape)} of the checkpoint is not in this config (another model family?)"
+    return None
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:

@@ -192,6 +192,10 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.fixed_z = torch.randn(tc.sample_n, self.z_dim, generator=stream(tc.seed, "fixed_latents"))
         self.log: RunLog | None = None
         self._skipped_host = 0
+        # train.skip_limit is checked once the updates since the last read could have reached it (a host
+        # count, no sync): the run stops within one step of the limit, not at the next log point (49 for 5)
+        self._updates = 0
+        self._skip_read_at = tc.skip_limit
         self.health = None
         if cfg.health.enabled:
             from gandist.train.health import HealthMonitor
@@ -343,6 +347,7 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.strategy.step(phase.optimizer, opt, ok)  # default: guarded_step(opt, ok)
         self.skipped += (~ok).long()
         self.skipped_run = torch.where(ok, 0, self.skipped_run + 1)
+        self._updates += 1
         self.objective.after_step(phase)
         for p, flag in frozen:
             p.requires_grad_(flag)
@@ -413,7 +418,8 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
                     bar.update(min(self.nimg / 1000, tc.kimg) - bar.n if by_images else 1)
                 log_now = self.step % tc.log_every == 0 or finished
                 health_now = self.health is not None and self.health.due(self.step)
-                if log_now or health_now:
+                skip_now = tc.skip_limit > 0 and self._updates >= self._skip_read_at
+                if log_now or health_now or skip_now:
                     self.read_point(pending, window, health_now)
                 if log_now:
                     t_tick, nimg_tick = self.log_point(log, bar, window, t_tick, nimg_tick)

@@ -36,9 +36,10 @@ class StatsReader:
         if limit and in_a_row >= limit:
             raise DivergedError(
                 f"{in_a_row} updates in a row were skipped because a loss or gradient was not finite (step "
-                f"{self.step}); training stopped, the checkpoints in {self.run_dir / 'checkpoints'} are intact. "
+                f"{self.step}, train.skip_limit={limit}); training stopped, {self._checkpoints_line()}. "
                 "Lower the learning rates, use train.precision=fp32 or bf16, or resume from an earlier checkpoint"
             )
+        self._skip_read_at = self._updates + limit - in_a_row
         out, i = [], 0
         for step, stats in pending:
             host = {}
@@ -47,6 +48,15 @@ class StatsReader:
                 i += len(vs)
             out.append((step, host))
         return out
+
+    def _checkpoints_line(self) -> str:
+        """What a stopped run leaves to resume from, in words."""
+        from gandist.train import checkpoint as ckpt
+
+        found = ckpt.list_checkpoints(self.run_dir / "checkpoints")
+        if not found:
+            return f"no checkpoint was written yet (the first was due at step {self.cfg.train.ckpt_every})"
+        return f"{len(found)} checkpoint{'s' if len(found) > 1 else ''} kept, the newest {found[0]}"
 
     def read_point(
         self,
