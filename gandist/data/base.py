@@ -157,10 +157,11 @@ def epoch_indices(n_items: int, seed: int, position: int, n: int) -> list[int]:
     return out
 
 
-# Positions per generator of `position_blocks`. A fresh torch.Generator costs about 5 us to seed; one per
-# sample would cost more than the 2-D mixtures' whole training step (batch 256), one per 64 adds about
-# 0.1 us per sample (benchmarks/data/bench_position_draws.py).
-POSITION_BLOCK = 64
+# Positions per generator of `position_blocks`: seeding a torch.Generator and each draw from it cost about
+# 10 us (so one generator per sample would cost more than a 2-D mixture's training step); with blocks of
+# 256 a batch of 256 at an aligned position costs one generator, as a per-batch draw does, and a rank's
+# share or an unaligned batch one or two (benchmarks/data/bench_position_draws.py).
+POSITION_BLOCK = 256
 
 
 def position_blocks(seed: int, salt: int, position: int, n: int,

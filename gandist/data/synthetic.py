@@ -23,15 +23,16 @@ class GaussianMixture2D(DataSource):
         return (2,)
 
     def _block(self, g: torch.Generator) -> torch.Tensor:
-        """POSITION_BLOCK samples [B, 2] float32 from one generator: the mode, then the float64 offset."""
-        which = torch.randint(len(self.modes), (POSITION_BLOCK,), generator=g)
-        noise = torch.randn(POSITION_BLOCK, 2, generator=g, dtype=torch.float64) * self.std
-        return (self.modes[which] + noise).float()
+        """POSITION_BLOCK draws [B, 3] float64 from one generator: the mode index, then two standard normals."""
+        which = torch.randint(len(self.modes), (POSITION_BLOCK, 1), generator=g, dtype=torch.float64)
+        return torch.cat([which, torch.randn(POSITION_BLOCK, 2, generator=g, dtype=torch.float64)], dim=1)
 
     def _draw(self, position: int, n: int) -> torch.Tensor:
         # per position (in blocks), not per batch: a rank's share of a global batch is the matching slice of
-        # one process's batch, and a resume anywhere continues the same stream
-        return position_blocks(self.seed, SALTS["data"], position, n, self._block)
+        # one process's batch, and a resume anywhere continues the same stream. The arithmetic below is
+        # elementwise and correctly rounded, so it gives the same bits for a position in any batch.
+        d = position_blocks(self.seed, SALTS["data"], position, n, self._block)
+        return (self.modes[d[:, 0].long()] + d[:, 1:] * self.std).float()
 
 
 @register(DATASETS, "ring")
