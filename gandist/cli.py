@@ -398,7 +398,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gandist.config import load_config
     from gandist.train.loop import Trainer
     from gandist.train.runlock import RunLock
-    from gandist.train.strategy import build_strategy
+    from gandist.train.strategy import strategy_from_config
 
     cfg = load_config(_config_path(args.config), args.overrides)
     if args.no_progress:
@@ -407,7 +407,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     created = created or not run_dir.exists()
     trainer, lock, started, strategy = None, None, False, None
     try:
-        strategy = build_strategy(cfg.train.strategy, cfg.train.device)
+        strategy = strategy_from_config(cfg.train)  # every train.* setting of the strategy, backend included
         trainer = Trainer(cfg, run_dir, strategy=strategy)  # builds everything, writes nothing
         if strategy.is_main:  # one writer per folder; under several ranks that is rank 0
             lock = RunLock(run_dir).acquire()

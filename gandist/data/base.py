@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from gandist.config import Section, section_name
-from gandist.rng import position_generator
+from gandist.rng import SALTS, position_generator
 
 DATASETS: dict[str, type[DataSource]] = {}
 _SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.folder", "gandist.data.unpaired")
@@ -156,7 +157,33 @@ def epoch_indices(n_items: int, seed: int, position: int, n: int) -> list[int]:
     return out
 
 
-def mirror(images: torch.Tensor, seed: int, position: int) -> torch.Tensor:
-    """Flip each image horizontally with probability 1/2, decided by (seed, position) alone."""
-    flips = torch.rand(images.shape[0], generator=position_generator(seed, position, salt=2)) < 0.5
+# Positions per generator of `position_blocks`: seeding a torch.Generator and each draw from it cost about
+# 10 us (so one generator per sample would cost more than a 2-D mixture's training step); with blocks of
+# 256 a batch of 256 at an aligned position costs one generator, as a per-batch draw does, and a rank's
+# share or an unaligned batch one or two (benchmarks/data/bench_position_draws.py).
+POSITION_BLOCK = 256
+
+
+def position_blocks(seed: int, salt: int, position: int, n: int,
+                    draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:  # fmt: skip
+    """Rows for the stream positions [position, position + n), each a pure function of (seed, salt, its
+    position): the positions are cut into aligned blocks of POSITION_BLOCK, block b is `draw(generator of
+    (seed, b, salt))` (always POSITION_BLOCK rows, so always the same values), and the rows are sliced out.
+    So a batch drawn in one piece equals the same positions drawn in any split (ranks, micro-batches,
+    resume), bit for bit. Negative positions are fine (floor division)."""
+    first, last = position // POSITION_BLOCK, (position + n - 1) // POSITION_BLOCK
+    blocks = [draw(position_generator(seed, b, salt)) for b in range(first, max(last, first) + 1)]
+    for b in blocks:
+        assert b.shape[0] == POSITION_BLOCK, f"a block draw gave {b.shape[0]} rows, not {POSITION_BLOCK}"
+    out = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    start = position - first * POSITION_BLOCK
+    return out[start : start + n]
+
+
+def mirror(images: torch.Tensor, seed: int, position: int, salt: str = "mirror") -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2; image i's flip is decided by (seed, salt,
+    position + i) alone, so a rank's share of a batch is flipped as the same images of the whole batch."""
+    u = position_blocks(seed, SALTS[salt], position, images.shape[0],
+                        lambda g: torch.rand(POSITION_BLOCK, generator=g))  # fmt: skip
+    flips = u < 0.5
     return torch.where(flips[:, None, None, None], images.flip(-1), images)

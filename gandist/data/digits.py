@@ -138,21 +138,46 @@ class Digits(DataSource):
             return Batch(x, labels=self.labels[idx])
         return Batch(x, labels=torch.full((n,), -1, dtype=torch.long))
 
+    # -- semi-supervised: one mixed stream, a labelled minibatch in front of every global batch ------------
+    # Salimans et al. 2016, Sec. 5: a labelled minibatch from the small labelled subset (cycled in fresh
+    # permutations) beside an unlabelled one from all training digits. The mixed stream is cut into global
+    # batches of N = data.batch_size: sample s is labelled number (s // N) k + s % N when s % N < k
+    # (k = data.labelled_batch), else unlabelled number (s // N)(N - k) + s % N - k. `position` and
+    # `labelled_position` count the unlabelled and labelled samples served; their sum is the mixed position.
+    # Rank r of W takes [r n, (r + 1) n) of each W n samples (base class `shard`), so W ranks, with any
+    # micro-batches, serve exactly one process's batches: rank 0 the labelled front, the others unlabelled.
+
+    def _mixed_split(self, s: int) -> tuple[int, int]:
+        """(labelled, unlabelled) samples among the first s of the mixed stream."""
+        n, k = self.cfg.batch_size, self.cfg.labelled_batch
+        labelled = (s // n) * k + min(s % n, k)
+        return labelled, s - labelled
+
+    def _mixed(self, s: int, n: int) -> Batch:
+        """The mixed-stream samples [s, s + n) in order, labelled ones with their class, others -1."""
+        lab0, unl0 = self._mixed_split(s)
+        lab1, unl1 = self._mixed_split(s + n)
+        rows = epoch_indices(len(self.labelled), self.seed, lab0, lab1 - lab0)  # the labelled subset's own epochs
+        x_lab = self.images[self.labelled[rows]]
+        if self.cfg.mirror:  # their own flip stream: labelled number q never shares the key of unlabelled q
+            x_lab = mirror(x_lab, self.seed, lab0, salt="labelled_mirror")
+        unl = self._draw(unl0, unl1 - unl0)
+        # the stream's order: where each of the n samples sits (labelled ones first within each global batch)
+        is_lab = torch.arange(s, s + n) % self.cfg.batch_size < self.cfg.labelled_batch
+        x = torch.empty(n, *unl.shape[1:], dtype=unl.dtype)
+        x[is_lab], x[~is_lab] = x_lab, unl
+        labels = torch.full((n,), -1, dtype=torch.long)
+        labels[is_lab] = self.labelled_classes[rows]
+        return Batch(x, labels=labels)
+
     def next_batch(self, n: int) -> Batch:
         if self.labelled is None:
             return super().next_batch(n)
-        # Semi-supervised (Salimans et al. 2016, Sec. 5): a labelled minibatch from the small labelled subset
-        # (cycled in fresh permutations) beside an unlabelled one from all training digits, in one Batch.
-        k = self.cfg.labelled_batch
-        # the labelled subset's own epochs: permutations of its length (a different n gives a different order)
-        rows = epoch_indices(len(self.labelled), self.seed, self.labelled_position, k)
-        self.labelled_position += k
-        unlabelled = super().next_batch(n - k)
-        x_lab = self.images[self.labelled[rows]]
-        if self.cfg.mirror:  # flips keyed by the negative labelled position: never the unlabelled stream's keys
-            x_lab = mirror(x_lab, self.seed, -1 - (self.labelled_position - k))
-        return Batch(torch.cat([self._served(x_lab), unlabelled.x]),
-                     labels=torch.cat([self.labelled_classes[rows], unlabelled.labels]))  # fmt: skip
+        s = self.position + self.labelled_position  # the mixed stream's (global) position
+        out = self._mixed(s + self.rank * n, n)
+        self.labelled_position, self.position = self._mixed_split(s + self.world * n)
+        out.x = self._served(out.x)
+        return out
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "labelled_position": self.labelled_position}

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from gandist.data.base import DATASETS, DataSource, epoch_indices, mirror
+from gandist.data.base import DATASETS, POSITION_BLOCK, DataSource, epoch_indices, mirror, position_blocks
 from gandist.registry import register
-from gandist.rng import position_generator
+from gandist.rng import SALTS, position_generator
 
 
 class GaussianMixture2D(DataSource):
@@ -22,11 +22,17 @@ class GaussianMixture2D(DataSource):
     def shape(self) -> tuple[int, ...]:
         return (2,)
 
+    def _block(self, g: torch.Generator) -> torch.Tensor:
+        """POSITION_BLOCK draws [B, 3] float64 from one generator: the mode index, then two standard normals."""
+        which = torch.randint(len(self.modes), (POSITION_BLOCK, 1), generator=g, dtype=torch.float64)
+        return torch.cat([which, torch.randn(POSITION_BLOCK, 2, generator=g, dtype=torch.float64)], dim=1)
+
     def _draw(self, position: int, n: int) -> torch.Tensor:
-        g = position_generator(self.seed, position)
-        which = torch.randint(len(self.modes), (n,), generator=g)
-        noise = torch.randn(n, 2, generator=g, dtype=torch.float64) * self.std
-        return (self.modes[which] + noise).float()
+        # per position (in blocks), not per batch: a rank's share of a global batch is the matching slice of
+        # one process's batch, and a resume anywhere continues the same stream. The arithmetic below is
+        # elementwise and correctly rounded, so it gives the same bits for a position in any batch.
+        d = position_blocks(self.seed, SALTS["data"], position, n, self._block)
+        return (self.modes[d[:, 0].long()] + d[:, 1:] * self.std).float()
 
 
 @register(DATASETS, "ring")

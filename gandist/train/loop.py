@@ -54,7 +54,7 @@ from gandist.train.optim import build_optimizer
 from gandist.train.runlog import RunLog
 from gandist.train.schedule import Schedule, Stage, fade_reals
 from gandist.train.stats import StatsReader, _progress
-from gandist.train.strategy import Strategy, build_strategy
+from gandist.train.strategy import Strategy, strategy_from_config
 
 # fp16 loss scale: torch.amp.GradScaler's defaults (start 2^16, x2 after 2000 finite steps, x0.5 on overflow)
 FP16_SCALE, FP16_GROWTH, FP16_BACKOFF, FP16_INTERVAL = 2.0**16, 2.0, 0.5, 2000
@@ -129,9 +129,7 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self, cfg: Config, run_dir: Path, log_enabled: bool = True, strategy: Strategy | None = None
     ) -> None:
         self.cfg = cfg
-        self.strategy = strategy or build_strategy(
-            cfg.train.strategy, cfg.train.device, backend=cfg.train.backend, sync_batchnorm=cfg.train.sync_batchnorm
-        )
+        self.strategy = strategy or strategy_from_config(cfg.train)  # the entry point's, or the config's
         self.world = self.strategy.world_size
         check_world_size(cfg, self.world)
         self.device = self.strategy.device

@@ -435,6 +435,26 @@ def build_strategy(name: str = "single", device: str = "auto", env: DistEnv | No
     raise StrategyError(f"train.strategy='{name}' is not available; valid: {', '.join(STRATEGIES)}")
 
 
+def strategy_from_config(train, env: DistEnv | None = None) -> Strategy:
+    """The strategy a run's `train` section asks for: the one place a training strategy is built from the config
+    (`gandist train`, and a Trainer built without one), so train.strategy, train.device, train.backend and
+    train.sync_batchnorm all reach it."""
+    return build_strategy(train.strategy, train.device, env, backend=train.backend,
+                          sync_batchnorm=train.sync_batchnorm)  # fmt: skip
+
+
+def sum_over_ranks(t: torch.Tensor, world: int) -> torch.Tensor:
+    """The sum of `t` over the ranks of the process group, differentiable: each rank's input receives the sum
+    over ranks of the output's gradients, so a loss computed from global statistics on every rank, its
+    gradients then averaged over ranks (`reduce_gradients`), gives one process's gradient (as synchronised
+    batch norm). One rank: `t` itself."""
+    if world == 1:
+        return t
+    from gandist.train.syncbn import _AllReduceSum
+
+    return _AllReduceSum.apply(t)
+
+
 def _free_port() -> int:
     import socket
 
