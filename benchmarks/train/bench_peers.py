@@ -244,7 +244,8 @@ def _op_counts(side, steps: int) -> dict[str, float]:
 
 
 def run_family(family: str, folder: Path | None, args) -> dict:
-    ours, peer = GandistSide(family, args.set), _peer_side(family, folder)
+    peer = _peer_side(family, folder)  # first: a family without its peer skips before gandist builds
+    ours = GandistSide(family, args.set)
     print(f"[{family}] parameters: gandist G {ours.params['G']:,} D {ours.params['D']:,}; "
           f"peer G {peer.params['G']:,} D {peer.params['D']:,}", flush=True)  # fmt: skip
     for _ in range(args.warmup):
