@@ -65,31 +65,52 @@ def select_impl(impl: str, x: Tensor, op: str) -> str:
 
 def plane_reference(
     x: Tensor,
-    noise: Tensor | None,
-    strength: Tensor | None,
-    bias: Tensor | None,
-    scale: Tensor | None,
-    style_bias: Tensor | None,
-    negative_slope: float,
-    gain: float,
-    eps: float,
-    has_act: bool,
-    has_norm: bool,
+    *,
+    noise: Tensor | None = None,
+    strength: Tensor | None = None,
+    bias: Tensor | None = None,
+    scale: Tensor | None = None,
+    style_bias: Tensor | None = None,
+    negative_slope: float = 0.2,
+    gain: float = 1.0,
+    eps: float = 1e-8,
+    act: bool,
+    norm: bool,
 ) -> Tensor:
+    """The op in PyTorch's native fused ops: the path of every non-CUDA run and the first derivative of
+    the Triton op under create_graph. Values equal the elementwise definition in the module docstring up to
+    float rounding (float64 tests: tests/test_kernel_plane_native.py). Each native op has its own backward
+    (leaky_relu_backward; instance norm is native_batch_norm over [1, N*C, H, W] with its fused backward and
+    double backward), so autograd records 5 compute nodes per layer where the elementwise form recorded 15
+    (views aside). StyleGAN 32 px, width 64, batch 16, R1 every step, one training step on the CPU
+    (torch.profiler, with issue 31's R1 reuse and deterministic-mode changes): aten::mul 486 -> 348 calls,
+    aten::sum 169 -> 106."""
     acc = _acc_dtype(x)
     t = x.to(acc)
-    if has_act:
+    if act:
         t = t + bias.to(acc).view(1, -1, 1, 1)
         if noise is not None:
-            t = t + strength.to(acc).view(1, -1, 1, 1) * noise.to(acc)
-        t = torch.nn.functional.leaky_relu(t, negative_slope) * gain
-    if has_norm:
-        mean = t.mean(dim=(2, 3), keepdim=True)
-        var = (t - mean).square().mean(dim=(2, 3), keepdim=True)  # biased variance, as instance norm
-        t = (t - mean) * torch.rsqrt(var + eps) * scale.to(acc)[:, :, None, None] + style_bias.to(acc)[
-            :, :, None, None
-        ]
+            t = torch.addcmul(t, strength.to(acc).view(1, -1, 1, 1), noise.to(acc))  # t + strength * noise
+        t = torch.nn.functional.leaky_relu(t, negative_slope)
+        if gain != 1.0:  # StyleGAN passes 1 (the convolution weights carry He's constant): skip the pass
+            t = t * gain
+    if norm:
+        t = _instance_norm(t, eps)
+        t = torch.addcmul(style_bias.to(acc)[:, :, None, None], t, scale.to(acc)[:, :, None, None])
     return t.to(x.dtype)
+
+
+def _instance_norm(t: Tensor, eps: float) -> Tensor:
+    """(t - mean_hw t) / sqrt(var_hw t + eps), biased variance: instance norm's definition, as AdaIN's.
+
+    The aten op itself (F.instance_norm refuses one-pixel planes in training). It evaluates t * rstd - mean * rstd,
+    whose rounding grows as |mean| / std (as nn.InstanceNorm2d's); a one-pixel plane (std 0, rstd 1/sqrt(eps))
+    would come out as rounding noise times 1e4 where the definition gives exactly 0, so it takes the definition
+    (StyleGAN's planes are 4x4 and up: never there)."""
+    if t.shape[2] * t.shape[3] == 1:
+        centred = t - t.mean(dim=(2, 3), keepdim=True)
+        return centred * torch.rsqrt(centred.square().mean(dim=(2, 3), keepdim=True) + eps)
+    return torch.instance_norm(t, None, None, None, None, True, 0.0, eps, False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,7 +274,10 @@ def _backward(ctx, dy):
         inputs = (x, noise, strength, bias, scale, style_bias)
         wrt = [i for i in range(_TENSOR_ARGS) if need[i]]
         with torch.enable_grad():
-            y = plane_reference(*inputs, slope, gain, eps, has_act, has_norm)
+            y = plane_reference(
+                x, noise=noise, strength=strength, bias=bias, scale=scale, style_bias=style_bias,
+                negative_slope=slope, gain=gain, eps=eps, act=has_act, norm=has_norm,
+            )  # fmt: skip
             got = torch.autograd.grad(y, [inputs[i] for i in wrt], dy, create_graph=True, allow_unused=True)
         for i, g in zip(wrt, got):
             grads[i] = g
@@ -282,22 +306,28 @@ def _backward(ctx, dy):
 plane_epilogue.register_autograd(_backward, setup_context=_setup_context)
 
 
-def run(x, noise, strength, bias, scale, style_bias, negative_slope, gain, eps, has_act, has_norm, impl, op):
-    _check(x, noise, strength, bias, scale, style_bias, has_act, has_norm)
+def run(
+    x: Tensor,
+    *,
+    noise: Tensor | None = None,
+    strength: Tensor | None = None,
+    bias: Tensor | None = None,
+    scale: Tensor | None = None,
+    style_bias: Tensor | None = None,
+    negative_slope: float = 0.2,
+    gain: float = 1.0,
+    eps: float = 1e-8,
+    act: bool,
+    norm: bool,
+    impl: str = "auto",
+    op: str,
+) -> Tensor:
+    """The per-plane op by name of every argument (as stylegan2-ada's `bias_act(x, b, act='lrelu', ...)`):
+    act=True runs noise + bias + leaky ReLU + gain, norm=True the instance norm and style affine."""
+    _check(x, noise, strength, bias, scale, style_bias, act, norm)
+    kw = dict(noise=noise, strength=strength, bias=bias, scale=scale, style_bias=style_bias)
     if select_impl(impl, x, op) == "reference":
-        return plane_reference(
-            x, noise, strength, bias, scale, style_bias, negative_slope, gain, eps, has_act, has_norm
-        )
+        return plane_reference(x, **kw, negative_slope=negative_slope, gain=gain, eps=eps, act=act, norm=norm)
     return torch.ops.gandist.plane_epilogue(
-        x,
-        noise,
-        strength,
-        bias,
-        scale,
-        style_bias,
-        float(negative_slope),
-        float(gain),
-        float(eps),
-        has_act,
-        has_norm,
+        x, noise, strength, bias, scale, style_bias, float(negative_slope), float(gain), float(eps), act, norm
     )

@@ -14,8 +14,8 @@ from . import _plane
 
 
 def adain_reference(x: Tensor, scale: Tensor, bias: Tensor, eps: float = 1e-8) -> Tensor:
-    return _plane.plane_reference(x, None, None, None, scale, bias, 0.0, 1.0, eps, False, True)
+    return _plane.plane_reference(x, scale=scale, style_bias=bias, eps=eps, act=False, norm=True)
 
 
 def adain(x: Tensor, scale: Tensor, bias: Tensor, eps: float = 1e-8, impl: str = "auto") -> Tensor:
-    return _plane.run(x, None, None, None, scale, bias, 0.0, 1.0, eps, False, True, impl, "adain")
+    return _plane.run(x, scale=scale, style_bias=bias, eps=eps, act=False, norm=True, impl=impl, op="adain")

@@ -20,7 +20,14 @@ def noise_bias_act_reference(
     negative_slope: float = 0.2, gain: float = math.sqrt(2),
 ) -> Tensor:  # fmt: skip
     return _plane.plane_reference(
-        x, noise, strength, bias, None, None, negative_slope, gain, 0.0, True, False
+        x,
+        noise=noise,
+        strength=strength,
+        bias=bias,
+        negative_slope=negative_slope,
+        gain=gain,
+        act=True,
+        norm=False,
     )
 
 
@@ -29,5 +36,6 @@ def noise_bias_act(
     negative_slope: float = 0.2, gain: float = math.sqrt(2), impl: str = "auto",
 ) -> Tensor:  # fmt: skip
     return _plane.run(
-        x, noise, strength, bias, None, None, negative_slope, gain, 0.0, True, False, impl, "noise_bias_act"
-    )
+        x, noise=noise, strength=strength, bias=bias, negative_slope=negative_slope, gain=gain, act=True,
+        norm=False, impl=impl, op="noise_bias_act",
+    )  # fmt: skip

@@ -21,13 +21,16 @@ def styled_epilogue_reference(
     negative_slope: float = 0.2, gain: float = math.sqrt(2), eps: float = 1e-8,
 ) -> Tensor:  # fmt: skip
     return _plane.plane_reference(
-        x, noise, strength, bias, scale, style_bias, negative_slope, gain, eps, True, True
-    )
+        x, noise=noise, strength=strength, bias=bias, scale=scale, style_bias=style_bias,
+        negative_slope=negative_slope, gain=gain, eps=eps, act=True, norm=True,
+    )  # fmt: skip
 
 
 def styled_epilogue(
     x: Tensor, noise: Tensor | None, strength: Tensor | None, bias: Tensor, scale: Tensor, style_bias: Tensor,
     negative_slope: float = 0.2, gain: float = math.sqrt(2), eps: float = 1e-8, impl: str = "auto",
 ) -> Tensor:  # fmt: skip
-    return _plane.run(x, noise, strength, bias, scale, style_bias, negative_slope, gain, eps, True, True, impl,
-                      "styled_epilogue")  # fmt: skip
+    return _plane.run(
+        x, noise=noise, strength=strength, bias=bias, scale=scale, style_bias=style_bias,
+        negative_slope=negative_slope, gain=gain, eps=eps, act=True, norm=True, impl=impl, op="styled_epilogue",
+    )  # fmt: skip

@@ -137,8 +137,10 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.log_enabled = log_enabled and self.strategy.is_main
         tc = cfg.train
         torch.manual_seed(tc.seed)  # network initialisation
-        if tc.deterministic and self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
+        if tc.deterministic and self.device.type == "cpu":  # without the NaN fill of torch.empty (determinism.py)
+            from gandist.train.determinism import set_deterministic
+
+            set_deterministic(True)
         self.data = build_dataset(cfg.data, tc.seed, self.strategy)
         self.kind = self.data.kind
         nets = build_networks(cfg.model, self.data.shape, self.kind)
