@@ -232,3 +232,45 @@ def test_bad_input_is_one_clear_line(tmp_path, standin_weights, monkeypatch):
         lpips_vgg(tmp_path / "wrong.pth", lin)
     with pytest.raises(UserError, match="style-based generator"):
         ppl.path_lengths(nn.Linear(2, 2), sq_l2, 10)
+
+
+@pytest.mark.slow
+def test_ppl_command_on_a_trained_run(tmp_path, standin_weights, capsys):
+    """`gandist ppl` on a tiny trained StyleGAN: both spaces, the values of the library call; a DCGAN
+    run is refused in one line."""
+    import json
+
+    from gandist.cli import main
+    from gandist.generate import load_generator
+    from gandist.metrics.vgg import lpips_vgg as build
+
+    sg = ["model.z_dim=8", "model.w_dim=8", "model.mapping_layers=2", "model.mapping_width=8",
+          "model.fmap_base=64", "model.fmap_max=8", "model.mbstd_group=2", "data.resolution=16",
+          "data.batch_size=4", "schedule.stable_kimg=0.004", "schedule.fade_kimg=0.004",
+          "schedule.batch={4: 4, 8: 4, 16: 4}", "train.kimg=0.03", "train.sample_every=1000", "train.ckpt_every=1000",
+          "train.sample_n=4", "health.enabled=false"]  # fmt: skip
+    run = tmp_path / "sg"
+    assert main(["train", "stylegan_cpu", "--out", str(run), "--no-progress",
+                 *[a for o in sg for a in ("--set", o)]]) == 0  # fmt: skip
+    capsys.readouterr()
+    vgg, lin, _, _ = standin_weights
+    args = ["ppl", str(run), "--n", "100", "--batch", "50", "--space", "both", "--vgg16", str(vgg),
+            "--lpips", str(lin), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    G = load_generator(run).G
+    net = build(vgg, lin)
+    for space in ("z", "w"):
+        want = ppl.perceptual_path_length(G, net, 100, space=space, batch=50)
+        assert out[f"ppl_{space}"] == pytest.approx(want["ppl"], rel=1e-6) and want["ppl"] > 0
+        assert out[f"ppl_n_{space}"] == 100 and out[f"ppl_epsilon_{space}"] == 1e-4
+    dc = tmp_path / "dc"
+    assert main(["train", "digits_dcgan", "--out", str(dc), "--no-progress", "--set", "train.steps=1",
+                 "--set", "data.resolution=8", "--set", "health.enabled=false"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["ppl", str(dc), "--n", "100", "--vgg16", str(vgg), "--lpips", str(lin)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "style-based generator" in err[0], err
+    assert main(["ppl", str(run), "--n", "100", "--crop", "--vgg16", str(vgg), "--lpips", str(lin)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "at least 16 px" in err[0] and "16 px, cropped to 8" in err[0], err

@@ -143,10 +143,14 @@ def run_command(args) -> dict:
     from tqdm import tqdm
 
     from gandist.generate import load_generator
-    from gandist.metrics.vgg import lpips_vgg
+    from gandist.metrics.vgg import LPIPS_MIN_SIZE, lpips_vgg
 
     gen = load_generator(args.checkpoint, which="G" if args.raw_g else "G_ema")
     check_style_generator(gen.G)
+    side = gen.G.resolution // 2 if args.crop else gen.G.resolution
+    if side < LPIPS_MIN_SIZE:  # before any weights are read or any image is drawn
+        raise UserError(f"LPIPS on VGG-16 needs images of at least {LPIPS_MIN_SIZE} px; this G draws "
+                        f"{gen.G.resolution} px{', cropped to ' + str(side) if args.crop else ''}")  # fmt: skip
     lpips = lpips_vgg(args.vgg16, args.lpips)  # weights checked before any image is drawn
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G, lpips = gen.G.to(device), lpips.to(device)

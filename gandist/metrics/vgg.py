@@ -28,6 +28,7 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 LPIPS_SLICES = (4, 9, 16, 23, 30)  # ends of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in vgg16.features
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+LPIPS_MIN_SIZE = 16  # relu5_3 comes after four 2x max-poolings
 LPIPS_EPS = 1e-10  # lpips.normalize_tensor's epsilon
 
 
@@ -119,6 +120,9 @@ class LPIPS(nn.Module):
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         assert x0.shape == x1.shape and x0.dim() == 4 and x0.shape[1] == 3, (x0.shape, x1.shape)
+        if min(x0.shape[-2:]) < LPIPS_MIN_SIZE:
+            raise UserError(f"LPIPS on VGG-16 needs images of at least {LPIPS_MIN_SIZE} px (four 2x poolings before "
+                            f"relu5_3); these are {x0.shape[-1]}x{x0.shape[-2]} (after any crop)")  # fmt: skip
         total = x0.new_zeros(x0.shape[0])
         for f0, f1, w in zip(self.features(x0), self.features(x1), self.lins):
             total = total + F.conv2d((f0 - f1).square(), w.to(f0.dtype)).mean(dim=(1, 2, 3))
