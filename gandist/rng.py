@@ -27,6 +27,7 @@ SALTS: dict[str, int] = {
     "image_pool": 9,  # CycleGAN's image pools: which past fake is returned in place of a new one
     "rank_global": 10,  # under data parallelism, the seed of each rank's global torch RNG (position = rank)
     "path_length": 11,  # perceptual path length: each batch's latent pairs, t and noise seed (position = batch)
+    "eval_noise": 12,  # a style-based G's per-pixel noise in evaluation samples, per generation piece
 }
 
 

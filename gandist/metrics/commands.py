@@ -109,7 +109,8 @@ def _eval(args: argparse.Namespace, strategy):
                                     args.extractor_impl)  # fmt: skip
     res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
                    extractor=extractor, inception=args.inception, out_dir=run_dir, data_path=args.data,
-                   reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers)  # fmt: skip
+                   reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers,
+                   noise_mode=args.noise_mode)  # fmt: skip
     return {"checkpoint": str(gen.path), "step": gen.step, **extra, **res}, args.out or run_dir / "metrics.jsonl"
 
 

@@ -303,10 +303,11 @@ def evaluate(
     batch: int | None = None,
     gen_batch: int = 0,
     workers: int | None = None,
+    noise_mode: str = "random",
 ) -> dict[str, Any]:
     """Compute `metrics` for generator G (z [B, z_dim] -> samples) of a run with config `cfg`, against
-    the run's data. `strategy` says where and on which rank (default: one process on `device`, or on
-    the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device)."""
+    the run's data (a style-based G with `noise_mode` noise, fresh per sample by default). `strategy` says
+    where and on which rank (default: one process on `device`, or on the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device)."""
     from gandist.data import build_dataset
     from gandist.train.strategy import Strategy
 
@@ -320,7 +321,7 @@ def evaluate(
     ex = extractor if isinstance(extractor, Extractor) else build_extractor(
         extractor, kind, cfg.data.name, strategy.device, inception)  # fmt: skip
     n_real = n_real or min(n, getattr(data, "size", None) or n)
-    fake = GeneratorSource(G, cfg.model.z_dim, n, seed, strategy.device, kind, gen_batch)
+    fake = GeneratorSource(G, cfg.model.z_dim, n, seed, strategy.device, kind, gen_batch, noise_mode)
     real = DatasetSource(data, n_real, workers)
     needs = frozenset().union(*(METRICS[m].needs for m in metrics if m in METRICS))
     if reference_stats is None and "real_stats" in needs:
