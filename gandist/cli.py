@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
                    "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
     e.add_argument("--n-real", type=EVAL_N, default=None, help="real samples (default: min(n, dataset size))")
+    e.add_argument("--is-splits", dest="is_order", choices=["shuffled", "consecutive"], default="shuffled",
+                   help="Inception Score's 10 splits: of the shuffled samples (torch-fidelity, seed 2020) or of "
+                   "consecutive samples (improved-gan's inception_score.py)")  # fmt: skip
     e.add_argument("--noise-mode", choices=["random", "const", "none"], default="random",
                    help="StyleGAN noise inputs of the generated samples: fresh per sample (random, as the official "
                    "metrics) or the fixed noise images of the pictures (const)")  # fmt: skip

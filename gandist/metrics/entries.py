@@ -61,7 +61,7 @@ def _fid(ctx) -> dict[str, Any]:
 @metric("is", {"fake_logits"}, min_samples=IS_SPLITS)
 def _is(ctx) -> dict[str, Any]:
     mean, std = ctx.inception_score
-    return {"is": mean, "is_std": std, "is_splits": ctx.is_splits}
+    return {"is": mean, "is_std": std, "is_splits": ctx.is_splits, "is_split_order": ctx.extra.get("is_order", "shuffled")}
 
 
 @metric("kid", {"fake_feats", "real_feats"})
