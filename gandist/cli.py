@@ -102,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", default="style_mix.png", type=Text(), help=".png grid")
     _style_options(sm)
 
+    pp = sub.add_parser("ppl", help="perceptual path length of a StyleGAN run (Karras et al. 2019, Sec. 4.2)")
+    pp.add_argument("checkpoint", type=Text(), help="checkpoint folder or run directory of a style-based run")
+    pp.add_argument("--space", default="w", choices=["w", "z", "both"], help="lerp in W or slerp in Z")
+    pp.add_argument("--n", type=int, default=100_000, help="latent pairs (the paper: 100,000)")
+    pp.add_argument("--epsilon", type=float, default=1e-4, help="the step between the two images of a pair")
+    pp.add_argument("--sampling", default="full", choices=["full", "end"], help="t ~ U(0, 1), or t = 0")
+    pp.add_argument("--crop", action="store_true", help="the official crop of FFHQ-aligned faces")
+    pp.add_argument("--batch", type=int, default=16, help="pairs per batch")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--raw-g", action="store_true", help="G instead of G_ema")
+    pp.add_argument("--device", default=None, type=Text())
+    pp.add_argument("--vgg16", default=None, type=Text(), help="torchvision's vgg16-397923af.pth")
+    pp.add_argument("--lpips", default=None, type=Text(), help="LPIPS v0.1 lin layers for VGG (vgg.pth)")
+    pp.add_argument("--no-progress", action="store_true")
+
     a = sub.add_parser("arithmetic", help="latent vector arithmetic (DCGAN Sec. 6.3): u - v + w")
     a.add_argument("checkpoint", type=Text())
     a.add_argument("--u", required=True, type=Seeds(), help="seed group u, e.g. 1,2,3")
@@ -122,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
                    "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
     e.add_argument("--n-real", type=EVAL_N, default=None, help="real samples (default: min(n, dataset size))")
+    e.add_argument("--is-splits", dest="is_order", choices=["shuffled", "consecutive"], default="shuffled",
+                   help="Inception Score's 10 splits: of the shuffled samples (torch-fidelity, seed 2020) or of "
+                   "consecutive samples (improved-gan's inception_score.py)")  # fmt: skip
+    e.add_argument("--noise-mode", choices=["random", "const", "none"], default="random",
+                   help="StyleGAN noise inputs of the generated samples: fresh per sample (random, as the official "
+                   "metrics) or the fixed noise images of the pictures (const)")  # fmt: skip
     e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--extractor", default="auto", choices=["auto", "inception", "digits", "points"])
     e.add_argument(
@@ -505,6 +526,19 @@ def cmd_style_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ppl(args: argparse.Namespace) -> int:
+    import json
+
+    from gandist.errors import UserError
+    from gandist.metrics.ppl import run_command
+
+    if args.n < 100 or args.batch < 1 or not args.epsilon > 0:
+        raise UserError("ppl needs --n >= 100 pairs (the percentile filter drops the outer 2%), --batch >= 1 "
+                        "and --epsilon > 0")  # fmt: skip
+    print(json.dumps(run_command(args), indent=1))
+    return 0
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     from gandist.translate import translate
 
@@ -524,6 +558,7 @@ COMMANDS = {
     "fid": cmd_fid,
     "prepare": cmd_prepare,
     "translate": cmd_translate,
+    "ppl": cmd_ppl,
 }
 
 

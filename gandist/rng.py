@@ -27,6 +27,8 @@ SALTS: dict[str, int] = {
     "image_pool": 9,  # CycleGAN's image pools: which past fake is returned in place of a new one
     "rank_global": 10,  # under data parallelism, the seed of each rank's global torch RNG (position = rank)
     "labelled_mirror": 11,  # horizontal flips of the labelled digits of semi-supervised batches
+    "path_length": 12,  # perceptual path length: each batch's latent pairs, t and noise seed (position = batch)
+    "eval_noise": 13,  # a style-based G's per-pixel noise in evaluation samples, per generation piece
 }
 
 

@@ -110,7 +110,8 @@ def _eval(args: argparse.Namespace, strategy):
             from gandist.metrics.sources import StatsFile
 
             real = StatsFile(args.ref_stats)
-        res = evaluate_sources(fake, real, metrics, ex, strategy, args.batch or 0, None, path, ref)
+        res = evaluate_sources(fake, real, metrics, ex, strategy, args.batch or 0, None, path, ref,
+                               is_order=args.is_order)  # fmt: skip
         return {"fakes": str(path), **res}, args.out or path / "metrics.jsonl"
     from gandist.generate import load_generator
 
@@ -144,7 +145,8 @@ def _eval(args: argparse.Namespace, strategy):
                                     args.extractor_impl)  # fmt: skip
     res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
                    extractor=extractor, inception=args.inception, out_dir=run_dir, data_path=args.data,
-                   reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers)  # fmt: skip
+                   reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers,
+                   noise_mode=args.noise_mode, is_order=args.is_order)  # fmt: skip
     return {"checkpoint": str(gen.path), "step": gen.step, **extra, **res}, args.out or run_dir / "metrics.jsonl"
 
 

@@ -62,7 +62,7 @@ def _fid(ctx) -> dict[str, Any]:
 @metric("is", {"fake_logits"}, min_samples=IS_SPLITS)
 def _is(ctx) -> dict[str, Any]:
     mean, std = ctx.inception_score
-    return {"is": mean, "is_std": std, "is_splits": ctx.is_splits}
+    return {"is": mean, "is_std": std, "is_splits": ctx.is_splits, "is_split_order": ctx.extra.get("is_order", "shuffled")}
 
 
 @metric("kid", {"fake_feats", "real_feats"})
@@ -88,12 +88,24 @@ def _modes(ctx) -> dict[str, Any]:
     return mode_coverage(ctx.fake_feats, ctx.dataset)
 
 
-@metric("parzen", {"fake_feats", "real_feats"}, kinds=("points",))
+@metric("parzen", {"samples"})
 def _parzen(ctx) -> dict[str, Any]:
+    """Goodfellow et al. 2014's Parzen window on the samples themselves: 2-D points as they are, images as
+    pixels in [0, 1]; sigma chosen on one seeded half of the reals, the log-likelihood of the other half."""
+    import torch
+
     from gandist.metrics.parzen import parzen_log_likelihood
 
-    pz = parzen_log_likelihood(ctx.fake_feats, ctx.real_feats)
-    return {"parzen_ll": pz["mean"], "parzen_se": pz["se"], "parzen_sigma": pz["sigma"]}
+    # every sample each side's features would have come from, in the same order (not `first`, which may
+    # show a dataset's first images rather than the evaluation's draw of reals)
+    fake, real = (
+        torch.cat([b.cpu() for b in s.batches(0, s.n, 4096)]) for s in (ctx.fake_source, ctx.real_source)
+    )
+    if fake.dim() > 2:  # images in the training format [-1, 1] -> pixels in [0, 1], as the paper's MNIST
+        fake, real = (fake.double() + 1) / 2, (real.double() + 1) / 2
+    pz = parzen_log_likelihood(fake, real)
+    return {"parzen_ll": pz["mean"], "parzen_se": pz["se"], "parzen_sigma": pz["sigma"],
+            "parzen_space": "pixels in [0, 1]" if fake.dim() > 2 else "points"}  # fmt: skip
 
 
 @metric("nn", {"samples"}, kinds=("images",), min_samples=1)

@@ -107,17 +107,18 @@ def _gather_rows(local: torch.Tensor, n: int, strategy) -> torch.Tensor:
 
 def extract_side(
     source: Source, extractor: Extractor, strategy, batch: int, stats: bool, feats: bool,
-    is_splits: int = 0, desc: str = "",
+    is_splits: int = 0, desc: str = "", is_order: str = "shuffled",
 ) -> Side:  # fmt: skip
     """Stream this rank's share of `source` through `extractor`, keeping only what is asked for."""
     from tqdm import tqdm
 
-    from gandist.metrics.isc import ISAccumulator
+    from gandist.metrics.isc import IS_SHUFFLE_SEED, ISAccumulator
 
     n = source.n
     start, stop = _rank_range(n, strategy)
     run, kept = None, []
-    isc = ISAccumulator(n, extractor.classes, is_splits) if is_splits else None
+    seed = IS_SHUFFLE_SEED if is_order == "shuffled" else None  # torch-fidelity's splits, or improved-gan's
+    isc = ISAccumulator(n, extractor.classes, is_splits, seed) if is_splits else None
     pos = start
     with tqdm(total=stop - start, desc=desc, unit="img", disable=not strategy.is_main or stop - start < 4 * batch,
               leave=False, file=sys.stderr) as bar:  # fmt: skip
@@ -209,6 +210,7 @@ def evaluate_sources(
     out_dir: str | Path | None = None,
     reference_stats: str | Path | None = None,
     real_meta: dict | None = None,
+    is_order: str = "shuffled",
 ) -> dict[str, Any]:
     """Metrics of the samples of `fake` against `real` (a source, a statistics file, or None when no
     metric needs reals). `reference_stats`: where the reals' statistics are cached (read if present,
@@ -235,10 +237,12 @@ def evaluate_sources(
     if "fid" in plan.metrics and fake.n < 2:
         raise UserError(f"FID needs at least 2 generated samples, got {fake.n}")
     is_splits = min(IS_SPLITS, fake.n) if "fake_logits" in plan.needs else 0
+    if is_order not in ("shuffled", "consecutive"):
+        raise UserError(f"Inception Score split order '{is_order}' unknown; use shuffled or consecutive")
 
     # 2. fakes
     fake_side = extract_side(fake, extractor, strategy, plan.batch, "fake_stats" in plan.needs,
-                             "fake_feats" in plan.needs, is_splits, desc="generated")  # fmt: skip
+                             "fake_feats" in plan.needs, is_splits, desc="generated", is_order=is_order)  # fmt: skip
     # 3. reals: cached statistics when that is all the metrics read
     result: dict[str, Any] = {
         "n_fake": fake.n,
@@ -270,7 +274,8 @@ def evaluate_sources(
                     save_stats(reference_stats, *real_np, **ref_meta)
                     result["fid_reference"] = {**ref_meta, "stats_file": str(reference_stats)}
     # 4. metrics
-    ctx = EvalContext(fake_side, real_side, real_np, extractor, dataset, fake, real, out_dir, is_splits)
+    ctx = EvalContext(fake_side, real_side, real_np, extractor, dataset, fake, real, out_dir, is_splits,
+                      extra={"is_order": is_order})  # fmt: skip
     for name in plan.metrics:
         if name == "nn" and not strategy.is_main:
             continue  # a picture: rank 0 draws it
@@ -303,10 +308,12 @@ def evaluate(
     batch: int | None = None,
     gen_batch: int = 0,
     workers: int | None = None,
+    noise_mode: str = "random",
+    is_order: str = "shuffled",
 ) -> dict[str, Any]:
     """Compute `metrics` for generator G (z [B, z_dim] -> samples) of a run with config `cfg`, against
-    the run's data. `strategy` says where and on which rank (default: one process on `device`, or on
-    the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device)."""
+    the run's data (a style-based G with `noise_mode` noise, fresh per sample by default). `strategy` says
+    where and on which rank (default: one process on `device`, or on the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device)."""
     from gandist.data import build_dataset
     from gandist.train.strategy import Strategy
 
@@ -320,7 +327,7 @@ def evaluate(
     ex = extractor if isinstance(extractor, Extractor) else build_extractor(
         extractor, kind, cfg.data.name, strategy.device, inception)  # fmt: skip
     n_real = n_real or min(n, getattr(data, "size", None) or n)
-    fake = GeneratorSource(G, cfg.model.z_dim, n, seed, strategy.device, kind, gen_batch)
+    fake = GeneratorSource(G, cfg.model.z_dim, n, seed, strategy.device, kind, gen_batch, noise_mode)
     real = DatasetSource(data, n_real, workers)
     needs = frozenset().union(*(METRICS[m].needs for m in metrics if m in METRICS))
     if reference_stats is None and "real_stats" in needs:
@@ -331,7 +338,7 @@ def evaluate(
     meta = {"dataset": cfg.data.name, "data_path": getattr(data_cfg, "path", ""),
             "resolution": getattr(data_cfg, "resolution", None)}  # fmt: skip
     res = evaluate_sources(
-        fake, real, metrics, ex, strategy, batch, cfg.data.name, out_dir, reference_stats, meta
+        fake, real, metrics, ex, strategy, batch, cfg.data.name, out_dir, reference_stats, meta, is_order
     )
     return {"seed": seed, **res}
 

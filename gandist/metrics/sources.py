@@ -76,11 +76,28 @@ def eval_latents(seed: int, start: int, stop: int, z_dim: int) -> torch.Tensor:
 
 
 class GeneratorSource(Source):
+    """n samples of G from the evaluation latents. A style-based G (one with `sample_noise`) draws fresh
+    per-pixel noise for every sample (`noise_mode="random"`, the official metrics' randomize_noise=True),
+    seeded per generation piece so the values still depend on nothing but the seed; "const" uses the
+    fixed noise images stored with G (pictures), "none" no noise."""
+
     def __init__(
-        self, G, z_dim: int, n: int, seed: int, device, kind: str = "images", gen_batch: int = 0
-    ) -> None:
+        self, G, z_dim: int, n: int, seed: int, device, kind: str = "images", gen_batch: int = 0,
+        noise_mode: str = "random",
+    ) -> None:  # fmt: skip
         self.G, self.z_dim, self.n, self.seed, self.device = G, z_dim, n, seed, torch.device(device)
-        self.kind, self.gen_batch = kind, gen_batch
+        self.kind, self.gen_batch, self.noise_mode = kind, gen_batch, noise_mode
+        self.styled = getattr(G, "sample_noise", None) is not None
+
+    def _generate(self, k: int, z: torch.Tensor) -> torch.Tensor:
+        if not self.styled:
+            return self.G(z)
+        if self.noise_mode != "random":
+            return self.G(z, noise_mode=self.noise_mode)
+        seed = int(torch.randint(0, 2**62, (), generator=stream(self.seed, "eval_noise", position=k)))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return self.G(z, noise_mode="random")
 
     @torch.no_grad()
     def batches(self, start, stop, batch):
@@ -89,7 +106,7 @@ class GeneratorSource(Source):
         have = 0
         for k in range(start // piece, (stop - 1) // piece + 1) if stop > start else ():
             u, v = k * piece, min((k + 1) * piece, self.n)  # always the whole grid piece
-            x = self.G(eval_latents(self.seed, u, v, self.z_dim).to(self.device))
+            x = self._generate(k, eval_latents(self.seed, u, v, self.z_dim).to(self.device))
             pending.append(x[max(start, u) - u : min(stop, v) - u])
             have += len(pending[-1])
             while have >= batch:
@@ -101,7 +118,8 @@ class GeneratorSource(Source):
             yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
     def describe(self):
-        return {"fake_source": "generator", "seed": self.seed, "latent_chunk": LATENT_CHUNK}
+        noise = {"noise_mode": self.noise_mode} if self.styled else {}
+        return {"fake_source": "generator", "seed": self.seed, "latent_chunk": LATENT_CHUNK, **noise}
 
 
 # ---------------------------------------------------------------------------------------------------
