@@ -211,7 +211,9 @@ def run_one(spec: dict) -> dict:
 def run_row(spec: dict, timeout: float) -> dict:
     """Run one spec in a fresh process (its own peak memory and compile caches): its row, or the spec with
     an `error` (the last line of stderr, or the timeout)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")])
+    )
     try:
         r = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
                            env=env, timeout=timeout)  # fmt: skip
