@@ -156,6 +156,12 @@ def _run_step(name: str, size: str, work: Path, budget: float, say, refresh) -> 
     t0, cpu0 = time.time(), _children_cpu()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)  # fmt: skip
+
+    def stop(signum, frame):  # a `timeout` around this script: the step's own session goes with it
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     tail: list[str] = []
 
     def pump():
@@ -177,6 +183,7 @@ def _run_step(name: str, size: str, work: Path, budget: float, say, refresh) -> 
                 proc.wait()
                 break
             refresh()
+    signal.signal(signal.SIGTERM, previous)
     reader.join(timeout=5)
     used = round(time.time() - t0, 1)
     # CPU seconds of the step and every process it started and waited for (a killed step's orphans are
