@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -22,6 +23,8 @@ def provenance() -> dict:
         ).stdout.strip()
     except OSError:
         commit = ""
+    # A copy of the working tree without .git (the GPU machine's) is told its commit by the caller.
+    commit = commit or os.environ.get("GANDIST_COMMIT", "")
     try:
         import triton
 

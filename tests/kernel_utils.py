@@ -28,12 +28,33 @@ def assert_close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what:
     )
 
 
+def tolerance_ratio(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
+    """assert_close's criterion as numbers: (worst |got - ref| / max|ref|, worst |got - ref| / what the
+    tolerance table allows at that element). The second is <= 1 exactly where assert_close passes
+    (NaN/Inf in got count as infinitely far)."""
+    tol = TOL[dtype]
+    g, r = got.double(), ref.double()
+    scale = r.abs().max().item() if r.numel() else 0.0
+    err = (g - r).abs().nan_to_num(nan=float("inf"))
+    allowed = tol["atol"] * max(scale, 1e-30) + tol["rtol"] * r.abs()
+    worst = err.max().item() if err.numel() else 0.0
+    return worst / max(scale, 1e-30), (err / allowed).max().item() if err.numel() else 0.0
+
+
 def layouts(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x.contiguous()
 
 
 # Odd shapes: 1x1 planes, non-powers of two, a single channel, a plane above the default chunk size.
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 5, 1, 13), (1, 2, 47, 50)]
+
+
+# The tensors each per-plane op takes, in order, named as epilogue_inputs names them.
+OP_ARGS = {
+    "adain": ["x", "scale", "style_bias"],
+    "noise_bias_act": ["x", "noise", "strength", "bias"],
+    "styled_epilogue": ["x", "noise", "strength", "bias", "scale", "style_bias"],
+}
 
 
 def epilogue_inputs(shape, dtype=torch.float32, device=DEVICE, seed=0, noise=True):

@@ -8,9 +8,9 @@ from kernel_cases import (
     gradchecks,
     opcheck_case,
 )
-from kernel_utils import DEVICE, DTYPES, SHAPES
+from kernel_utils import DEVICE, DTYPES, OP_ARGS, SHAPES
 
-NAMES = ["x", "scale", "style_bias"]
+NAMES = OP_ARGS["adain"]
 
 
 @pytest.mark.parametrize("shape", SHAPES)

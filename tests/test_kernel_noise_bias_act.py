@@ -10,9 +10,9 @@ from kernel_cases import (
     gradchecks,
     opcheck_case,
 )
-from kernel_utils import DTYPES, SHAPES, epilogue_inputs
+from kernel_utils import DTYPES, OP_ARGS, SHAPES, epilogue_inputs
 
-NAMES = ["x", "noise", "strength", "bias"]
+NAMES = OP_ARGS["noise_bias_act"]
 
 
 NO_NOISE = ["x", "bias"]

@@ -15,9 +15,9 @@ from kernel_cases import (
     gradchecks,
     opcheck_case,
 )
-from kernel_utils import DTYPES, SHAPES, epilogue_inputs
+from kernel_utils import DTYPES, OP_ARGS, SHAPES, epilogue_inputs
 
-NAMES = ["x", "noise", "strength", "bias", "scale", "style_bias"]
+NAMES = OP_ARGS["styled_epilogue"]
 
 
 @pytest.mark.parametrize("shape", SHAPES)

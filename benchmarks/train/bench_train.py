@@ -1,6 +1,6 @@
 """Training throughput per resolution: images/s, seconds per kimg and peak memory of whole training steps
-(every phase, the gradient penalty included), eager vs torch.compile (PGGAN) and the fused Triton layer
-epilogue vs the reference ops vs torch.compile (StyleGAN), same batch, same run.
+(every phase, the gradient penalty included), eager vs torch.compile (PGGAN, DCGAN) and the fused Triton
+layer epilogue vs the reference ops vs torch.compile (StyleGAN), same batch, same run.
 
 Each (family, resolution, mode) runs in a fresh subprocess, so peak memory is its own (CUDA: the
 allocator's peak; CPU: the process's peak resident set) and compile caches do not leak between rows. A
@@ -11,6 +11,7 @@ convolutions). The data is one fixed batch on the device: the loaders have their
 
     python benchmarks/train/bench_train.py                       # GPU: PGGAN at full width, 64..1024, eager + compile
     python benchmarks/train/bench_train.py --family stylegan     # GPU: StyleGAN, reference / fused / compile
+    python benchmarks/train/bench_train.py --family dcgan --resolutions 64   # GPU: DCGAN 64^2, eager + compile
     python benchmarks/train/bench_train.py --smoke               # CPU: tiny widths, 8 and 16 px (CI)
     python benchmarks/train/bench_train.py --smoke --family stylegan
 
@@ -50,7 +51,10 @@ sys.path.insert(0, str(HERE.parent))
 PGGAN_BATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
 # StyleGAN's 8-GPU minibatches (NVlabs/stylegan train.py; stylegan_1024.yaml), on one device.
 STYLEGAN_BATCH = {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 32, 256: 32, 512: 32, 1024: 32}
+# DCGAN (Radford et al. 2016): batch 128 at 64^2.
+DCGAN_BATCH = {8: 128, 16: 128, 32: 128, 64: 128, 128: 128}
 FAMILIES = {
+    "dcgan": {"batch": DCGAN_BATCH, "modes": "eager,compile", "steps": 20},
     "pggan": {"batch": PGGAN_BATCH, "modes": "eager,compile", "steps": 20},
     "stylegan": {"batch": STYLEGAN_BATCH, "modes": "reference,fused,compile,compile-fused", "steps": 32},
 }
@@ -60,6 +64,8 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def _family_keys(family: str, mode: str, smoke: bool) -> list[str]:
+    if family == "dcgan":  # the paper's widths (ngf = ndf = 64) and loss
+        return ["model.g_width=8", "model.d_width=8", "model.z_dim=16"] if smoke else []
     if family == "pggan":  # the paper's loss: WGAN-GP lambda 10 + drift, every step
         widths = ["model.fmap_base=64", "model.fmap_max=8", "model.z_dim=16"] if smoke else []
         return [*widths, "loss.name=wgan-gp", "loss.gp_weight=10", "loss.drift=0.001"]
@@ -74,9 +80,10 @@ def _config(family: str, resolution: int, batch: int, mode: str, precision: str,
     from gandist.config import load_config
 
     group = min(4, batch)
+    mbstd = [] if family == "dcgan" else [f"model.mbstd_group={group if batch % group == 0 else batch}"]
     return load_config(None, [
-        "name=bench", f"model.name={family}", *_family_keys(family, mode, smoke),
-        f"model.mbstd_group={group if batch % group == 0 else batch}", "optim.lr_g=0.001", "optim.lr_d=0.001",
+        "name=bench", f"model.name={family}", *_family_keys(family, mode, smoke), *mbstd,
+        "optim.lr_g=0.001", "optim.lr_d=0.001",
         "optim.beta1=0.0", "optim.beta2=0.99", "data.name=procedural", f"data.resolution={resolution}",
         f"data.batch_size={batch}", "data.size=16", f"train.precision={precision}",
         f"train.compile={'true' if mode.startswith('compile') else 'false'}", f"train.device={device}",
@@ -201,6 +208,22 @@ def run_one(spec: dict) -> dict:
             "peak_mem_kind": "cuda max_memory_allocated" if cuda else "process peak RSS"}  # fmt: skip
 
 
+def run_row(spec: dict, timeout: float) -> dict:
+    """Run one spec in a fresh process (its own peak memory and compile caches): its row, or the spec with
+    an `error` (the last line of stderr, or the timeout)."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")])
+    )
+    try:
+        r = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
+                           env=env, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    if r.returncode != 0:
+        return {**spec, "error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def _mfu(row: dict, device: str) -> float | None:
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
     if peak is None or not row.get("flops_per_img"):
@@ -247,7 +270,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.steps = args.steps or fam["steps"]
     if args.smoke:  # PGGAN: both modes at 8 px (compile with the penalty's eager path), eager at 16;
         # StyleGAN: reference and fused (the Triton interpreter) at 8 px, reference at 16
-        modes = "eager,compile" if args.family == "pggan" else "reference,fused"
+        modes = "reference,fused" if args.family == "stylegan" else "eager,compile"
         args.resolutions, args.modes, args.precision, args.steps, args.warmup, args.device = (
             "8,16",
             modes,
@@ -269,17 +292,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "mode": mode, "precision": args.precision, "steps": args.steps, "warmup": args.warmup,
                     "smoke": args.smoke, "device": args.device, "count_flops": mode == baseline,
                     "profile": args.profile}  # fmt: skip
-            env = dict(
-                os.environ,
-                PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]),
-            )
-            r = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
-                               env=env, timeout=3600)  # fmt: skip
-            if r.returncode != 0:
-                rows.append({**spec, "error": (r.stderr.strip().splitlines() or ["failed"])[-1]})
-                print(f"[bench_train] {res}px {mode}: failed: {rows[-1]['error']}", file=sys.stderr)
+            row = run_row(spec, timeout=3600)
+            if "error" in row:
+                rows.append(row)
+                print(f"[bench_train] {res}px {mode}: failed: {row['error']}", file=sys.stderr)
                 continue
-            row = json.loads(r.stdout.strip().splitlines()[-1])
             base = next(
                 (x for x in rows if x["resolution"] == res and x["mode"] == baseline and "error" not in x),
                 None,
