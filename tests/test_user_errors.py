@@ -252,6 +252,7 @@ def test_junk_inception_weights_say_what_the_file_is(tmp_path, capsys, content, 
     assert weights.read_bytes() == content
 
 
+@pytest.mark.slow  # one epoch of the classifier: ~15 s on a loaded 2-core machine
 def test_the_first_digits_eval_says_it_trains_the_classifier_and_caches_it(tmp_path, capsys, monkeypatch):
     from gandist.metrics import extractors
 

@@ -389,7 +389,7 @@ class InceptionExtractor(Extractor):
         try:
             # weights_only: tensors only, no code is unpickled (torch-fidelity's own loader would unpickle)
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+        except Exception:  # noqa: BLE001 - any unreadable file is the same user problem
             raise UserError(
                 f"Inception weights '{path}' is {describe_file(path)}, not the expected PyTorch state dict "
                 f"{INCEPTION_FILE} (about 91 MB, from {INCEPTION_URL}); fetch that file again"

@@ -7,7 +7,8 @@ near-duplicate rate in pixel space, next to the same statistics of a fixed batch
 (`reference`). Diagnoses:
 
   vanishing_gradients  D classifies (almost) everything right and ||grad G|| has collapsed
-  oscillation          the losses swing up and down by far more than their noise, without settling
+  oscillation          the losses swing up and down by far more than their noise, without settling,
+                       and the swing repeats (the detrended loss is anti-correlated half a swing later)
   mode_collapse        samples far less diverse than real data, or many near-duplicates
   non_finite           NaN or Inf in a loss (the loop skipped those updates)
 
@@ -423,6 +424,20 @@ def oscillation_score(values: list[float], chunks: int) -> tuple[int, float, flo
     return turns, float(means.std()), noise
 
 
+def anticorrelation(values: list[float], max_lag: int) -> float:
+    """The most negative autocorrelation of the linearly detrended sequence over lags 1..max_lag. A swing
+    of period P reaches about -1 at lag P / 2; smooth drift (a healthy GAN loss wandering) stays above
+    about -0.5, noise near 0. The trend is removed first: a converging loss is not a swing."""
+    x = torch.tensor(values, dtype=torch.float64)
+    t = torch.arange(len(x), dtype=torch.float64)
+    t = t - t.mean()
+    r = x - x.mean() - t * (t @ (x - x.mean())) / (t @ t)
+    den = float(r @ r)
+    if den == 0.0 or len(x) < 3:
+        return 0.0
+    return min(float(r[:-k] @ r[k:]) / den for k in range(1, min(max_lag, len(x) - 1) + 1))
+
+
 # -------------------------------------------------------------------------------------------------
 # The monitor
 
@@ -570,6 +585,7 @@ class HealthMonitor:
                     turns >= c.oscillation_turns
                     and amp > 3.0 * noise
                     and amp > c.oscillation_amplitude * (level + 0.1)
+                    and anticorrelation(list(h), max(2, len(h) // 4)) < c.oscillation_anticorrelation
                 ):
                     osc = True
         out["oscillation"] = osc
