@@ -82,8 +82,14 @@ class MLPModel(GANModel):
 class DCGANModel(GANModel):
     """Radford et al. 2016: transposed-convolution G, strided-convolution D."""
 
+    d_features: ClassVar[bool] = True  # D.features(x): its last hidden layer (loss.feature_matching)
+    # PacGAN (Lin et al. 2018): D judges this many samples at once, concatenated along channels (1 = off);
+    # the paper's PacDCGAN uses 2, 3 and 4
+    pack: int = setting(1, gt=0)
+
     def check(self, cfg: Config) -> None:
         super().check(cfg)
+        check_pack(cfg, self.pack, self.minibatch_std)
         resolution = getattr(cfg.data, "resolution", None)
         if resolution is None:
             raise ConfigError(
@@ -94,6 +100,34 @@ class DCGANModel(GANModel):
                 f"data.resolution={resolution} is not supported by model.name=dcgan; "
                 f"use one of {', '.join(map(str, DCGAN_RESOLUTIONS))}"
             )
+
+
+def check_pack(cfg: Config, pack: int, group: int) -> None:
+    """Packing reads consecutive samples of every batch D sees: the batch and the micro-batch must hold whole
+    packs, and the minibatch-stddev groups count packed inputs. (The per-rank batch: gandist.train.loop.)"""
+    if pack == 1:
+        return
+    batch, micro = cfg.data.batch_size, cfg.train.micro_batch
+    if batch % pack:
+        raise ConfigError(f"data.batch_size={batch} must be divisible by model.pack={pack}: D judges whole packs of "
+                          f"{pack} samples; use a batch of {max(pack, batch - batch % pack)} or a pack that divides {batch}")  # fmt: skip
+    if micro and micro % pack:
+        raise ConfigError(f"train.micro_batch={micro} must be divisible by model.pack={pack}: a micro-batch holds "
+                          "whole packs")  # fmt: skip
+    if group and (micro or batch) // pack % group:
+        raise ConfigError(f"model.minibatch_std={group} groups D's packed inputs, {(micro or batch) // pack} per "
+                          f"batch with model.pack={pack}; choose a group that divides {(micro or batch) // pack}")  # fmt: skip
+
+
+def check_pack_per_rank(cfg: Config, world: int) -> None:
+    """Under `world` ranks each rank packs its own share of the global batch: the share holds whole packs."""
+    pack = getattr(cfg.model, "pack", 1)
+    local = cfg.data.batch_size // world
+    if pack > 1 and local % pack:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} over {world} ranks leaves {local} per rank, not divisible by "
+            f"model.pack={pack} (each rank packs its own samples); use a global batch that is a multiple of {world * pack}"
+        )
 
 
 @register_section("model", "pggan")

@@ -60,6 +60,9 @@ def check_world_size(cfg: Config, world: int) -> None:
     and each rank's share over train.micro_batch and the minibatch-stddev groups."""
     if world == 1:
         return
+    from gandist.models.config import check_pack_per_rank
+
+    check_pack_per_rank(cfg, world)
     batches = {"data.batch_size": cfg.data.batch_size}
     batches.update({f"schedule.batch[{r}]": b for r, b in sorted(cfg.schedule.batch.items())})
     micro = cfg.train.micro_batch
