@@ -26,6 +26,7 @@ SALTS: dict[str, int] = {
     "domain_order": 8,  # the permutation of each domain of unpaired data in each epoch (CycleGAN)
     "image_pool": 9,  # CycleGAN's image pools: which past fake is returned in place of a new one
     "rank_global": 10,  # under data parallelism, the seed of each rank's global torch RNG (position = rank)
+    "stacked_digits": 11,  # the three digits stacked as R, G, B at each stream position
 }
 
 

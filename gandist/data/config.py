@@ -85,6 +85,30 @@ class DigitsData(ImageData):
             )
 
 
+# The digits classifier reads 16 px digits (gandist/metrics/extractors.py): 32 px box-filters down to it
+# exactly; 8 px would be read from upsampled blur it never saw, 64 px is beyond PacGAN's protocol.
+STACKED_RESOLUTIONS = (16, 32)
+
+
+@register_section("data", "stacked_digits")
+@dataclass
+class StackedDigitsData(ImageData):
+    """Stacked digits (Stacked MNIST, Metz et al. 2017, with scikit-learn's digits): three digits drawn
+    independently as the R, G and B channels, 10^3 = 1000 modes; the mode of a sample is 100 r + 10 g + b."""
+
+    def check(self, cfg: Config) -> None:
+        if self.resolution not in STACKED_RESOLUTIONS:
+            raise ConfigError(
+                f"data.resolution={self.resolution}: the digits classifier that counts stacked-digit modes reads "
+                f"{' or '.join(map(str, STACKED_RESOLUTIONS))} px; set data.resolution to one of them"
+            )
+        if self.channels not in (0, 3):
+            raise ConfigError(f"data.channels={self.channels}: stacked digits have 3 channels (use 0 or 3)")
+        if self.mirror:
+            raise ConfigError("data.mirror=true flips digits, which changes the digit a channel shows (and its "
+                              "mode); set data.mirror=false")  # fmt: skip
+
+
 @register_section("data", "procedural")
 @dataclass
 class ProceduralData(ImageData):

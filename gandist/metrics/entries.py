@@ -7,6 +7,7 @@ An entry declares its inputs, so the evaluation extracts only what some requeste
 | `fake_stats`, `real_stats` | streamed mean and covariance (`RunningStats`), or a statistics file for the reals |
 | `fake_feats`, `real_feats` | every feature [N, D] float32, in sample order (held in memory: KID, P/R, ...) |
 | `fake_logits` | the Inception Score accumulated per split while streaming (class logits, never stored) |
+| `fake_probs` | every sample's class probabilities [N, K] float64, in sample order (class and mode coverage) |
 | `samples` | the first samples of both sides, as images (pictures) |
 
 `kinds` are the data kinds the metric is defined on; `datasets` restricts it to named datasets.
@@ -35,7 +36,7 @@ class MetricEntry:
 
 
 METRICS: dict[str, MetricEntry] = {}
-NEEDS = frozenset({"fake_stats", "real_stats", "fake_feats", "real_feats", "fake_logits", "samples"})
+NEEDS = frozenset({"fake_stats", "real_stats", "fake_feats", "real_feats", "fake_logits", "fake_probs", "samples"})
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # Binkowski et al. 2018 and torch-fidelity's defaults
 IS_SPLITS = 10  # Salimans et al. 2016
 PR_K = 3  # Kynkaanniemi et al. 2019
@@ -80,11 +81,31 @@ def _pr(ctx) -> dict[str, Any]:
     return precision_recall(ctx.real_feats, ctx.fake_feats, k=PR_K)
 
 
-@metric("modes", {"fake_feats"}, kinds=("points",), datasets=("ring", "grid"), min_samples=1)
+@metric("modes", {"fake_feats", "fake_probs"}, datasets=("ring", "grid", "stacked_digits"), min_samples=1)
 def _modes(ctx) -> dict[str, Any]:
+    if ctx.dataset == "stacked_digits":  # 1000 modes, each channel read by the digits classifier
+        from gandist.metrics.coverage import stacked_modes
+        from gandist.metrics.stacked import channel_probs
+
+        _digits_classifier(ctx, "modes", ctx.extractor.classes == 1000)
+        return stacked_modes(channel_probs(ctx.fake_probs))
     from gandist.metrics.modes import mode_coverage
 
     return mode_coverage(ctx.fake_feats, ctx.dataset)
+
+
+@metric("classes", {"fake_probs"}, kinds=("images",), datasets=("digits",), min_samples=1)
+def _classes(ctx) -> dict[str, Any]:
+    from gandist.metrics.coverage import class_coverage
+
+    _digits_classifier(ctx, "classes", ctx.extractor.classes == 10)
+    return class_coverage(ctx.fake_probs)
+
+
+def _digits_classifier(ctx, name: str, shape_ok: bool) -> None:
+    if not ctx.extractor.name.startswith("digits-cnn") or not shape_ok or ctx.fake_probs is None:
+        raise UserError(f"metric '{name}' reads gandist's digits classifier, not {ctx.extractor.name}; "
+                        "use --extractor digits (or auto)")  # fmt: skip
 
 
 @metric("parzen", {"fake_feats", "real_feats"}, kinds=("points",))
@@ -106,6 +127,12 @@ def _nn(ctx) -> dict[str, Any]:
     return {"nn_figure": res["figure"], "nn_min_pixel_distance": float(np.min(res["pixel_distances"][:, 0]))}
 
 
+def _instead(name: str, dataset: str | None) -> str:
+    """What to ask for instead on data the metric does not know (one clause, or nothing)."""
+    others = [m for m, e in METRICS.items() if m != name and e.datasets and dataset in e.datasets]
+    return f": ask for metric {' or '.join(others)}" if others else ""
+
+
 def check_request(
     names: list[str] | tuple[str, ...], kind: str, dataset: str | None, has_probs: bool
 ) -> None:
@@ -120,7 +147,8 @@ def check_request(
             raise UserError(f"metric '{name}' {what}; these samples are {kind}")
         if e.datasets and dataset not in e.datasets:
             raise UserError(
-                f"metric '{name}' is defined for the 2-D mixtures (data.name {' or '.join(e.datasets)})"
+                f"metric '{name}' needs data with known modes (data.name {' or '.join(e.datasets)}); "
+                f"data.name={dataset} has none{_instead(name, dataset)}"
             )
         if "fake_logits" in e.needs and not has_probs:
             raise UserError(f"metric '{name}' needs class probabilities; this extractor has none")
