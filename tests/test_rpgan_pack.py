@@ -100,7 +100,7 @@ def test_packed_d_equals_a_d_fed_the_concatenated_samples_by_hand():
     "overrides, words",
     [
         (("model.pack=3",), "data.batch_size=8 must be divisible by model.pack=3"),
-        (("model.pack=2", "train.micro_batch=4", "data.batch_size=8", "model.minibatch_std=4"), "model.minibatch_std=4 groups"),
+        (("model.pack=2", "data.batch_size=24", "model.minibatch_std=8"), "model.minibatch_std=8 groups D's packed inputs, 12"),
         (("model.pack=4", "train.micro_batch=2"), "train.micro_batch=2 must be divisible by model.pack=4"),
         (("model.name=mlp", "loss.feature_matching=1.0"), "loss.feature_matching needs a D"),
     ],

@@ -114,9 +114,10 @@ def check_pack(cfg: Config, pack: int, group: int) -> None:
     if micro and micro % pack:
         raise ConfigError(f"train.micro_batch={micro} must be divisible by model.pack={pack}: a micro-batch holds "
                           "whole packs")  # fmt: skip
-    if group and (micro or batch) // pack % group:
-        raise ConfigError(f"model.minibatch_std={group} groups D's packed inputs, {(micro or batch) // pack} per "
-                          f"batch with model.pack={pack}; choose a group that divides {(micro or batch) // pack}")  # fmt: skip
+    packed = (micro or batch) // pack  # D's inputs per (micro-)batch; fewer than the group are one group
+    if group and packed > group and packed % group:
+        raise ConfigError(f"model.minibatch_std={group} groups D's packed inputs, {packed} per batch with "
+                          f"model.pack={pack}; choose a group that divides {packed}")  # fmt: skip
 
 
 def check_pack_per_rank(cfg: Config, world: int) -> None:

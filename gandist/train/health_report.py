@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gandist.errors import UserError
-from gandist.train.health import DIAGNOSES
+from gandist.train.coverage_alarm import DIAGNOSES  # health.py's, with coverage_collapse registered
 
 COLORS = {
     "vanishing_gradients": "tab:red",

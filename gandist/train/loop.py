@@ -192,12 +192,12 @@ class Trainer:
         self._skipped_host = 0
         self.health = None
         if cfg.health.enabled:
-            from gandist.train.health import HealthMonitor
+            from gandist.train.coverage_alarm import health_monitor_class
 
             probe_z = torch.randn(
                 cfg.health.diversity_n, self.z_dim, generator=stream(tc.seed, "health_probe")
             )
-            self.health = HealthMonitor(
+            self.health = health_monitor_class(flat_dict(cfg))(
                 cfg.health,
                 flat_dict(cfg),
                 sample=lambda: self.objective.pictures(self.sample_net(), probe_z.to(self.device), self.data),
@@ -543,13 +543,17 @@ class Trainer:
         if names == "auto":
             if self.kind == "points":
                 return ["modes", "fid"] if self.cfg.data.name in ("ring", "grid") else ["fid"]
-            return ["fid", "is", "kid"] if self.cfg.data.name == "digits" else ["fid"]
+            # digits: class coverage beside FID; stacked digits: the 1000 modes (gandist/metrics/coverage.py)
+            return {"digits": ["fid", "is", "kid", "classes"], "stacked_digits": ["fid", "modes"]}.get(
+                self.cfg.data.name, ["fid"])
         return [m.strip() for m in names.split(",") if m.strip()]
 
     def _uses_inception(self) -> bool:
+        from gandist.metrics.extractors import DIGITS_DATA
+
         ex = self.cfg.metrics.extractor
         return ex == "inception" or (
-            ex == "auto" and self.kind == "images" and self.cfg.data.name != "digits"
+            ex == "auto" and self.kind == "images" and self.cfg.data.name not in DIGITS_DATA
         )
 
     def run_metrics(self) -> dict[str, Any] | None:
