@@ -45,7 +45,9 @@ def test_known_histogram_kl_and_confident_share():
         probs[i, c] = top
     out = class_coverage(probs)
     assert out["classes"] == 2 and out["n_classes"] == 10
-    assert out["classes_kl"] == pytest.approx((2 / 3) * math.log(20 / 3) + (1 / 3) * math.log(10 / 3), rel=1e-14)
+    assert out["classes_kl"] == pytest.approx(
+        (2 / 3) * math.log(20 / 3) + (1 / 3) * math.log(10 / 3), rel=1e-14
+    )
     assert out["classes_confident"] == pytest.approx(2 / 3, rel=1e-15)
 
 
@@ -66,7 +68,9 @@ def test_channel_marginals_of_the_joint_are_the_channel_probabilities():
 
 
 def _stacked(*overrides):
-    return load_config(None, ["data.name=stacked_digits", "data.resolution=16", "data.batch_size=8", *overrides])
+    return load_config(
+        None, ["data.name=stacked_digits", "data.resolution=16", "data.batch_size=8", *overrides]
+    )
 
 
 @pytest.mark.parametrize("res", [8, 64])

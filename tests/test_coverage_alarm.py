@@ -24,8 +24,14 @@ def test_advice_reads_capabilities_in_order_and_skips_what_is_in_effect():
         {"model.minibatch_std": 4},
         {"loss.feature_matching": 1.0},
     ]
-    done = _settings("model.pack=4", "loss.name=rpgan", "loss.r1_gamma=1", "loss.r2_gamma=1",
-                     "model.minibatch_std=4", "loss.feature_matching=1")
+    done = _settings(
+        "model.pack=4",
+        "loss.name=rpgan",
+        "loss.r1_gamma=1",
+        "loss.r2_gamma=1",
+        "model.minibatch_std=4",
+        "loss.feature_matching=1",
+    )
     assert [a.sets for a in advise(NAME, done)] == [{}]  # only "check the data" is left
     # rpgan without R2: add it; a pack of 2: go to 4
     part = [a.sets for a in advise(NAME, _settings("model.pack=2", "loss.name=rpgan", "loss.r1_gamma=10"))]
@@ -71,8 +77,15 @@ def test_alarm_on_a_constant_generator_silent_on_the_data_and_cleared_on_recover
 def test_training_run_with_a_constant_generator_raises_the_alarm(tiny_cfg, tmp_path):
     from gandist.train.loop import Trainer
 
-    cfg = tiny_cfg("data.resolution=16", "health.warmup=0", "health.every=2", "health.diversity_every=2",
-                   "health.persist=2", "health.diversity_n=64", "train.steps=6")
+    cfg = tiny_cfg(
+        "data.resolution=16",
+        "health.warmup=0",
+        "health.every=2",
+        "health.diversity_every=2",
+        "health.persist=2",
+        "health.diversity_n=64",
+        "train.steps=6",
+    )
     t = Trainer(cfg, tmp_path)
     assert isinstance(t.health, CoverageMonitor)
     G = copy.deepcopy(t.sample_net())

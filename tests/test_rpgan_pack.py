@@ -55,7 +55,10 @@ class _TanhD(nn.Module):
 
 def test_r2_penalty_and_its_weight_gradient_match_float64_closed_form():
     gen = torch.Generator().manual_seed(3)
-    a, v = torch.randn(5, 7, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)
+    a, v = (
+        torch.randn(5, 7, generator=gen, dtype=torch.float64),
+        torch.randn(5, generator=gen, dtype=torch.float64),
+    )
     fake = torch.randn(9, 7, generator=gen, dtype=torch.float64)
 
     def closed_form(a, v):
@@ -76,8 +79,15 @@ def test_r2_penalty_and_its_weight_gradient_match_float64_closed_form():
 
 
 def _dcgan(*overrides):
-    base = ["model.name=dcgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8", "data.name=digits",
-            "data.resolution=8", "data.batch_size=8"]
+    base = [
+        "model.name=dcgan",
+        "model.z_dim=8",
+        "model.g_width=8",
+        "model.d_width=8",
+        "data.name=digits",
+        "data.resolution=8",
+        "data.batch_size=8",
+    ]
     return load_config(None, base + list(overrides))
 
 
@@ -89,18 +99,25 @@ def test_packed_d_equals_a_d_fed_the_concatenated_samples_by_hand():
     D = build_networks(cfg.model, (1, 8, 8), "images")["D"].double()
     x = torch.randn(9, 1, 8, 8, dtype=torch.float64)
     assert D.net[0].in_channels == 3
-    by_hand = torch.stack([D.net(torch.cat([x[3 * i], x[3 * i + 1], x[3 * i + 2]])[None]).reshape(()) for i in range(3)])
+    by_hand = torch.stack(
+        [D.net(torch.cat([x[3 * i], x[3 * i + 1], x[3 * i + 2]])[None]).reshape(()) for i in range(3)]
+    )
     torch.testing.assert_close(D(x), by_hand, rtol=0, atol=0)
     feats = D.features(x)
     assert feats.shape[0] == 3
-    torch.testing.assert_close(feats[1], D.net[: D.n_hidden](torch.cat(list(x[3:6]))[None]).flatten(), rtol=0, atol=0)
+    torch.testing.assert_close(
+        feats[1], D.net[: D.n_hidden](torch.cat(list(x[3:6]))[None]).flatten(), rtol=0, atol=0
+    )
 
 
 @pytest.mark.parametrize(
     "overrides, words",
     [
         (("model.pack=3",), "data.batch_size=8 must be divisible by model.pack=3"),
-        (("model.pack=2", "data.batch_size=24", "model.minibatch_std=8"), "model.minibatch_std=8 groups D's packed inputs, 12"),
+        (
+            ("model.pack=2", "data.batch_size=24", "model.minibatch_std=8"),
+            "model.minibatch_std=8 groups D's packed inputs, 12",
+        ),
         (("model.pack=4", "train.micro_batch=2"), "train.micro_batch=2 must be divisible by model.pack=4"),
         (("model.name=mlp", "loss.feature_matching=1.0"), "loss.feature_matching needs a D"),
     ],

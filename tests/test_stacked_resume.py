@@ -5,8 +5,16 @@ import torch
 from gandist.train import checkpoint as ckpt
 from gandist.train.loop import Trainer
 
-EXTRA = ("data.name=stacked_digits", "data.resolution=16", "model.pack=2", "loss.name=rpgan",
-         "loss.r1_gamma=1", "loss.r2_gamma=1", "loss.reg_interval=2", "loss.feature_matching=0.5")
+EXTRA = (
+    "data.name=stacked_digits",
+    "data.resolution=16",
+    "model.pack=2",
+    "loss.name=rpgan",
+    "loss.r1_gamma=1",
+    "loss.r2_gamma=1",
+    "loss.reg_interval=2",
+    "loss.feature_matching=0.5",
+)
 
 
 def _state(t: Trainer) -> dict:

@@ -25,7 +25,9 @@ class StackedDigitsExtractor(DigitsExtractor):
     @torch.no_grad()
     def extract(self, x):
         if x.dim() != 4 or x.shape[1] != CHANNELS:
-            raise UserError(f"the stacked-digits extractor expects 3-channel images [N, 3, H, W], got {list(x.shape)}")
+            raise UserError(
+                f"the stacked-digits extractor expects 3-channel images [N, 3, H, W], got {list(x.shape)}"
+            )
         n = x.shape[0]
         f, logits = super().extract(x.reshape(n * CHANNELS, 1, *x.shape[2:]))
         logp = torch.log_softmax(logits.double(), dim=1).view(n, CHANNELS, 10)

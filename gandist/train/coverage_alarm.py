@@ -10,8 +10,9 @@ cover ~120 of the 1000 stacked modes, not 1000), so the thresholds mean the same
                         KL exceeds the reals' by > health.coverage_kl nats
 
 It follows mode_collapse's hysteresis (raised after `persist` probes in a row, cleared after a window of
-probes without it). The classifier is built at the first probe past `health.warmup` (training it once, a
-few CPU seconds, if it is not cached), so short runs never pay for it. The advice reads what the run's
+probes without it). The classifier is built at the first probe past `health.warmup` (training it once if it is
+not cached), so short runs never pay for it; samples below 16 px (8 px digits, the first stages of a
+growing run) are not judged. The advice reads what the run's
 config declares (a `model.pack` key, a model section with `d_features`, the loss registry's
 `relativistic` property), never a family's name.
 """
@@ -39,6 +40,7 @@ from gandist.train.health import (
 )
 
 NAME = "coverage_collapse"
+MIN_RESOLUTION = 16  # the digits classifier's own resolution (gandist/metrics/extractors.py)
 GAMMA = 1.0  # R1 = R2 gamma the advice proposes with rpgan: the setting benchmarks/quality/modes.py runs
 
 
@@ -47,7 +49,9 @@ def _pack(s: Settings) -> Advice | None:
     p = s.get("model.pack")
     if not isinstance(p, int) or isinstance(p, bool) or p >= 4:
         return None
-    return _advice(f"let D judge packs of samples at once, PacGAN ({{sets}}; now {p})", {"model.pack": 2 if p < 2 else 4})
+    return _advice(
+        f"let D judge packs of samples at once, PacGAN ({{sets}}; now {p})", {"model.pack": 2 if p < 2 else 4}
+    )
 
 
 def _relativistic(s: Settings) -> Advice | None:
@@ -77,7 +81,9 @@ def _feature_matching(s: Settings) -> Advice | None:
     w = _num(s, "loss.feature_matching")
     if section is None or not getattr(section, "d_features", False) or w is None or w > 0:
         return None
-    return _advice("let G match the mean of D's hidden features on reals ({sets})", {"loss.feature_matching": 1.0})
+    return _advice(
+        "let G match the mean of D's hidden features on reals ({sets})", {"loss.feature_matching": 1.0}
+    )
 
 
 DIAGNOSES[NAME] = Diagnosis(
@@ -100,7 +106,6 @@ class ClassCoverage:
         from gandist.metrics.extractors import build_extractor
 
         self.extractor = build_extractor("digits", "images", data_name, device)
-        self.stacked = data_name == "stacked_digits"
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[int, float]:
@@ -131,7 +136,9 @@ class CoverageMonitor(HealthMonitor):
 
     def set_diversity(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
         out = super().set_diversity(fake, real)
-        if self._step < self.cfg.warmup:
+        # before warm-up every GAN is "collapsed"; below 16 px (8 px digits, the first stages of a growing
+        # run) the classifier reads upsampled blur it was never trained on
+        if self._step < self.cfg.warmup or fake.shape[-1] < MIN_RESOLUTION:
             return out
         if self._coverage is None:
             self._coverage = ClassCoverage((self.settings or {}).get("data.name", "digits"))
@@ -150,7 +157,9 @@ class CoverageMonitor(HealthMonitor):
         if regular and self._fresh_coverage:
             self._fresh_coverage = False
             d, c = self.diversity, self.cfg
-            out[NAME] = bool(d["coverage"] < c.coverage_ratio or d["coverage_kl"] - d["coverage_kl_real"] > c.coverage_kl)
+            out[NAME] = bool(
+                d["coverage"] < c.coverage_ratio or d["coverage_kl"] - d["coverage_kl_real"] > c.coverage_kl
+            )
         return out
 
     def clear_after(self, name: str) -> int:
@@ -160,5 +169,3 @@ class CoverageMonitor(HealthMonitor):
 def health_monitor_class(settings: Mapping[str, Any]) -> type[HealthMonitor]:
     """The monitor for a run with these settings (dotted keys): with the coverage alarm on digit data."""
     return CoverageMonitor if settings.get("data.name") in DIGITS_DATA else HealthMonitor
-
-
