@@ -100,3 +100,21 @@ def test_training_run_with_a_constant_generator_raises_the_alarm(tiny_cfg, tmp_p
     assert "model.pack=2" in starts[0]["remedies"][0]
     log = (tmp_path / "log.jsonl").read_text()
     assert NAME in log and '"coverage"' in log
+
+
+def test_health_report_knows_the_coverage_diagnosis(tmp_path):
+    from gandist.train.health_report import summary_text
+
+    events = [
+        {
+            "step": 400,
+            "event": "health",
+            "diagnosis": NAME,
+            "state": "start",
+            "remedies": ["pack (model.pack=2)"],
+        },
+        {"step": 900, "event": "health", "diagnosis": NAME, "state": "clear", "since": 400},
+    ]
+    text = summary_text(tmp_path, [{"step": 1000}], events)
+    assert f"- {NAME}: mode collapse: the samples cover far fewer classes" in text
+    assert "steps 400-900" in text and "pack (model.pack=2)" in text

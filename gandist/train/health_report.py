@@ -13,6 +13,7 @@ COLORS = {
     "vanishing_gradients": "tab:red",
     "oscillation": "tab:orange",
     "mode_collapse": "tab:purple",
+    "coverage_collapse": "tab:pink",
     "non_finite": "black",
 }
 
