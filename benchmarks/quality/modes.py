@@ -11,6 +11,9 @@ digits classifier's per-channel features ("digits FID": not comparable with Ince
     python benchmarks/quality/modes.py --smoke --out /tmp/modes    # every row, tiny and short: < 60 s
 
 Writes modes-stacked32[-smoke].{json,csv,md,png} into --out (benchmarks/results) with provenance.
+One check so far (not the table): `--settings equal --rows nonsaturating --seeds 0 --seconds 120 --samples 5000`
+made 190 generator steps in 120 CPU s on a loaded 2-core machine and scored 11 modes, KL 6.84, 4% confident;
+at ~0.6 CPU s per step, 5-minute rows train ~500 steps, far shorter than PacGAN's runs.
 Ours are scikit-learn's 8x8 digits upsampled and stacked; the published rows are Stacked MNIST.
 """
 
