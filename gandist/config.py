@@ -280,6 +280,11 @@ class HealthConfig:
     duplicate_excess: float = setting(
         0.5, gt=0, le=1
     )  # near-duplicate rate this much above the data's = collapse suspected
+    # digits and stacked digits (gandist/train/coverage_alarm.py): classes (modes) the probe's samples cover,
+    # as a share of those the same number of reals cover, below this = mode collapse; or the KL of their
+    # class histogram to uniform this many nats above the reals'
+    coverage_ratio: float = setting(0.5, gt=0, le=1)
+    coverage_kl: float = setting(1.0, gt=0)
 
 
 @dataclass
@@ -287,7 +292,8 @@ class MetricsConfig:
     every: int = setting(
         0, ge=0
     )  # evaluate G_ema every this many generator steps, and at the end (0 = never)
-    names: str = "auto"  # comma list of fid,is,kid,pr,modes,parzen; auto: modes,fid for 2-D data, fid,is,kid for digits, fid otherwise
+    names: str = "auto"  # comma list of fid,is,kid,pr,modes,classes,parzen; auto: modes,fid for 2-D data,
+    # fid,is,kid,classes for digits, fid,modes for stacked digits, fid otherwise
     n: int = setting(2000, ge=2)  # generated samples per evaluation
     extractor: str = setting("auto", choices=("auto", "inception", "digits", "points"))
     # extraction batch for evaluation; 0 = sized for the device (8 on CPU, 256 on CUDA). Results do not depend on it

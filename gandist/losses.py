@@ -12,8 +12,11 @@ and never takes log(0).
 | wgan          | D(G(z)) - D(x), weights clipped to [-c, c]    | -D(G(z))                       | Arjovsky et al. 2017 Alg. 1 |
 | wgan-gp       | wgan + lambda (||grad D(x_hat)|| - 1)^2       | -D(G(z))                       | Gulrajani et al. 2017 Alg.1 |
 | hinge         | relu(1 - D(x)) + relu(1 + D(G(z)))            | -D(G(z))                       | Lim & Ye 2017; Miyato 2018  |
+| rpgan         | softplus(D(G(z_i)) - D(x_i))                  | softplus(D(x_i) - D(G(z_i)))   | Jolicoeur-Martineau 2019; Huang et al. 2025 Eq. 2 |
 
-All are means over the batch.
+All are means over the batch (rpgan: over the pairs (x_i, G(z_i)), so real and fake batches have one size).
+R3GAN pays rpgan with zero-centred penalties on both sides: gamma/2 E||grad D(x)||^2 on reals (R1) and
+gamma/2 E||grad D(G(z))||^2 on fakes (R2) (Huang et al. 2025, Sec. 2.3), `loss.r1_gamma` and `loss.r2_gamma`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ LOSSES: dict[str, type[AdversarialLoss]] = {}
 
 
 class AdversarialLoss:
-    """One row of the table above. `d_loss(real, fake)` and `g_loss(fake)` take D's raw outputs [N]."""
+    """One row of the table above. `d_loss(real, fake)` and `g_loss(fake, real)` take D's raw outputs [N]
+    (`real` only for the relativistic losses)."""
 
     clips_weights = False  # WGAN: clip D's weights to [-c, c] after every update
     decision_boundary: float | None = 0.0  # D output separating 'real' from 'fake'; None for critics
@@ -40,6 +44,10 @@ class AdversarialLoss:
     # weight clipping by the gradient penalty (`penalised`).
     unsaturated: str | None = None
     penalised: str | None = None
+    # Relativistic pairing (rpgan): G's loss reads D on reals as well, paired sample by sample with the fakes,
+    # so the objective draws reals for the G phase and calls `g_loss(fake, real)`. The collapse advice reads it
+    # to name the loss that fights mode dropping (Sun et al. 2020: RpGAN has no mode-dropping local optima).
+    relativistic = False
 
     def __init__(self, cfg: ClassicLoss) -> None:
         self.cfg = cfg
@@ -47,7 +55,7 @@ class AdversarialLoss:
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def display(self, logits: torch.Tensor) -> torch.Tensor:
@@ -72,13 +80,13 @@ class _Logistic(AdversarialLoss):
 class Minimax(_Logistic):
     unsaturated = "nonsaturating"  # the same D, G's loss -log D(G(z)) (Goodfellow et al. 2014, Sec. 3)
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         return -F.softplus(fake).mean()  # log(1 - sigmoid(l)) = -softplus(l)
 
 
 @register(LOSSES, "nonsaturating")
 class NonSaturating(_Logistic):
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         return F.softplus(-fake).mean()  # -log sigmoid(l) = softplus(-l)
 
 
@@ -93,7 +101,7 @@ class LeastSquares(AdversarialLoss):
             0.5 * (real - self.cfg.lsgan_b).square().mean() + 0.5 * (fake - self.cfg.lsgan_a).square().mean()
         )
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         return 0.5 * (fake - self.cfg.lsgan_c).square().mean()
 
 
@@ -106,7 +114,7 @@ class Wasserstein(AdversarialLoss):
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return fake.mean() - real.mean()
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         return -fake.mean()
 
 
@@ -122,8 +130,31 @@ class Hinge(AdversarialLoss):
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         return -fake.mean()
+
+
+@register(LOSSES, "rpgan")
+class RelativisticPairing(AdversarialLoss):
+    """RpGAN: D wants each real scored above its paired fake, G the reverse. Only differences of D's outputs
+    enter, so like a critic D has no decision boundary of its own (its logs report the gap E[D(x) - D(G(z))])."""
+
+    decision_boundary = None
+    relativistic = True
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        _same_pairs(real, fake)
+        return F.softplus(fake - real).mean()
+
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        if real is None:
+            raise ValueError("rpgan's generator loss pairs each fake with a real: pass D's outputs on reals")
+        _same_pairs(real, fake)
+        return F.softplus(real - fake).mean()
+
+
+def _same_pairs(real: torch.Tensor, fake: torch.Tensor) -> None:
+    assert real.shape == fake.shape, f"rpgan pairs reals {list(real.shape)} with fakes {list(fake.shape)} one to one"
 
 
 def wgan_gp_penalty(
@@ -144,6 +175,16 @@ def wgan_gp_penalty(
 
 def r1_penalty(D: nn.Module, real: torch.Tensor) -> torch.Tensor:
     """E[||grad_x D(x)||_2^2] on real data (Mescheder et al. 2018, Eq. 9, without gamma/2)."""
-    x = real.detach().requires_grad_(True)
+    return _zero_centred(D, real)
+
+
+def r2_penalty(D: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    """E[||grad_x D(x)||_2^2] on generated data, G held fixed (Mescheder et al. 2018, Eq. 10; R3GAN, Huang
+    et al. 2025, Eq. 5), without gamma/2. Differentiable w.r.t. D's weights, never reaches G."""
+    return _zero_centred(D, fake)
+
+
+def _zero_centred(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
     return gradient_penalty(grad, center=0.0)

@@ -29,6 +29,7 @@ SALTS: dict[str, int] = {
     "labelled_mirror": 11,  # horizontal flips of the labelled digits of semi-supervised batches
     "path_length": 12,  # perceptual path length: each batch's latent pairs, t and noise seed (position = batch)
     "eval_noise": 13,  # a style-based G's per-pixel noise in evaluation samples, per generation piece
+    "digit_triples": 14,  # stacked digits: the three digits drawn as R, G, B at each stream position
 }
 
 

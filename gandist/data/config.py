@@ -20,6 +20,7 @@ class DataSection(NamedSection):
     classes: ClassVar[int] = 0  # labelled classes (0 = unlabelled)
     domains: ClassVar[int] = 1  # image domains in a batch (2: unpaired A/B for translation)
     known_modes: ClassVar[bool] = False  # a mixture with known modes (the `modes` metric)
+    digit_channels: ClassVar[int] = 0  # channels that each show one digit (the digits classifier reads them)
     default_metrics: ClassVar[tuple[str, ...]] = ("fid",)  # metrics.names=auto
     extractor: ClassVar[str] = "inception"  # metrics.extractor=auto
     dali: ClassVar[str] = ""  # the DALI source of loader=dali (a class in gandist/data/dali.py; "" = none)
@@ -62,7 +63,9 @@ class DigitsData(ImageData):
     is held out (never served) and only a labelled subset of the rest keeps its labels."""
 
     classes: ClassVar[int] = 10
-    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "is", "kid")
+    digit_channels: ClassVar[int] = 1
+    # class coverage beside FID (gandist/metrics/coverage.py)
+    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "is", "kid", "classes")
     extractor: ClassVar[str] = "digits"  # the digit classifier's features (gandist.metrics.extractors)
 
     # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
@@ -100,6 +103,35 @@ class DigitsData(ImageData):
             raise ConfigError(
                 f"data.label_file '{self.label_file}' does not exist; point it at a file of 'index,class' lines"
             )
+
+
+# The digits classifier reads 16 px digits (gandist/metrics/extractors.py): 32 px box-filters down to it
+# exactly; 8 px would be read from upsampled blur it never saw, 64 px is beyond PacGAN's protocol.
+STACKED_RESOLUTIONS = (16, 32)
+
+
+@register_section("data", "stacked_digits")
+@dataclass
+class StackedDigitsData(ImageData):
+    """Stacked digits (Stacked MNIST, Metz et al. 2017, with scikit-learn's digits): three digits drawn
+    independently as the R, G and B channels, 10^3 = 1000 modes; the mode of a sample is 100 r + 10 g + b."""
+
+    known_modes: ClassVar[bool] = True  # the 1000 digit triples (the `modes` metric)
+    digit_channels: ClassVar[int] = 3
+    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "modes")
+    extractor: ClassVar[str] = "digits"  # each channel read by the digits classifier (gandist/metrics/stacked.py)
+
+    def check(self, cfg: Config) -> None:
+        if self.resolution not in STACKED_RESOLUTIONS:
+            raise ConfigError(
+                f"data.resolution={self.resolution}: the digits classifier that counts stacked-digit modes reads "
+                f"{' or '.join(map(str, STACKED_RESOLUTIONS))} px; set data.resolution to one of them"
+            )
+        if self.channels not in (0, 3):
+            raise ConfigError(f"data.channels={self.channels}: stacked digits have 3 channels (use 0 or 3)")
+        if self.mirror:
+            raise ConfigError("data.mirror=true flips digits, which changes the digit a channel shows (and its "
+                              "mode); set data.mirror=false")  # fmt: skip
 
 
 @register_section("data", "procedural")

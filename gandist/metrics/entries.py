@@ -7,6 +7,7 @@ An entry declares its inputs, so the evaluation extracts only what some requeste
 | `fake_stats`, `real_stats` | streamed mean and covariance (`RunningStats`), or a statistics file for the reals |
 | `fake_feats`, `real_feats` | every feature [N, D] float32, in sample order (held in memory: KID, P/R, ...) |
 | `fake_logits` | the Inception Score accumulated per split while streaming (class logits, never stored) |
+| `fake_probs` | every sample's class probabilities [N, K] float64, in sample order (class and mode coverage) |
 | `samples` | the first samples of both sides, as images (pictures) |
 
 `kinds` are the data kinds the metric is defined on; `data_needs` names a capability its data source must
@@ -36,7 +37,7 @@ class MetricEntry:
 
 
 METRICS: dict[str, MetricEntry] = {}
-NEEDS = frozenset({"fake_stats", "real_stats", "fake_feats", "real_feats", "fake_logits", "samples"})
+NEEDS = frozenset({"fake_stats", "real_stats", "fake_feats", "real_feats", "fake_logits", "fake_probs", "samples"})
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # Binkowski et al. 2018 and torch-fidelity's defaults
 IS_SPLITS = 10  # Salimans et al. 2016
 PR_K = 3  # Kynkaanniemi et al. 2019
@@ -81,11 +82,38 @@ def _pr(ctx) -> dict[str, Any]:
     return precision_recall(ctx.real_feats, ctx.fake_feats, k=PR_K)
 
 
-@metric("modes", {"fake_feats"}, kinds=("points",), data_needs="known_modes", min_samples=1)
+@metric("modes", {"fake_feats", "fake_probs"}, data_needs="known_modes", min_samples=1)
 def _modes(ctx) -> dict[str, Any]:
+    if _data_section(ctx.dataset).digit_channels == 3:  # 1000 modes, each channel read by the digits classifier
+        from gandist.metrics.coverage import stacked_modes
+        from gandist.metrics.stacked import channel_probs
+
+        _digits_classifier(ctx, "modes", ctx.extractor.classes == 1000)
+        return stacked_modes(channel_probs(ctx.fake_probs))
     from gandist.metrics.modes import mode_coverage
 
     return mode_coverage(ctx.fake_feats, ctx.dataset)
+
+
+@metric("classes", {"fake_probs"}, kinds=("images",), data_needs="classes", min_samples=1)
+def _classes(ctx) -> dict[str, Any]:
+    from gandist.metrics.coverage import class_coverage
+
+    _digits_classifier(ctx, "classes", ctx.extractor.classes == 10)
+    return class_coverage(ctx.fake_probs)
+
+
+def _digits_classifier(ctx, name: str, shape_ok: bool) -> None:
+    if not ctx.extractor.name.startswith("digits-cnn") or not shape_ok or ctx.fake_probs is None:
+        raise UserError(f"metric '{name}' reads gandist's digits classifier, not {ctx.extractor.name}; "
+                        "use --extractor digits (or auto)")  # fmt: skip
+
+
+def _data_section(dataset: str | None):
+    """The registered config class of data source `dataset` (its declared capabilities)."""
+    from gandist.config import registered
+
+    return registered("data").get(dataset or "", object)
 
 
 @metric("parzen", {"samples"})
@@ -119,6 +147,13 @@ def _nn(ctx) -> dict[str, Any]:
     return {"nn_figure": res["figure"], "nn_min_pixel_distance": float(np.min(res["pixel_distances"][:, 0]))}
 
 
+def _instead(name: str, dataset: str | None) -> str:
+    """What to ask for instead on data the metric does not know (one clause, or nothing)."""
+    section = _data_section(dataset)
+    others = [m for m, e in METRICS.items() if m != name and e.data_needs and getattr(section, e.data_needs, False)]
+    return f": ask for metric {' or '.join(others)}" if others else ""
+
+
 def check_request(
     names: list[str] | tuple[str, ...], kind: str, dataset: str | None, has_probs: bool
 ) -> None:
@@ -131,12 +166,15 @@ def check_request(
         if kind not in e.kinds:
             what = "draws images" if e.kinds == ("images",) else f"is defined on {' / '.join(e.kinds)}"
             raise UserError(f"metric '{name}' {what}; these samples are {kind}")
-        if e.data_needs:
+        if e.data_needs and not getattr(_data_section(dataset), e.data_needs, False):
             from gandist.config import registered
 
-            sources = registered("data")
-            if not getattr(sources.get(dataset or ""), e.data_needs, False):
-                having = [n for n, c in sources.items() if getattr(c, e.data_needs, False)]
-                raise UserError(f"metric '{name}' is defined for the 2-D mixtures (data.name {' or '.join(having)})")
+            having = [n for n, c in registered("data").items() if getattr(c, e.data_needs, False)]
+            what = {"known_modes": "data with known modes", "classes": "labelled classes"}.get(e.data_needs,
+                                                                                                 e.data_needs)  # fmt: skip
+            raise UserError(
+                f"metric '{name}' needs {what} (data.name {' or '.join(having)}); "
+                f"data.name={dataset} has none{_instead(name, dataset)}"
+            )
         if "fake_logits" in e.needs and not has_probs:
             raise UserError(f"metric '{name}' needs class probabilities; this extractor has none")

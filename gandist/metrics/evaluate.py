@@ -84,6 +84,7 @@ class Side:
     n: int
     stats: RunningStats | None = None
     feats: torch.Tensor | None = None  # [n, D] float32 on the CPU, in sample order
+    probs: torch.Tensor | None = None  # [n, K] float64 class probabilities on the CPU, in sample order
     inception_score: tuple[float, float] | None = None
 
 
@@ -107,7 +108,7 @@ def _gather_rows(local: torch.Tensor, n: int, strategy) -> torch.Tensor:
 
 def extract_side(
     source: Source, extractor: Extractor, strategy, batch: int, stats: bool, feats: bool,
-    is_splits: int = 0, desc: str = "", is_order: str = "shuffled",
+    is_splits: int = 0, desc: str = "", is_order: str = "shuffled", probs: bool = False,
 ) -> Side:  # fmt: skip
     """Stream this rank's share of `source` through `extractor`, keeping only what is asked for."""
     from tqdm import tqdm
@@ -116,7 +117,7 @@ def extract_side(
 
     n = source.n
     start, stop = _rank_range(n, strategy)
-    run, kept = None, []
+    run, kept, kept_probs = None, [], []
     seed = IS_SHUFFLE_SEED if is_order == "shuffled" else None  # torch-fidelity's splits, or improved-gan's
     isc = ISAccumulator(n, extractor.classes, is_splits, seed) if is_splits else None
     pos = start
@@ -129,6 +130,8 @@ def extract_side(
                 run.update(f)
             if feats:
                 kept.append(f.float().cpu())
+            if probs and logits is not None:
+                kept_probs.append(torch.softmax(logits.double(), dim=1).cpu())
             if isc is not None:
                 isc.update(logits, pos)
             pos += len(x)
@@ -142,6 +145,9 @@ def extract_side(
     if feats:
         local = torch.cat(kept) if kept else torch.zeros(0, extractor.dim, dtype=torch.float32)
         side.feats = _gather_rows(local, n, strategy)
+    if probs and extractor.has_probs:
+        local = torch.cat(kept_probs) if kept_probs else torch.zeros(0, extractor.classes, dtype=torch.float64)
+        side.probs = _gather_rows(local, n, strategy)
     if isc is not None:
         isc.reduce(strategy)
         side.inception_score = isc.score()
@@ -176,6 +182,10 @@ class EvalContext:
     @property
     def fake_feats(self):
         return self.fake.feats
+
+    @property
+    def fake_probs(self):
+        return self.fake.probs
 
     @property
     def real_feats(self):
@@ -242,7 +252,8 @@ def evaluate_sources(
 
     # 2. fakes
     fake_side = extract_side(fake, extractor, strategy, plan.batch, "fake_stats" in plan.needs,
-                             "fake_feats" in plan.needs, is_splits, desc="generated", is_order=is_order)  # fmt: skip
+                             "fake_feats" in plan.needs, is_splits, desc="generated", is_order=is_order,
+                             probs="fake_probs" in plan.needs)  # fmt: skip
     # 3. reals: cached statistics when that is all the metrics read
     result: dict[str, Any] = {
         "n_fake": fake.n,

@@ -4,6 +4,7 @@
 |---|---|---|---|---|
 | `inception` | RGB/grey images | 2048-d pool3 of the TF-ported Inception-v3 (torch-fidelity) | 1008-way logits_unbiased | TF1 bilinear to 299x299 |
 | `digits` | digits runs | 128-d penultimate layer of a small CNN gandist trains on scikit-learn's digits | 10-way | bilinear to 16x16 |
+| `digits` on stacked digits | stacked digits | the three channels' 128-d features, side by side (`stacked.py`) | 1000 modes | bilinear to 16x16 |
 | `points` | 2-D data | the points themselves | - | - |
 | any `nn.Module` | anything | whatever it returns | - | none |
 
@@ -444,12 +445,17 @@ class InceptionExtractor(Extractor):
 def build_extractor(
     name: str, kind: str, data_name: str, device="cpu", inception: str | None = None, impl: str = "auto"
 ) -> Extractor:
-    if name == "auto":  # the extractor the data source declares (a folder of fakes: Inception)
-        from gandist.config import registered
+    from gandist.config import registered
 
-        name = "points" if kind == "points" else getattr(registered("data").get(data_name), "extractor", "inception")
+    section = registered("data").get(data_name)
+    if name == "auto":  # the extractor the data source declares (a folder of fakes: Inception)
+        name = "points" if kind == "points" else getattr(section, "extractor", "inception")
     if name == "points":
         return PointsExtractor()
+    if name == "digits" and getattr(section, "digit_channels", 1) == 3:  # each channel read as a digit
+        from gandist.metrics.stacked import StackedDigitsExtractor
+
+        return StackedDigitsExtractor(device)
     if name == "digits":
         return DigitsExtractor(device)
     if name == "inception":

@@ -57,6 +57,35 @@ class GANModel(NamedSection):
             )
 
 
+def check_pack(cfg: Config, pack: int, group: int) -> None:
+    """Packing (PacGAN) reads consecutive samples of every batch D sees: the batch and the micro-batch must
+    hold whole packs, and the minibatch-stddev groups count packed inputs. (Per rank: check_pack_per_rank.)"""
+    if pack == 1:
+        return
+    batch, micro = cfg.data.batch_size, cfg.train.micro_batch
+    if batch % pack:
+        raise ConfigError(f"data.batch_size={batch} must be divisible by model.pack={pack}: D judges whole packs of "
+                          f"{pack} samples; use a batch of {max(pack, batch - batch % pack)} or a pack that divides {batch}")  # fmt: skip
+    if micro and micro % pack:
+        raise ConfigError(f"train.micro_batch={micro} must be divisible by model.pack={pack}: a micro-batch holds "
+                          "whole packs")  # fmt: skip
+    packed = (micro or batch) // pack  # D's inputs per (micro-)batch; fewer than the group are one group
+    if group and packed > group and packed % group:
+        raise ConfigError(f"model.minibatch_std={group} groups D's packed inputs, {packed} per batch with "
+                          f"model.pack={pack}; choose a group that divides {packed}")  # fmt: skip
+
+
+def check_pack_per_rank(cfg: Config, world: int) -> None:
+    """Under `world` ranks each rank packs its own share of the global batch: the share holds whole packs."""
+    pack = getattr(cfg.model, "pack", 1)
+    local = cfg.data.batch_size // world
+    if pack > 1 and local % pack:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} over {world} ranks leaves {local} per rank, not divisible by "
+            f"model.pack={pack} (each rank packs its own samples); use a global batch that is a multiple of {world * pack}"
+        )
+
+
 def check_growing(cfg: Config, name: str, label: str, fmap_base: int, mbstd_group: int) -> None:
     """The rules of a family built on PGGAN's growing networks (PGGAN, StyleGAN): a power-of-two square
     resolution in 4..1024, at least one feature map at the top, and batches that the minibatch-stddev

@@ -4,8 +4,11 @@ Each generator step (Goodfellow et al. 2014, Algorithm 1): k = train.d_steps D p
 fresh batch of reals and of fakes G(z) drawn without gradients; then one G phase on fresh latents with
 D frozen. WGAN clips D's weights after every D update (Arjovsky et al. 2017, Algorithm 1 line 7);
 WGAN-GP adds lambda (||grad D(x_hat)|| - 1)^2 (Gulrajani et al. 2017, Algorithm 1); R1 adds
-gamma/2 E||grad D(x)||^2 on reals (Mescheder et al. 2018); drift adds epsilon E[D(x)^2] (PGGAN A.1).
+gamma/2 E||grad D(x)||^2 on reals (Mescheder et al. 2018), R2 the same on fakes (R3GAN, Huang et al.
+2025); drift adds epsilon E[D(x)^2] (PGGAN A.1).
 A penalty every step belongs to the D loss (phase Dboth); every N steps it is a phase of its own (Dreg).
+The G phase draws reals too when its loss reads them: a relativistic loss (rpgan pairs D(x_i) with
+D(G(z_i))) or feature matching (G matches the batch means of D's last hidden features on reals).
 
 R1 in Dboth differentiates the main pass on the reals instead of running D on them a second time (the
 official StyleGAN2 loss's Dmain+Dreg at reg_interval 1; rosinality's train.py): the reals enter D with
@@ -24,7 +27,7 @@ from torch import nn
 from gandist.config import Config
 from gandist.data.base import Batch
 from gandist.kernels import gradient_penalty
-from gandist.losses import build_loss, r1_penalty, wgan_gp_penalty
+from gandist.losses import build_loss, r1_penalty, r2_penalty, wgan_gp_penalty
 from gandist.objectives.base import (
     OBJECTIVES,
     Objective,
@@ -68,12 +71,16 @@ class Classic(Objective):
         d = [Phase("Dboth" if self.penalties and not self.lazy else "Dmain", "D", ("D",), repeat=k)]
         if self.lazy:
             d.append(Phase("Dreg", "D", ("D",), interval=n, gain=float(n)))
-        return d + [Phase("Gmain", "G", ("G",), reals=False)]
+        return d + [Phase("Gmain", "G", ("G",), reals=self.g_reads_reals)]
+
+    @property
+    def g_reads_reals(self) -> bool:
+        return self.loss.relativistic or self.lc.feature_matching > 0
 
     # -- the phases --------------------------------------------------------------------------------
     def accumulate(self, phase: Phase, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
         if phase.name == "Gmain":
-            return self._g_main(ctx)
+            return self._g_main(batch, ctx)
         if phase.name == "Dreg":
             return self._d_reg(batch.x, ctx)
         return self._d_main(batch.x, ctx, with_penalty=phase.name == "Dboth")
@@ -113,6 +120,9 @@ class Classic(Objective):
                 (grad,) = torch.autograd.grad(d_x.sum(), x, create_graph=True)
                 r1 = gradient_penalty(grad, center=0.0)
             terms.append((0.5 * self.lc.r1_gamma * r1, {"r1": r1.detach()}))
+        if "r2" in self.penalties:
+            r2 = r2_penalty(self.D_penalty, fake)
+            terms.append((0.5 * self.lc.r2_gamma * r2, {"r2": r2.detach()}))
         return terms
 
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor | None, ctx: PhaseContext):
@@ -149,16 +159,25 @@ class Classic(Objective):
         return PhaseResult(total.detach(), stats)
 
     def _d_reg(self, real: torch.Tensor, ctx: PhaseContext) -> PhaseResult:
-        fake = self._fakes(ctx) if "gp" in self.penalties else None
+        fake = self._fakes(ctx) if {"gp", "r2"} & set(self.penalties) else None
         weighted, stats = self._penalty(real, fake, ctx)
         backward(weighted, ctx.gain)
         return PhaseResult(weighted.detach(), stats)
 
-    def _g_main(self, ctx: PhaseContext) -> PhaseResult:
+    def _g_main(self, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
         fake = self.G(ctx.latents())
-        loss = self.loss.g_loss(_flat(self.D(fake)))
+        real = batch.x if batch is not None else None
+        d_real = _flat(self.D(real)) if self.loss.relativistic else None
+        loss = self.loss.g_loss(_flat(self.D(fake)), d_real)
+        stats = {"g_loss": loss.detach()}
+        if self.lc.feature_matching > 0:
+            # Salimans et al. 2016, Eq. in Sec. 3.1: ||E f(x) - E f(G(z))||_2^2 on D's last hidden layer
+            features = self.D_penalty.features  # the module's own method, past any compile wrapper
+            fm = (features(real).mean(0) - features(fake).mean(0)).square().sum()
+            loss = loss + self.lc.feature_matching * fm
+            stats["feature_matching"] = fm.detach()
         backward(loss, ctx.gain)
-        return PhaseResult(loss.detach(), {"g_loss": loss.detach()})
+        return PhaseResult(loss.detach(), stats)
 
     def after_step(self, phase: Phase) -> None:
         if self.loss.clips_weights and "D" in phase.trains:

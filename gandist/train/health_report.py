@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from gandist.errors import UserError
-from gandist.train.health import DIAGNOSES
+from gandist.train.coverage_alarm import DIAGNOSES  # health.py's, with coverage_collapse registered
 
 COLORS = {
     "vanishing_gradients": "tab:red",
     "oscillation": "tab:orange",
     "mode_collapse": "tab:purple",
+    "coverage_collapse": "tab:pink",
     "non_finite": "black",
 }
 

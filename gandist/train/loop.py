@@ -45,6 +45,7 @@ from gandist.data import build_dataset
 from gandist.data.base import Batch
 from gandist.errors import UserError
 from gandist.models import build_networks
+from gandist.models.config import check_pack_per_rank
 from gandist.objectives.base import Phase, PhaseContext, backward_through, build_objective
 from gandist.rng import stream
 from gandist.train.callbacks import PeriodicMetrics, Pictures
@@ -65,6 +66,7 @@ def check_world_size(cfg: Config, world: int) -> None:
     and each rank's share over train.micro_batch and the minibatch-stddev groups."""
     if world == 1:
         return
+    check_pack_per_rank(cfg, world)
     batches = {"data.batch_size": cfg.data.batch_size}
     batches.update({f"schedule.batch[{r}]": b for r, b in sorted(cfg.schedule.batch.items())})
     micro = cfg.train.micro_batch
@@ -198,12 +200,12 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self._skip_read_at = tc.skip_limit
         self.health = None
         if cfg.health.enabled:
-            from gandist.train.health import HealthMonitor
+            from gandist.train.coverage_alarm import health_monitor_class
 
             probe_z = torch.randn(
                 cfg.health.diversity_n, self.z_dim, generator=stream(tc.seed, "health_probe")
             )
-            self.health = HealthMonitor(
+            self.health = health_monitor_class(flat_dict(cfg))(
                 cfg.health,
                 flat_dict(cfg),
                 sample=lambda: self.objective.pictures(self.sample_net(), probe_z.to(self.device), self.data),

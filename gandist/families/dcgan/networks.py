@@ -1,6 +1,12 @@
 """DCGAN (Radford et al. 2016): transposed-conv G with batch norm + ReLU and a tanh output; strided-conv
 D with LeakyReLU 0.2 and batch norm, no pooling and no fully connected hidden layers.
-Weights initialised from N(0, 0.02) (paper Sec. 4)."""
+Weights initialised from N(0, 0.02) (paper Sec. 4).
+
+Packing (PacGAN, Lin et al. 2018, Sec. 3): with `model.pack` m > 1, D judges m samples at once,
+concatenated along channels: a batch [N, C, H, W] is read as [N/m, m C, H, W] (samples i m .. i m + m - 1
+form packed input i) and D returns N/m logits. Only the first convolution widens; the losses then pair
+N/m packed reals with N/m packed fakes. Sample-wise penalties (R1, R2, WGAN-GP) differentiate through
+the packing, so each sample keeps its own gradient."""
 
 from __future__ import annotations
 
@@ -60,8 +66,9 @@ class DCGANDiscriminator(nn.Module):
         channels, res = shape[0], shape[1]
         n_down = int(math.log2(res // 4))
         width = cfg.d_width
+        self.pack = cfg.pack
         # No normalisation on the first layer (DCGAN Sec. 3: BN on D's input layer caused instability).
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [nn.Conv2d(channels * self.pack, width, 4, 2, 1), nn.LeakyReLU(0.2)]
         for _ in range(n_down - 1):
             layers += [
                 nn.Conv2d(width, width * 2, 4, 2, 1, bias=cfg.d_norm != "batch"),
@@ -69,6 +76,7 @@ class DCGANDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2),
             ]
             width *= 2
+        self.n_hidden = len(layers)  # layers up to D's last hidden features (feature matching reads them)
         if cfg.minibatch_std:
             layers.append(MinibatchStdDev(cfg.minibatch_std))
             width += 1
@@ -76,8 +84,21 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         _init(self)
 
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] -> [N / pack, pack C, H, W]: consecutive samples side by side along channels."""
+        n, c, h, w = x.shape
+        assert n % self.pack == 0, f"D packs {self.pack} samples per input; a batch of {n} does not divide"
+        return x.reshape(n // self.pack, self.pack * c, h, w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, C, H, W] -> logits [N / pack]."""
+        x = self.packed(x)
         return self.net(x).view(x.shape[0])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """D's last hidden layer (before minibatch std and the logit), flattened: [N / pack, F]."""
+        x = self.packed(x)
+        return self.net[: self.n_hidden](x).flatten(1)
 
 
 def _init(module: nn.Module) -> None:

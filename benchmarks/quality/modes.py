@@ -1,0 +1,216 @@
+"""Mode collapse on stacked digits (1000 modes) at 32 px, beside PacGAN's Tables 2 and 3 and R3GAN.
+
+DCGAN-sized networks (G 256-128-64 channels, `model.g_width=64`) in PacGAN's two settings: D as wide as G
+(`d_width=64`, their Table 2) and D with a quarter of G's channels (`d_width=16`, standing in for their
+Table 3's quarter-size D). Each row trains for the same CPU time (`--seconds` of one thread, the step loop
+stopped at the first generator step past it), then 26,000 samples of G_ema are scored: modes covered
+of 1000, KL(mode histogram || uniform), the share read confidently on all three channels, and FID in the
+digits classifier's per-channel features ("digits FID": not comparable with Inception FIDs).
+
+    python benchmarks/quality/modes.py [--seeds 0 1] [--seconds 300] [--jobs 2] [--rows ...] [--settings ...]
+    python benchmarks/quality/modes.py --smoke --out /tmp/modes    # every row, tiny and short: < 60 s
+
+Writes modes-stacked32[-smoke].{json,csv,md,png} into --out (benchmarks/results) with provenance.
+One check so far (not the table): `--settings equal --rows nonsaturating --seeds 0 --seconds 120 --samples 5000`
+made 190 generator steps in 120 CPU s on a loaded 2-core machine and scored 11 modes, KL 6.84, 4% confident;
+at ~0.6 CPU s per step, 5-minute rows train ~500 steps, far shorter than PacGAN's runs.
+Ours are scikit-learn's 8x8 digits upsampled and stacked; the published rows are Stacked MNIST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import provenance  # noqa: E402
+
+# setting -> (title, overrides). DCGAN-sized: three transposed convolutions of 256, 128, 64 channels at 32 px.
+SETTINGS = {
+    "equal": ("D as wide as G (PacGAN Table 2)", ["model.g_width=64", "model.d_width=64"]),
+    "quarter": ("D a quarter of G's channels (PacGAN Table 3)", ["model.g_width=64", "model.d_width=16"]),
+}
+# row -> (label, overrides on the base config below)
+ROWS = {
+    "nonsaturating": ("non-saturating (DCGAN)", []),
+    "pack2": ("+ packing 2", ["model.pack=2"]),
+    "pack4": ("+ packing 4", ["model.pack=4"]),
+    "mbstd": ("+ minibatch stddev 4", ["model.minibatch_std=4"]),
+    # Gulrajani et al. 2017, Alg. 1: lambda 10, n_critic 5, Adam 1e-4 (0, 0.9), no batch norm in the critic
+    "wgan-gp": ("WGAN-GP", ["loss.name=wgan-gp", "model.d_norm=layer", "train.d_steps=5", "optim.lr_g=0.0001",
+                            "optim.lr_d=0.0001", "optim.beta1=0.0", "optim.beta2=0.9"]),
+    # R3GAN (Huang et al. 2025): RpGAN with R1 and R2, no normalisation in D; penalties paid lazily every 4 steps
+    "rpgan": ("RpGAN + R1 + R2", ["loss.name=rpgan", "loss.r1_gamma=1.0", "loss.r2_gamma=1.0",
+                                  "loss.reg_interval=4", "model.d_norm=none"]),
+}  # fmt: skip
+# G_ema with a half-life of 69 steps (beta 0.99): a 5-minute CPU run makes ~1000 steps, and the configs' 0.995
+# (138 steps) or slower would score a generator still close to its initialisation
+BASE = ["data.name=stacked_digits", "data.resolution=32", "data.batch_size=64", "model.z_dim=100",
+        "train.ema_beta=0.99", "train.steps=10000000", "train.progress=false", "health.enabled=false"]  # fmt: skip
+SMOKE = ["model.g_width=8", "model.d_width=8", "data.batch_size=16"]  # after the setting: tiny networks
+# Published (modes, KL): PacGAN Tables 2 and 3 (Stacked MNIST, 26,000 samples); R3GAN reports all 1000 modes.
+PUBLISHED = {
+    "equal": [("DCGAN (PacGAN Table 2)", 99.0, 3.40), ("PacDCGAN2 (PacGAN Table 2)", 1000.0, 0.06),
+              ("R3GAN, RpGAN + R1 + R2 (Huang et al. 2025)", 1000.0, None)],
+    "quarter": [("DCGAN (PacGAN Table 3)", 78.5, 5.21), ("Unrolled GAN, 10 steps (PacGAN Table 3)", 327.0, 4.66),
+                ("PacDCGAN4 (PacGAN Table 3)", 667.0, 1.81)],
+}  # fmt: skip
+COLUMNS = ("modes", "modes_kl", "modes_confident", "fid", "seconds", "steps")
+
+
+def one_run(job: tuple[str, str, int, float, int, bool]) -> dict:
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    from gandist.config import load_config
+    from gandist.metrics.evaluate import evaluate
+    from gandist.train.loop import Trainer
+
+    setting, row, seed, seconds, samples, smoke = job
+    overrides = [*BASE, *SETTINGS[setting][1], *(SMOKE if smoke else []), *ROWS[row][1], f"train.seed={seed}"]
+    cfg = load_config("digits_dcgan", overrides)
+    with tempfile.TemporaryDirectory() as d:
+        t = Trainer(cfg, Path(d), log_enabled=False)
+        c0 = time.process_time()
+        while time.process_time() - c0 < seconds:  # equal CPU time per row, whatever a step costs
+            t.train_step()
+        cpu = time.process_time() - c0
+        # 26,000 samples of G_ema (the protocol's count), scored by the digits classifier read per channel
+        res = evaluate(t.sample_net(), cfg, "images", ["modes", "fid"], n=samples, seed=10_000 + seed,
+                       extractor="digits")  # fmt: skip
+        with torch.no_grad():
+            z = torch.randn(64, cfg.model.z_dim, generator=torch.Generator().manual_seed(seed))
+            pictures = t.sample_net().eval()(z).clamp(-1, 1).numpy() if seed == 0 else None
+    return {"setting": setting, "row": row, "seed": seed, "overrides": overrides, "steps": t.step,
+            "seconds": cpu, "modes": res["modes"], "modes_kl": res["modes_kl"],
+            "modes_confident": res["modes_confident"], "fid": res["fid"], "samples": samples,
+            "extractor": res.get("extractor"), "pictures": pictures}  # fmt: skip
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    rows = []
+    for setting, row in dict.fromkeys((r["setting"], r["row"]) for r in runs):
+        rs = [r for r in runs if (r["setting"], r["row"]) == (setting, row)]
+        out = {"setting": setting, "row": row, "label": ROWS[row][0], "seeds": [r["seed"] for r in rs]}
+        for k in COLUMNS:
+            v = np.array([r[k] for r in rs], dtype=float)
+            out[k] = float(v.mean())
+            out[k + "_se"] = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+        rows.append(out)
+    return rows
+
+
+def markdown(rows: list[dict], prov: dict, samples: int) -> str:
+    lines = []
+    for setting, (title, overrides) in SETTINGS.items():
+        mine = [r for r in rows if r["setting"] == setting]
+        if not mine:
+            continue
+        lines += [f"**{title}** (`{' '.join(overrides)}`)", "",
+                  "| row | modes (of 1000) | KL | confident | digits FID | CPU s | steps | seeds |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, modes, kl in PUBLISHED[setting]:
+            lines.append(f"| {name} | {modes:g} | {'-' if kl is None else f'{kl:.2f}'} | - | - | - | - | - |")
+        for r in mine:
+            lines.append(
+                f"| gandist {r['label']} | {r['modes']:.1f} ± {r['modes_se']:.1f} | {r['modes_kl']:.2f} ± {r['modes_kl_se']:.2f} | "
+                f"{r['modes_confident']:.2f} | {r['fid']:.2f} ± {r['fid_se']:.2f} | {r['seconds']:.0f} | {r['steps']:.0f} | "
+                f"{','.join(map(str, r['seeds']))} |"
+            )
+        lines.append("")
+    lines.append(f"Mean ± standard error over seeds; {samples} samples of G_ema per run; stacked 8x8 digits (theirs: "
+                 f"Stacked MNIST). `{prov['command']}` on {prov['device']}, torch {prov['torch']}, commit "
+                 f"{prov['commit']}, {prov['date']}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], runs: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = [s for s in SETTINGS if any(r["setting"] == s for r in rows)]
+    shown = [r for r in runs if r["pictures"] is not None]
+    fig, axes = plt.subplots(len(settings), 1 + len(ROWS), figsize=(2.2 * (1 + len(ROWS)) + 2, 2.6 * len(settings)),
+                             dpi=100, squeeze=False)  # fmt: skip
+    for i, setting in enumerate(settings):
+        mine = [r for r in rows if r["setting"] == setting]
+        ax = axes[i, 0]
+        ax.barh([r["row"] for r in mine], [r["modes"] for r in mine], xerr=[r["modes_se"] for r in mine])
+        ax.set_xlim(0, 1000)
+        ax.set_title(f"{setting}: modes of 1000", fontsize=8)
+        ax.tick_params(labelsize=7)
+        for j, row in enumerate(ROWS):
+            ax = axes[i, j + 1]
+            ax.set_axis_off()
+            pic = next((r["pictures"] for r in shown if (r["setting"], r["row"]) == (setting, row)), None)
+            if pic is None:
+                continue
+            grid = pic[:16].reshape(4, 4, *pic.shape[1:]).transpose(0, 3, 1, 4, 2)  # [4, H, 4, W, 3]
+            ax.imshow((grid.reshape(4 * pic.shape[2], 4 * pic.shape[3], 3) + 1) / 2)
+            ax.set_title(row, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument(
+        "--seconds", type=float, default=300.0, help="CPU seconds of training per run (one thread)"
+    )
+    p.add_argument(
+        "--samples", type=int, default=26_000, help="generated samples scored per run (PacGAN: 26,000)"
+    )
+    p.add_argument("--jobs", type=int, default=2, help="runs at once, one CPU thread each")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny networks, 1 s per row, 200 samples, seed 0 (CI)"
+    )
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.seconds, args.samples = [0], 1.0, 200
+    prov = provenance()  # taken before the runs: the commit that is measured
+    jobs = [(s, r, seed, args.seconds, args.samples, args.smoke) for s in args.settings for r in args.rows
+            for seed in args.seeds]  # fmt: skip
+    runs = []
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for r in pool.map(one_run, jobs):
+            runs.append(r)
+            print(f"{r['setting']:8} {r['row']:14} seed {r['seed']}: {r['modes']} modes, KL {r['modes_kl']:.2f}, "
+                  f"confident {r['modes_confident']:.2f}, FID {r['fid']:.2f}, {r['steps']} steps in {r['seconds']:.0f} CPU s",
+                  flush=True)  # fmt: skip
+    rows = summarise(runs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("modes-stacked32-smoke" if args.smoke else "modes-stacked32")
+    result = {"provenance": {**prov, "threads_per_run": 1, "jobs": args.jobs}, "seconds_per_run": args.seconds, "settings": {k: v[1] for k, v in SETTINGS.items()}, "rows": rows,
+              "published": PUBLISHED, "runs": [{k: v for k, v in r.items() if k != "pictures"} for r in runs]}  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(
+            f, fieldnames=["setting", "row", "seed", *COLUMNS, "samples"], extrasaction="ignore"
+        )
+        w.writeheader()
+        w.writerows(runs)
+    stem.with_suffix(".md").write_text(markdown(rows, prov, args.samples))
+    plot(rows, runs, stem.with_suffix(".png"))
+    print(markdown(rows, prov, args.samples))
+    return result
+
+
+if __name__ == "__main__":
+    main()
