@@ -65,10 +65,12 @@ def slurm(tmp_path_factory):
 
 
 class Job:
-    def __init__(self, slurm: SlurmCluster, tmp: Path, run: Path, args: list[str], config: str = "quickstart") -> None:
-        self.slurm, self.out = slurm, tmp / "job.out"
-        env = _env(CONFIG=config, RUN=str(run), RDZV_PORT=str(_free_port()))
-        cmd = ["sbatch", "--parsable", f"--chdir={tmp}", f"--output={self.out}", f"--cpus-per-task={NPROC}"]
+    def __init__(self, slurm: SlurmCluster, tmp: Path, run: Path, args: list[str], config: str = "quickstart",
+                 nodes: int = 1, **env: str) -> None:  # fmt: skip
+        self.slurm, self.out = slurm, tmp / f"job-{run.name}.out"
+        env = _env(CONFIG=config, RUN=str(run), RDZV_PORT=str(_free_port()), **env)
+        cmd = ["sbatch", "--parsable", f"--chdir={tmp}", f"--output={self.out}", f"--cpus-per-task={NPROC}",
+               f"--nodes={nodes}"]  # fmt: skip
         cmd += [str(SBATCH), *args]
         r = slurm.run(*cmd, env=env)
         self.id = r.stdout.strip().split(";")[0]

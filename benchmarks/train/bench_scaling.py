@@ -11,6 +11,13 @@ call (benchmark only: training never synchronises there); on CPUs it includes wa
 ranks x threads the ranks share cores, and the figure measures that oversubscription, not the method:
 the table says how many cores there were.
 
+Across nodes (`--nodes 1x2,2x1`): the same measurement on the simulated SLURM cluster of the tests
+(tests/slurm_cluster.py: one slurmd per network namespace, joined by a bridge on 198.18.0.0/24), launched as
+train.sbatch launches it: `srun` starts one torchrun per node, which meet at a c10d rendezvous on node1.
+1 node x 2 ranks all-reduces inside one namespace (loopback TCP); 2 nodes x 1 rank crosses the bridge
+(veth pairs, real TCP between network stacks). Both share this machine's cores: the rows compare the
+transports on the same CPUs, not two hosts' compute. Needs root, iproute2 and slurm-wlm.
+
 Modelled (`--model`): StyleGAN at 1024² on N GPUs from a per-GPU step time and an all-reduce bus
 bandwidth, both inputs (measure them on the GPUs: `bench_train.py --family stylegan` gives the step time,
 nccl-tests' all_reduce_perf the bus bandwidth). Per step, data parallelism all-reduces D's gradients in
@@ -21,6 +28,7 @@ all-reduce after backward, as here and in NVIDIA's StyleGAN2-ADA), speedup(N) = 
     python benchmarks/train/bench_scaling.py --ranks 1,2 --smoke          # CPU, tiny widths (CI smoke)
     python benchmarks/train/bench_scaling.py --ranks 1,2,4,8              # layer widths of the configs
     python benchmarks/train/bench_scaling.py --model --step-ms 900 --busbw-gbs 380 --busbw-64-gbs 45
+    python benchmarks/train/bench_scaling.py --nodes 1x2,2x1 --families pggan --smoke   # simulated nodes
 
 Writes `results/scaling-<device>-<date>.{csv,json,md}` with provenance.
 """
@@ -145,6 +153,54 @@ def measure(family: str, ranks: int, a: argparse.Namespace) -> dict:
     return row
 
 
+def measure_nodes(cluster, family: str, nodes: int, per_node: int, a: argparse.Namespace) -> dict:
+    """One row on the simulated cluster: `nodes` torchrun (one per node, through srun) x `per_node` ranks."""
+    ranks = nodes * per_node
+    threads = max(1, (os.cpu_count() or 1) // ranks)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(HERE.parents[1])}  # fmt: skip
+    port = 29400 + (os.getpid() + 7 * nodes + per_node) % 1000  # inside node1's own network namespace
+    cmd = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={per_node}", "--kill-on-bad-exit=1",
+           sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc-per-node", str(per_node),
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"node1:{port}", "--rdzv-id", f"bench{nodes}x{per_node}",
+           str(Path(__file__).resolve()), "--worker", "--family", family, "--world", str(ranks),
+           "--per-rank", str(a.per_rank[family]), "--resolution", str(a.resolution[family]),
+           "--steps", str(a.steps), "--warmup", str(a.warmup)] + (["--smoke"] if a.smoke else [])  # fmt: skip
+    r = cluster.run(*cmd, check=False, timeout=3600, env=env)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+    if r.returncode != 0 or not lines:
+        raise SystemExit(f"{family} {nodes}x{per_node} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    row = json.loads(lines[-1][len("RESULT ") :])
+    row.update(nodes=nodes, ranks_per_node=per_node, threads_per_rank=threads,
+               transport="loopback in one namespace" if nodes == 1 else "TCP across the bridge")  # fmt: skip
+    return row
+
+
+def run_nodes(a: argparse.Namespace) -> list[dict]:
+    """The --nodes rows: a simulated cluster with as many nodes as the largest shape, one row per shape."""
+    sys.path.insert(0, str(HERE.parents[1] / "tests"))
+    from slurm_cluster import NetnsSlurmCluster, netns_missing_reason
+
+    shapes = [tuple(int(x) for x in s.split("x")) for s in a.nodes.split(",")]
+    reason = netns_missing_reason()
+    if reason:
+        raise SystemExit(f"--nodes needs the simulated cluster: {reason}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gandist-bench-nodes-") as tmp:
+        cluster = NetnsSlurmCluster(Path(tmp), max(n for n, _ in shapes))
+        try:
+            cluster.start()
+            for family in a.families.split(","):
+                for nodes, per_node in shapes:
+                    row = measure_nodes(cluster, family, nodes, per_node, a)
+                    row["cores"] = os.cpu_count()
+                    rows.append(row)
+                    print(f"{family:9s} {nodes} node(s) x {per_node}: {row['img_per_s']:9.1f} img/s  "
+                          f"comm {100 * row['comm_share']:.1f}% of {1000 * row['step_s']:.1f} ms/step", flush=True)  # fmt: skip
+        finally:
+            cluster.stop()
+    return rows
+
+
 def model(a: argparse.Namespace) -> list[dict]:
     """The StyleGAN 1024² scaling model from a per-GPU step time and bus bandwidths (inputs, not measured)."""
     from gandist.config import load_config
@@ -176,6 +232,7 @@ def main() -> None:
     p.add_argument("--step-ms", type=float, default=0.0, help="--model: measured per-GPU step time, ms")
     p.add_argument("--busbw-gbs", type=float, default=0.0, help="--model: all-reduce bus bandwidth, 8 GPUs")
     p.add_argument("--busbw-64-gbs", type=float, default=0.0, help="--model: all-reduce bus bandwidth, 64 GPUs")
+    p.add_argument("--nodes", default="", help="shapes NODESxRANKS on the simulated cluster, e.g. 1x2,2x1")
     p.add_argument("--out", default=str(HERE.parent / "results"))
     # worker mode (under torchrun)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -205,6 +262,10 @@ def main() -> None:
             a.per_rank = {k: 8 for k in a.per_rank}
             a.resolution = {k: 16 for k in a.resolution}
             a.steps, a.warmup = min(a.steps, 4), 1
+    if a.nodes:
+        rows = run_nodes(a)
+        name = f"scaling-nodes-{device}-{stamp}"
+    elif not a.model:
         rows = []
         for family in a.families.split(","):
             base = None

@@ -289,15 +289,19 @@ class ProcessGroupStrategy(Strategy):
         self._host_group = None  # a gloo group for host-side flags when the main group is NCCL
 
     def _store(self, env: DistEnv):
-        """The rendezvous store, under a prefix of its own per torchrun restart. torchrun's agent keeps one
-        store across restarts (--max-restarts); without the prefix, a restarted rank can read the gloo
-        address its dead predecessor published there, connect to nothing, and fail the restart."""
+        """The rendezvous store; torchrun's agent's store under a prefix of its own per torchrun restart. The
+        agent keeps that store across restarts (--max-restarts); without the prefix, a restarted rank can
+        read the gloo address its dead predecessor published there, connect to nothing, and fail the
+        restart. A store of the workers' own (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, as train.sbatch sets) is
+        new at every restart and takes no prefix: the restart count is each node's own torchrun's, and after
+        one node's ranks died it differs between nodes, whose ranks then never met (seen on 2 nodes)."""
         from datetime import timedelta
 
         addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
         store = self._dist.TCPStore(addr, port, env.world_size, is_master=env.rank == 0 and not env.agent_store,
                                     timeout=timedelta(minutes=10), wait_for_workers=False)  # fmt: skip
-        return self._dist.PrefixStore(f"gandist/restart{env.restart}", store)
+        prefix = f"gandist/restart{env.restart}" if env.agent_store else "gandist"
+        return self._dist.PrefixStore(prefix, store)
 
     def all_reduce_flag(self, flag: torch.Tensor) -> torch.Tensor:
         as_int = flag.to(torch.int32)
