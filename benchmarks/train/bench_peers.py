@@ -243,7 +243,21 @@ def _op_counts(side, steps: int) -> dict[str, float]:
     return out
 
 
-def run_family(family: str, folder: Path | None, args) -> dict:
+def _summary(family: str, folder: Path | None, args, ours, peer, pairs: list[dict]) -> dict:
+    ratios = [p["ratio"] for p in pairs]
+    return {
+        "family": family, "peer_path": str(folder), "pairs": len(pairs), "block_steps": args.block,
+        "gandist_params_G": ours.params["G"], "gandist_params_D": ours.params["D"],
+        "peer_params_G": peer.params["G"], "peer_params_D": peer.params["D"],
+        "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "gandist_median_s": statistics.median(p["gandist_s"] for p in pairs),
+        "peer_median_s": statistics.median(p["peer_s"] for p in pairs), "per_pair": pairs,
+    }  # fmt: skip
+
+
+def run_family(family: str, folder: Path | None, args, done: list[dict]) -> dict:
+    """Warm-up, then `args.pairs` interleaved pairs; the result files are rewritten after every pair (with
+    `done`, the families finished before), so a run stopped early keeps what it measured."""
     peer = _peer_side(family, folder)  # first: a family without its peer skips before gandist builds
     ours = GandistSide(family, args.set)
     print(f"[{family}] parameters: gandist G {ours.params['G']:,} D {ours.params['D']:,}; "
@@ -261,15 +275,8 @@ def run_family(family: str, folder: Path | None, args) -> dict:
         print(
             f"[{family}] pair {i}: gandist {a:.3f} s/step, peer {b:.3f} s/step, ratio {a / b:.3f}", flush=True
         )
-    ratios = [p["ratio"] for p in pairs]
-    row = {
-        "family": family, "peer_path": str(folder), "pairs": len(pairs), "block_steps": args.block,
-        "gandist_params_G": ours.params["G"], "gandist_params_D": ours.params["D"],
-        "peer_params_G": peer.params["G"], "peer_params_D": peer.params["D"],
-        "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-        "gandist_median_s": statistics.median(p["gandist_s"] for p in pairs),
-        "peer_median_s": statistics.median(p["peer_s"] for p in pairs), "per_pair": pairs,
-    }  # fmt: skip
+        _write([*done, _summary(family, folder, args, ours, peer, pairs)], args)
+    row = _summary(family, folder, args, ours, peer, pairs)
     if args.profile:
         row["profile_gandist"] = _op_counts(ours, args.profile)
         row["profile_peer"] = _op_counts(peer, args.profile)
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for family in args.family.split(","):
         folder = Path(paths[family]).expanduser() if family in paths else None
         try:
-            rows.append(run_family(family, folder, args))
+            rows.append(run_family(family, folder, args, rows))
         except Skip as e:
             print(f"[{family}] skipped: {e}", flush=True)
             rows.append({"family": family, "skipped": str(e)})
