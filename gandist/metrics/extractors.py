@@ -119,6 +119,7 @@ class DigitsNet(nn.Module):
 DIGITS_VERSION = 1  # bump when the network or its training changes; the cache key follows
 
 
+@torch.enable_grad()  # callers may hold no_grad (the health monitor's probe)
 def train_digits_classifier(seed: int = 0, epochs: int = 30) -> tuple[DigitsNet, float]:
     """Train on 1500 of scikit-learn's digits (16 px, [-1, 1]); returns the net and held-out accuracy."""
     from gandist.data.digits import load_digits_tensor

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,13 +29,13 @@ CHECKPOINT_FORMAT = 2  # 1: gandist 0.1 (fixed G/D/G_ema, d_updates); 2: named n
 class Checkpointing:
     """Save, load and RNG restore of a Trainer."""
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def state_tensors(self, objective: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
         out = {}
         modules = {**self.nets, **{name: ema.shadow for name, ema in self.ema.items()}}
         for prefix, module in modules.items():
             for k, v in module.state_dict().items():
                 out[f"{prefix}.{k}"] = v
-        for k, v in self.objective.state_dict()["tensors"].items():
+        for k, v in (objective or self.objective.state_dict())["tensors"].items():
             out[f"objective.{k}"] = v
         return out
 
@@ -42,6 +43,8 @@ class Checkpointing:
         """Write a checkpoint (the main rank writes; every rank calls it: the RNG states of all ranks are
         gathered into it); returns its folder on the main rank."""
         rng = {**self.strategy.rng_states(), "loop": self.gen.get_state()}
+        objective = self.objective.state_dict()  # rank-local under data parallelism (CycleGAN's image pools):
+        objective["tensors"] = self.strategy.gather_rank_tensors(objective["tensors"])  # every rank's
         # state the strategy keeps itself (DeepSpeed's engine checkpoints, written by every rank into a
         # staging folder that becomes part of the checkpoint before it counts); None for single and ddp
         extra = self.strategy.save_extra(self.run_dir / "checkpoints", self.step)
@@ -62,7 +65,7 @@ class Checkpointing:
             "skipped": int(self.skipped),  # host read: checkpoints are not inside a step
             "world_size": self.world,
             "data": self.data.state_dict(),
-            "objective": self.objective.state_dict()["values"],
+            "objective": objective["values"],
             "config": dump_config(self.cfg),
             "data_shape": list(self.data.shape),
             "data_kind": self.kind,
@@ -71,7 +74,7 @@ class Checkpointing:
         }
         optim = self.strategy.optimizer_states(self.optimizers)  # default: every optimizer's state_dict()
         path = ckpt.save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self.state_tensors(), optim, rng, state, extra=extra
+            self.run_dir / "checkpoints", self.step, self.state_tensors(objective), optim, rng, state, extra=extra
         )
         ckpt.prune_checkpoints(self.run_dir / "checkpoints", self.cfg.train.keep_ckpts)
         return path
@@ -109,6 +112,7 @@ class Checkpointing:
         # DeepSpeed: each engine's checkpoint (weights and optimizer partitions); nothing for single and ddp
         self.strategy.load_extra(path)
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
+        objective_tensors = self.strategy.own_rank_tensors(objective_tensors, written_world)
         self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
         self._restore_rng(data["rng"], written_world, path)
         self.gen.set_state(data["rng"]["loop"])

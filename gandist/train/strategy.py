@@ -34,6 +34,7 @@ holds the same networks and EMA, and W ranks reproduce one process with the same
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -220,6 +221,20 @@ class Strategy:
         """Every rank's RNG states for a checkpoint (a collective under several ranks)."""
         return self.rng_state()
 
+    def gather_rank_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every rank's `tensors` (rank-local state for a checkpoint, a collective under several ranks), keyed
+        `rank<r>.<name>`; one process keeps the names as they are."""
+        return dict(tensors)
+
+    def own_rank_tensors(self, tensors: dict[str, torch.Tensor], written_world: int) -> dict[str, torch.Tensor]:
+        """This rank's part of what `gather_rank_tensors` wrote, with the `rank<r>.` prefix taken off: rank r
+        of a run resumed on another number of ranks takes rank r mod the writers' count (one process's
+        unprefixed names serve every rank)."""
+        if not any(re.match(r"rank\d+\.", k) for k in tensors):
+            return tensors
+        own = f"rank{self.rank % written_world}."
+        return {k[len(own) :]: v for k, v in tensors.items() if k.startswith(own)}
+
     def set_rng_state(self, state: Mapping[str, torch.Tensor]) -> None:
         torch.set_rng_state(state["torch_cpu"])
         if self.device.type == "cuda" and "cuda" in state:
@@ -344,6 +359,28 @@ class ProcessGroupStrategy(Strategy):
             t = own[name].to(self.device if self._dist.get_backend() == "nccl" else "cpu")
             for r, state in enumerate(self.all_gather(t)):
                 out[f"rank{r}.{name}"] = state.cpu()
+        return out
+
+    def gather_rank_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every rank's `tensors`, keyed `rank<r>.<name>` (a collective: all ranks call it). The ranks must hold
+        the same names, shapes and dtypes (state that grows alike on every rank: each rank's share of every
+        batch has the same size); a mismatch is an error naming the tensor, never a hang."""
+        names = sorted(tensors)
+        described = [(k, tuple(tensors[k].shape), str(tensors[k].dtype)) for k in names]
+        everyone: list = [None] * self.world_size
+        self._dist.all_gather_object(everyone, described)
+        for r, theirs in enumerate(everyone):
+            if theirs != described:
+                differ = sorted(set(map(tuple, theirs)) ^ set(described))
+                raise CheckpointError(
+                    f"rank {r} holds other rank-local state than rank {self.rank} ({differ[:2]}); it cannot be "
+                    "checkpointed: report this as a bug"
+                )
+        on = self.device if self._dist.get_backend() == "nccl" else torch.device("cpu")
+        out = {}
+        for k in names:
+            for r, t in enumerate(self.all_gather(tensors[k].to(on))):
+                out[f"rank{r}.{k}"] = t.cpu()
         return out
 
     def close(self) -> None:

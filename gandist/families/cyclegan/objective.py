@@ -12,7 +12,10 @@ generator step, on one batch of unpaired images (A, B interleaved, `gandist.data
 through a stash the G phase fills and the D phase empties in micro-batch order: the loop draws no batch
 for it. Each D sees a fake from a pool of 50 past fakes (Shrivastava et al. 2017): the first 50 go in and
 come out unchanged; after that each new fake, with probability 1/2, takes the place of a random stored one,
-which is returned instead. The pools (images, count and their random stream) are checkpointed.
+which is returned instead. The pools (images, count and their random stream) are checkpointed. Under data
+parallelism each rank pools its own fakes (as the official code under DDP), so W ranks equal one process only
+until the pools fill; every rank's pools are checkpointed (`Strategy.gather_rank_tensors`), so a multi-rank
+resume is exact.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from gandist.objectives.base import (
     backward,
 )
 from gandist.registry import register
+from gandist.train.strategy import sum_over_ranks
 
 
 def with_fake_logit(logits: torch.Tensor, classes: int) -> torch.Tensor:
@@ -85,6 +86,15 @@ def accuracy(D: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int, batch
     return right / len(x)
 
 
+def _batch_mean(features: torch.Tensor, ctx: PhaseContext) -> torch.Tensor:
+    """The mean feature [F] over the global (micro-)batch. Feature matching is not a mean of per-sample
+    terms: a mean over each rank's share, its gradients averaged, would not be one process's loss. Under W ranks
+    the sums are added over ranks (differentiably), so every rank computes the global batch's loss."""
+    if ctx.world == 1:
+        return features.mean(0)
+    return sum_over_ranks(features.sum(0), ctx.world) / (features.shape[0] * ctx.world)
+
+
 @register(OBJECTIVES, "sgan")
 class SemiSupervised(Objective):
     def __init__(self, cfg: Config, networks: dict[str, nn.Module], kind: str) -> None:
@@ -127,7 +137,9 @@ class SemiSupervised(Objective):
         stats = {"sup_loss": sup.detach()}
         mask = batch.labels >= 0
         correct = (logits_real.detach()[:, :K].argmax(1) == batch.labels) & mask
-        stats["train_acc"] = correct.sum() / mask.sum().clamp(min=1)
+        # over the expected labelled count, as the loss: a micro-batch or rank without labelled digits adds 0
+        # to a mean over the step that comes out as the labelled digits' accuracy
+        stats["train_acc"] = correct.sum() / (self.labelled_share * ctx.batch_size)
         if lc.mode == "semi":
             with torch.no_grad():
                 fake, _ = self._generate(ctx)
@@ -147,7 +159,7 @@ class SemiSupervised(Objective):
         if self.lc.name == "feature_matching":
             with torch.no_grad():
                 _, f_real = self.D(batch.x, with_features=True)
-            loss = (at_least_fp32(f_real).mean(0) - at_least_fp32(f_fake).mean(0)).square().mean()
+            loss = (_batch_mean(at_least_fp32(f_real), ctx) - _batch_mean(at_least_fp32(f_fake), ctx)).square().mean()
         else:
             loss = -log_p_real(at_least_fp32(logits_fake), self.K).mean()
         stats = {"adv_loss": loss.detach()}
