@@ -51,6 +51,7 @@ CASES = {
     "folder": {"resolution": 8, "mirror": True},
     "unpaired": {"resolution": 8, "mirror": True},
     "shapes": {"resolution": 8, "mirror": True, "count": 3},
+    "stacked_digits": {"resolution": 16},
 }
 
 

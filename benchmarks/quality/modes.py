@@ -20,6 +20,7 @@ Ours are scikit-learn's 8x8 digits upsampled and stacked; the published rows are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -63,6 +64,17 @@ PUBLISHED = {
                 ("PacDCGAN4 (PacGAN Table 3)", 667.0, 1.81)],
 }  # fmt: skip
 COLUMNS = ("modes", "modes_kl", "modes_confident", "fid", "seconds", "steps")
+
+
+@contextlib.contextmanager
+def _keep_threads():
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        yield None
+    finally:
+        torch.set_num_threads(n)
 
 
 def one_run(job: tuple[str, str, int, float, int, bool]) -> dict:
@@ -187,8 +199,10 @@ def main(argv: list[str] | None = None) -> dict:
     jobs = [(s, r, seed, args.seconds, args.samples, args.smoke) for s in args.settings for r in args.rows
             for seed in args.seeds]  # fmt: skip
     runs = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for r in pool.map(one_run, jobs):
+    # one job at a time runs in this process (no pickling of this script's functions, no start-up cost);
+    # one_run sets one intra-op thread, so the caller's thread count is put back afterwards
+    with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _keep_threads() as pool:
+        for r in pool.map(one_run, jobs) if pool is not None else map(one_run, jobs):
             runs.append(r)
             print(f"{r['setting']:8} {r['row']:14} seed {r['seed']}: {r['modes']} modes, KL {r['modes_kl']:.2f}, "
                   f"confident {r['modes_confident']:.2f}, FID {r['fid']:.2f}, {r['steps']} steps in {r['seconds']:.0f} CPU s",
