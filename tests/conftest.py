@@ -209,3 +209,12 @@ def _trainer_state():
 @pytest.fixture(name="resume_mid_fade")
 def _resume_mid_fade():
     return resume_mid_fade
+
+
+def pytest_collection_modifyitems(config, items):
+    # A distributed test starts two or more Python processes that each import torch (about 3 s apiece on
+    # 2 cores before any work), so none stays under a few seconds: each is also slow, which keeps the fast
+    # tier (`pytest -m "not slow"`) free of process start-up.
+    for item in items:
+        if item.get_closest_marker("distributed") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
