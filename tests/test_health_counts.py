@@ -53,9 +53,8 @@ LONGEST_FIRST = ["grid_wgangp_mix", "ring_gan", "grid_gan", "quickstart", "ring_
 
 class Runs:
     """The shipped configs trained exactly as the bounds were measured (the command in the module docstring:
-    one intra-op thread), as many at a time as the machine has cores: a one-thread run of these small
-    networks leaves the second core idle, so two side by side take about the time of one. Runs start when
-    a test first asks for one and go on while the tests read the finished ones."""
+    one intra-op thread), as many at a time as the machine has cores, each on one core. Runs start when a
+    test first asks for one and go on while the tests read the finished ones."""
 
     def __init__(self, root, names: list[str]):
         self.root, self.queue = root, [n for n in LONGEST_FIRST if n in names]
