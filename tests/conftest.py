@@ -211,6 +211,38 @@ def _resume_mid_fade():
     return resume_mid_fade
 
 
+# ---------------------------------------------------------------------------------------------------
+# Runs trained once per session and read by every test that only inspects their outputs
+
+# The health monitor's short cadence of tests/test_health.py's constructed runs.
+HEALTH_CADENCE = ["health.every=25", "health.window=100", "health.warmup=150", "health.diversity_every=25"]
+
+
+@pytest.fixture(scope="session")
+def ring_wgangp_600(tmp_path_factory):
+    """The shipped ring_wgangp, seed 0, 600 steps (its learning rate decays to 0 over those 600), logged, with
+    the short health cadence: tests/test_learning.py's mode coverage and tests/test_health.py's healthy run
+    are this one run. The monitor draws from its own stream and only reads the networks, so the cadence
+    changes nothing the run computes (checked: the final weights, EMA and loop stream are bitwise those of
+    the run with the default cadence and logging off). Returns the trainer, its folder and the mode
+    coverage of the untrained generator (2500 samples, seed 5)."""
+    from types import SimpleNamespace
+
+    from gandist.metrics import mode_coverage
+    from gandist.train.loop import Trainer
+
+    cfg = load_config(
+        "ring_wgangp", ["train.steps=600", "train.seed=0", "train.progress=false", *HEALTH_CADENCE]
+    )
+    run_dir = tmp_path_factory.mktemp("ring_wgangp_600")
+    t = Trainer(cfg, run_dir)
+    with torch.no_grad():
+        z = torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
+        before = mode_coverage(t.sample_net()(z), "ring")
+    t.train(progress=False)
+    return SimpleNamespace(trainer=t, run_dir=run_dir, before=before)
+
+
 def pytest_collection_modifyitems(config, items):
     # A distributed test starts two or more Python processes that each import torch (about 3 s apiece on
     # 2 cores before any work), so none stays under a few seconds: each is also slow, which keeps the fast
