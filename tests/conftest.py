@@ -7,6 +7,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import signal
+
 import pytest
 import torch
 
@@ -85,3 +87,166 @@ def small_chunks(monkeypatch):
     from gandist.kernels import _plane_triton
 
     monkeypatch.setattr(_plane_triton, "MAX_BLOCK_HW", 16)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Growing families: a tiny PGGAN and a tiny StyleGAN on 16 px digits, 4 -> 8 -> 16 px in 0.2 kimg
+# (0.02 kimg stable and 0.02 kimg fade per resolution), the configs the schedule, StyleGAN and resume tests share.
+
+PGGAN = ["name=pg", "model.name=pggan", "model.z_dim=8", "model.fmap_base=64", "model.fmap_max=8",
+         "model.mbstd_group=2", "loss.name=wgan-gp", "loss.drift=0.001", "optim.beta1=0.0", "optim.beta2=0.99",
+         "optim.lr_g=0.001", "optim.lr_d=0.001", "data.name=digits", "data.resolution=16", "data.batch_size=4",
+         "schedule.kind=progressive", "schedule.start_resolution=4", "schedule.stable_kimg=0.02",
+         "schedule.fade_kimg=0.02", "schedule.batch={4: 8, 8: 4, 16: 4}", "schedule.lr={16: 0.002}",
+         "train.kimg=0.2", "train.log_every=5", "train.sample_every=1000", "train.ckpt_every=1000",
+         "train.sample_n=4", "train.ema_kimg=0.01", "train.progress=false", "health.enabled=false"]  # fmt: skip
+
+STYLEGAN = ["name=sg", "model.name=stylegan", "model.z_dim=8", "model.w_dim=8", "model.mapping_layers=2",
+            "model.mapping_width=8", "model.fmap_base=64", "model.fmap_max=8", "model.mbstd_group=2",
+            "loss.name=nonsaturating", "loss.r1_gamma=10", "loss.reg_interval=2", "optim.beta1=0.0",
+            "optim.beta2=0.99", "optim.lr_g=0.001", "optim.lr_d=0.001", "data.name=digits", "data.resolution=16",
+            "data.batch_size=4", "schedule.kind=progressive", "schedule.start_resolution=4",
+            "schedule.stable_kimg=0.02", "schedule.fade_kimg=0.02", "schedule.batch={4: 8, 8: 4, 16: 4}",
+            "train.kimg=0.2", "train.log_every=5", "train.sample_every=1000", "train.ckpt_every=1000",
+            "train.sample_n=4", "train.ema_kimg=0.01", "train.progress=false", "health.enabled=false"]  # fmt: skip
+
+GROWING = {"pggan": PGGAN, "stylegan": STYLEGAN}
+
+
+@pytest.fixture
+def pggan_cfg():
+    return lambda *extra: load_config(None, PGGAN + list(extra))
+
+
+@pytest.fixture
+def stylegan_cfg():
+    return lambda *extra: load_config(None, STYLEGAN + list(extra))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparing runs
+
+
+def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """The largest ||a_k - b_k|| / ||a_k|| over the floating tensors k (weights, buffers, EMA), and its name;
+    integer tensors must be equal. Per tensor and relative: Adam's first steps after a (re)start move a
+    parameter by about lr * sign(g), so where g is a sum of per-sample terms that nearly cancel, the summation
+    order alone can move single elements by up to lr; the norm of a tensor's difference stays at float
+    rounding unless something is wrong."""
+    assert a.keys() == b.keys()
+    worst, name = 0.0, ""
+    for k in a:
+        if not a[k].is_floating_point():
+            assert torch.equal(a[k], b[k]), k
+            continue
+        x, y = a[k].double(), b[k].double()
+        rel = ((x - y).norm() / x.norm().clamp_min(1e-12)).item()
+        if rel > worst:
+            worst, name = rel, k
+    return worst, name
+
+
+def trainer_state(t, rng: bool = True) -> dict[str, torch.Tensor]:
+    """Everything a bit-exact resume must reproduce, as copies: the trainer's state tensors (networks, EMA,
+    objective buffers), every optimizer's per-parameter state, and (rng=True) the loop's random stream."""
+    out = {f"t.{k}": v.clone() for k, v in t.state_tensors().items()}
+    for name, opt in t.optimizers.items():
+        for i, st in opt.state_dict()["state"].items():
+            for k, v in st.items():
+                out[f"{name}.{i}.{k}"] = torch.as_tensor(v).clone()
+    if rng:
+        out["rng"] = t.gen.get_state().clone()
+    return out
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{different[:5]} differ after resume"
+
+
+def resume_mid_fade(cfg, tmp_path):
+    """A growing run interrupted by SIGTERM during the fade to 16 px (alpha > 0.4), resumed from its
+    checkpoint and trained to the end, against the same run trained in one go: bit for bit, optimizer
+    states, the loop's stream and the counters included. Returns (uninterrupted, resumed) trainers."""
+    from gandist.train import checkpoint as ckpt
+    from gandist.train.loop import Trainer
+
+    full = Trainer(cfg, tmp_path / "full")
+    full.train(progress=False)
+
+    part = Trainer(cfg, tmp_path / "part")
+    original = part.train_step
+
+    def step_then_signal():
+        out = original()
+        if part.stage.phase == "fade" and part.stage.resolution == 16 and part.stage.alpha > 0.4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    part.train_step = step_then_signal
+    summary = part.train(progress=False)
+    assert summary["interrupted"] == "SIGTERM"
+    resumed = Trainer(cfg, tmp_path / "part")
+    resumed.load(ckpt.latest_checkpoint(tmp_path / "part" / "checkpoints"))
+    assert resumed.stage.phase == "fade" and 0 < resumed.stage.alpha < 1
+    resumed.train(progress=False)
+    assert_same_state(trainer_state(full), trainer_state(resumed))
+    assert resumed.nimg == full.nimg and resumed.step == full.step
+    return full, resumed
+
+
+@pytest.fixture(name="max_rel_diff")
+def _max_rel_diff():
+    return max_rel_diff
+
+
+@pytest.fixture(name="trainer_state")
+def _trainer_state():
+    return trainer_state
+
+
+@pytest.fixture(name="resume_mid_fade")
+def _resume_mid_fade():
+    return resume_mid_fade
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs trained once per session and read by every test that only inspects their outputs
+
+# The health monitor's short cadence of tests/test_health.py's constructed runs.
+HEALTH_CADENCE = ["health.every=25", "health.window=100", "health.warmup=150", "health.diversity_every=25"]
+
+
+@pytest.fixture(scope="session")
+def ring_wgangp_600(tmp_path_factory):
+    """The shipped ring_wgangp, seed 0, 600 steps (its learning rate decays to 0 over those 600), logged, with
+    the short health cadence: tests/test_learning.py's mode coverage and tests/test_health.py's healthy run
+    are this one run. The monitor draws from its own stream and only reads the networks, so the cadence
+    changes nothing the run computes (checked: the final weights, EMA and loop stream are bitwise those of
+    the run with the default cadence and logging off). Returns the trainer, its folder and the mode
+    coverage of the untrained generator (2500 samples, seed 5)."""
+    from types import SimpleNamespace
+
+    from gandist.metrics import mode_coverage
+    from gandist.train.loop import Trainer
+
+    cfg = load_config(
+        "ring_wgangp", ["train.steps=600", "train.seed=0", "train.progress=false", *HEALTH_CADENCE]
+    )
+    run_dir = tmp_path_factory.mktemp("ring_wgangp_600")
+    t = Trainer(cfg, run_dir)
+    with torch.no_grad():
+        z = torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
+        before = mode_coverage(t.sample_net()(z), "ring")
+    t.train(progress=False)
+    return SimpleNamespace(trainer=t, run_dir=run_dir, before=before)
+
+
+def pytest_collection_modifyitems(config, items):
+    # A distributed test starts two or more Python processes that each import torch (about 3 s apiece on
+    # 2 cores before any work), so none stays under a few seconds: each is also slow, which keeps the fast
+    # tier (`pytest -m "not slow"`) free of process start-up.
+    for item in items:
+        if item.get_closest_marker("distributed") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

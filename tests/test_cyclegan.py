@@ -185,17 +185,8 @@ def _tiny(*extra):
         "train.sample_every=3", "train.sample_n=6", "train.progress=false", *extra])  # fmt: skip
 
 
-def _state(t):
-    out = {f"t.{k}": v.clone() for k, v in t.state_tensors().items()}
-    for name, opt in t.optimizers.items():
-        for i, st in opt.state_dict()["state"].items():
-            for k, v in st.items():
-                out[f"{name}.{i}.{k}"] = torch.as_tensor(v).clone()
-    return out
-
-
 @pytest.mark.parametrize("extra", [(), ("train.micro_batch=2",)])
-def test_cyclegan_resumes_bit_exactly_with_its_pools(tmp_path, extra):
+def test_cyclegan_resumes_bit_exactly_with_its_pools(tmp_path, extra, trainer_state):
     full = Trainer(_tiny(*extra), tmp_path / "full")
     full.train(progress=False)
     half = Trainer(_tiny(*extra), tmp_path / "half")  # the same run stopped after 3 of its 6 steps (the
@@ -208,7 +199,7 @@ def test_cyclegan_resumes_bit_exactly_with_its_pools(tmp_path, extra):
     assert torch.equal(resumed.objective.pools["pool_B"].generator.get_state(),
                        half.objective.pools["pool_B"].generator.get_state())  # fmt: skip
     resumed.train(progress=False)
-    a, b = _state(full), _state(resumed)
+    a, b = trainer_state(full, rng=False), trainer_state(resumed, rng=False)
     assert a.keys() == b.keys() and "t.objective.pool_A.images" in a and "t.objective.pool_B.rng" in a
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"

@@ -61,24 +61,6 @@ def final_tensors(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(newest, parts=("tensors",))["tensors"]
 
 
-def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
-    """The largest ||a_k - b_k|| / ||a_k|| over the floating tensors k (weights, buffers, EMA), and its name.
-    Per tensor and relative: Adam's first steps after a (re)start move a parameter by about lr * sign(g),
-    so where g is a sum of per-sample terms that nearly cancel, the summation order alone can move single
-    elements by up to lr; the norm of a tensor's difference stays at float rounding unless something is wrong."""
-    assert a.keys() == b.keys()
-    worst, name = 0.0, ""
-    for k in a:
-        if not a[k].is_floating_point():
-            assert torch.equal(a[k], b[k]), k
-            continue
-        x, y = a[k].double(), b[k].double()
-        rel = ((x - y).norm() / x.norm().clamp_min(1e-12)).item()
-        if rel > worst:
-            worst, name = rel, k
-    return worst, name
-
-
 # (config, overrides): each a family / loss / penalty schedule the issue names, a few steps long
 CASES = {
     # DCGAN with batch norm in G and D (synchronised over ranks), non-saturating minimax loss
@@ -105,7 +87,7 @@ CASES = {
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_two_ranks_equal_one_process(case, tmp_path):
+def test_two_ranks_equal_one_process(case, tmp_path, max_rel_diff):
     config, sets = CASES[case]
     sets = [*sets, "health.enabled=false"]
     # one process: the global micro-batch (W ranks x n each)

@@ -69,21 +69,6 @@ def final_tensors(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(newest(run), parts=("tensors",))["tensors"]
 
 
-def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
-    """The largest ||a_k - b_k|| / ||a_k|| over the floating tensors k, and its name (as tests/test_ddp.py)."""
-    assert a.keys() == b.keys()
-    worst, name = 0.0, ""
-    for k in a:
-        if not a[k].is_floating_point():
-            assert torch.equal(a[k], b[k]), k
-            continue
-        x, y = a[k].double(), b[k].double()
-        rel = ((x - y).norm() / x.norm().clamp_min(1e-12)).item()
-        if rel > worst:
-            worst, name = rel, k
-    return worst, name
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [0, 1])
@@ -112,7 +97,7 @@ def test_deepspeed_checkpoints_and_resumes_exactly(stage, tmp_path):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_deepspeed_zero0_and_zero1_equal_ddp(tmp_path):
+def test_deepspeed_zero0_and_zero1_equal_ddp(tmp_path, max_rel_diff):
     """Measured bit-identical (module docstring), so asserted bit-identical: the same gradients are averaged
     once (by the engine; the loop's own reduction is off under DeepSpeed) and stepped by the same Adam."""
     sets = [*BASE, "train.steps=4"]

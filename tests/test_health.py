@@ -360,12 +360,13 @@ HEALTH = ["health.every=25", "health.window=100", "health.warmup=150", "health.d
 
 
 @pytest.mark.slow
-def test_wgangp_ring_run_stays_healthy(tmp_path):
-    cfg = load_config("ring_wgangp", ["train.steps=600", "train.progress=false", *HEALTH])
-    t = Trainer(cfg, tmp_path)
-    t.train(progress=False)
-    assert _events(tmp_path) == []
-    assert t.health.diversity["diversity"] > 0.5
+def test_wgangp_ring_run_stays_healthy(ring_wgangp_600):
+    # the shared run is this test's run: ring_wgangp, 600 steps, this module's health cadence
+    assert ring_wgangp_600.trainer.cfg == load_config(
+        "ring_wgangp", ["train.steps=600", "train.progress=false", *HEALTH]
+    )
+    assert _events(ring_wgangp_600.run_dir) == []
+    assert ring_wgangp_600.trainer.health.diversity["diversity"] > 0.5
 
 
 @pytest.mark.slow

@@ -9,15 +9,10 @@ from gandist.train.loop import Trainer
 
 
 @pytest.mark.slow
-def test_ring_wgangp_covers_at_least_six_of_eight_modes(tmp_path):
-    cfg = load_config("ring_wgangp", ["train.steps=600", "train.seed=0", "train.progress=false"])
-    t = Trainer(cfg, tmp_path, log_enabled=False)
-    before = mode_coverage(
-        t.sample_net()(torch.randn(2500, 2, generator=torch.Generator().manual_seed(5))), "ring"
-    )
-    t.train(progress=False)
+def test_ring_wgangp_covers_at_least_six_of_eight_modes(ring_wgangp_600):
+    t, before = ring_wgangp_600.trainer, ring_wgangp_600.before
     with torch.no_grad():
-        x = t.sample_net()(torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5)))
+        x = t.sample_net()(torch.randn(2500, t.cfg.model.z_dim, generator=torch.Generator().manual_seed(5)))
     after = mode_coverage(x, "ring")
     assert before["modes"] <= 2  # the untrained generator does not already cover the ring
     assert after["modes"] >= 6, after

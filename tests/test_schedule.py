@@ -1,9 +1,6 @@
 """Progressive growing in the loop: the schedule as a function of images seen, reals at every resolution,
 fade-in, optimiser resets, exact resume mid-fade, precision, and the mistakes it refuses."""
 
-import os
-import signal
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,19 +10,6 @@ from gandist.errors import CheckpointError
 from gandist.train import checkpoint as ckpt
 from gandist.train.loop import Trainer
 from gandist.train.schedule import Schedule, downsample, fade_reals
-
-PGGAN = ["name=pg", "model.name=pggan", "model.z_dim=8", "model.fmap_base=64", "model.fmap_max=8",
-         "model.mbstd_group=2", "loss.name=wgan-gp", "loss.drift=0.001", "optim.beta1=0.0", "optim.beta2=0.99",
-         "optim.lr_g=0.001", "optim.lr_d=0.001", "data.name=digits", "data.resolution=16", "data.batch_size=4",
-         "schedule.kind=progressive", "schedule.start_resolution=4", "schedule.stable_kimg=0.02",
-         "schedule.fade_kimg=0.02", "schedule.batch={4: 8, 8: 4, 16: 4}", "schedule.lr={16: 0.002}",
-         "train.kimg=0.2", "train.log_every=5", "train.sample_every=1000", "train.ckpt_every=1000",
-         "train.sample_n=4", "train.ema_kimg=0.01", "train.progress=false", "health.enabled=false"]  # fmt: skip
-
-
-def pggan(*extra):
-    return load_config(None, PGGAN + list(extra))
-
 
 # ---------------------------------------------------------------------------------------------------
 # The schedule alone
@@ -75,8 +59,8 @@ def test_box_filter_and_fade_of_the_reals():
 # In the loop
 
 
-def test_a_run_grows_through_every_phase(tmp_path):
-    t = Trainer(pggan("train.log_every=1"), tmp_path)
+def test_a_run_grows_through_every_phase(tmp_path, pggan_cfg):
+    t = Trainer(pggan_cfg("train.log_every=1"), tmp_path)
     seen = []
     original = t.run_phase
 
@@ -101,8 +85,8 @@ def test_a_run_grows_through_every_phase(tmp_path):
     assert (tmp_path / "samples" / "reals.png").is_file()
 
 
-def test_reals_follow_the_resolution_and_fade(tmp_path):
-    t = Trainer(pggan(), tmp_path, log_enabled=False)
+def test_reals_follow_the_resolution_and_fade(tmp_path, pggan_cfg):
+    t = Trainer(pggan_cfg(), tmp_path, log_enabled=False)
     while t.stage.phase != "fade" or t.stage.alpha < 0.2:
         t.train_step()
     stage = t.stage
@@ -118,10 +102,12 @@ def test_reals_follow_the_resolution_and_fade(tmp_path):
     assert shown[0].x.shape[-1] == stage.resolution == 8
 
 
-def test_optimizer_state_is_reset_at_each_phase_boundary(tmp_path):
+def test_optimizer_state_is_reset_at_each_phase_boundary(tmp_path, pggan_cfg):
     for reset in (True, False):
         t = Trainer(
-            pggan(f"schedule.reset_optimizer={str(reset).lower()}"), tmp_path / str(reset), log_enabled=False
+            pggan_cfg(f"schedule.reset_optimizer={str(reset).lower()}"),
+            tmp_path / str(reset),
+            log_enabled=False,
         )
         steps_seen = []
         while t.nimg < 60:
@@ -136,44 +122,20 @@ def test_optimizer_state_is_reset_at_each_phase_boundary(tmp_path):
             assert counts == list(range(1, len(counts) + 1))
 
 
-def test_resume_mid_fade_is_bit_exact(tmp_path):
-    cfg = pggan()
-    full = Trainer(cfg, tmp_path / "full")
-    full.train(progress=False)
-
-    part = Trainer(cfg, tmp_path / "part")
-    original = part.train_step
-
-    def step_then_signal():
-        out = original()
-        if part.stage.phase == "fade" and part.stage.resolution == 16 and part.stage.alpha > 0.4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    part.train_step = step_then_signal
-    summary = part.train(progress=False)
-    assert summary["interrupted"] == "SIGTERM"
-    path = ckpt.latest_checkpoint(tmp_path / "part" / "checkpoints")
-    resumed = Trainer(cfg, tmp_path / "part")
-    resumed.load(path)
-    assert resumed.stage.phase == "fade" and 0 < resumed.stage.alpha < 1
-    resumed.train(progress=False)
-    a, b = full.state_tensors(), resumed.state_tensors()
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    for name in full.optimizers:
-        sa, sb = full.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
-        for i in sa:
-            for k in sa[i]:
-                assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), (name, i, k)
-    assert resumed.nimg == full.nimg and resumed.step == full.step
+@pytest.mark.parametrize("family", ["pggan", pytest.param("stylegan", marks=pytest.mark.slow)])
+def test_resume_mid_fade_is_bit_exact(family, request, resume_mid_fade, tmp_path):
+    full, _ = resume_mid_fade(request.getfixturevalue(f"{family}_cfg")(), tmp_path)
+    if family == "stylegan":  # the mapping network's running mean of w is part of what resumes
+        a = full.state_tensors()
+        assert "G.w_avg" in a and "G_ema.w_avg" in a
+        assert not torch.equal(a["G.w_avg"], torch.zeros_like(a["G.w_avg"]))  # w_avg was tracked
+        assert torch.equal(a["G.w_avg"], a["G_ema.w_avg"])  # G_ema carries G's w_avg (a buffer)
 
 
-def test_generate_uses_the_resolution_the_run_reached(tmp_path):
+def test_generate_uses_the_resolution_the_run_reached(tmp_path, pggan_cfg):
     from gandist.generate import load_generator, sample
 
-    cfg = pggan("train.kimg=0.03")  # stops during the fade to 8 px
+    cfg = pggan_cfg("train.kimg=0.03")  # stops during the fade to 8 px
     t = Trainer(cfg, tmp_path)
     t.train(progress=False)
     gen = load_generator(tmp_path)
@@ -182,8 +144,8 @@ def test_generate_uses_the_resolution_the_run_reached(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_reduced_precision_trains_with_fp32_weights_and_penalty(tmp_path, precision):
-    cfg = pggan(f"train.precision={precision}", "train.kimg=0.03")
+def test_reduced_precision_trains_with_fp32_weights_and_penalty(tmp_path, precision, pggan_cfg):
+    cfg = pggan_cfg(f"train.precision={precision}", "train.kimg=0.03")
     t = Trainer(cfg, tmp_path, log_enabled=False)
     dtypes = []
     import gandist.objectives.classic as classic
@@ -206,8 +168,8 @@ def test_reduced_precision_trains_with_fp32_weights_and_penalty(tmp_path, precis
     assert all(torch.isfinite(p).all() for p in t.nets["D"].parameters())
 
 
-def test_fp16_overflow_skips_the_step_and_backs_off_the_scale(tmp_path):
-    t = Trainer(pggan("train.precision=fp16"), tmp_path, log_enabled=False)
+def test_fp16_overflow_skips_the_step_and_backs_off_the_scale(tmp_path, pggan_cfg):
+    t = Trainer(pggan_cfg("train.precision=fp16"), tmp_path, log_enabled=False)
     t.train_step()
     D = t.nets["D"]
     before = [p.detach().clone() for p in D.parameters()]
@@ -251,24 +213,24 @@ def test_fp16_overflow_skips_the_step_and_backs_off_the_scale(tmp_path):
         (["schedule.kind=fixed"], r"schedule.batch is set but schedule.kind=fixed"),
     ],
 )
-def test_schedule_mistakes_are_one_line(override, message):
+def test_schedule_mistakes_are_one_line(override, message, pggan_cfg):
     with pytest.raises(ConfigError, match=message) as info:
         if override is None:  # the default DCGAN cannot grow
             load_config(None, ["schedule.kind=progressive"])
-        pggan(*override)
+        pggan_cfg(*override)
     assert "\n" not in str(info.value)
 
 
-def test_checkpoint_of_another_schedule_is_refused(tmp_path):
-    t = Trainer(pggan("train.kimg=0.03"), tmp_path / "a")
+def test_checkpoint_of_another_schedule_is_refused(tmp_path, pggan_cfg):
+    t = Trainer(pggan_cfg("train.kimg=0.03"), tmp_path / "a")
     t.train(progress=False)
     path = ckpt.latest_checkpoint(tmp_path / "a" / "checkpoints")
-    other = Trainer(pggan("schedule.stable_kimg=0.05"), tmp_path / "b")
+    other = Trainer(pggan_cfg("schedule.stable_kimg=0.05"), tmp_path / "b")
     with pytest.raises(
         CheckpointError, match=r"another resolution schedule \(stable_nimg 20 there, 50 here\)"
     ):
         other.load(path)
-    fixed = Trainer(pggan("schedule.kind=fixed", "schedule.batch={}", "schedule.lr={}"), tmp_path / "c")
+    fixed = Trainer(pggan_cfg("schedule.kind=fixed", "schedule.batch={}", "schedule.lr={}"), tmp_path / "c")
     with pytest.raises(
         CheckpointError, match=r"another resolution schedule \(kind progressive there, fixed here"
     ):

@@ -168,19 +168,10 @@ def _tiny(*extra):
         "train.ema_kimg=0.01", *extra])  # fmt: skip
 
 
-def _state(t):
-    out = {f"t.{k}": v.clone() for k, v in t.state_tensors().items()}
-    for name, opt in t.optimizers.items():
-        for i, st in opt.state_dict()["state"].items():
-            for k, v in st.items():
-                out[f"{name}.{i}.{k}"] = torch.as_tensor(v).clone()
-    return out
-
-
 @pytest.mark.parametrize(
     "extra", [(), ("loss.name=nonsaturating", "model.fake_logit=explicit", "train.micro_batch=6")]
 )
-def test_sgan_resumes_bit_exactly(tmp_path, extra):
+def test_sgan_resumes_bit_exactly(tmp_path, extra, trainer_state):
     full = Trainer(_tiny(*extra), tmp_path / "full")
     full.train(progress=False)
     half = Trainer(_tiny("train.steps=3", *extra), tmp_path / "half")
@@ -189,7 +180,7 @@ def test_sgan_resumes_bit_exactly(tmp_path, extra):
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert resumed.data.labelled_position == half.data.labelled_position > 0
     resumed.train(progress=False)
-    a, b = _state(full), _state(resumed)
+    a, b = trainer_state(full), trainer_state(resumed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"

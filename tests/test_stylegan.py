@@ -4,8 +4,6 @@ the mapping network's learning-rate multiplier against the analytic update, the 
 (interpreted on CPU) against the reference, exact resume mid-fade, and the mistakes refused in one line."""
 
 import math
-import os
-import signal
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ from gandist.families.pggan.networks import PGGANDiscriminator
 from gandist.families.stylegan.networks import StyleGANGenerator, StyleLayer, binomial_kernel, blur2d
 from gandist.losses import r1_penalty
 from gandist.models import build_networks
-from gandist.train import checkpoint as ckpt
 from gandist.train.loop import Trainer
 
 # Tiny widths: nf = 4 up to 256 px, 2 at 512, 1 at 1024 (as tests/test_pggan_models.py).
@@ -374,28 +371,14 @@ def test_triton_epilogue_matches_the_reference_in_float64():
         assert_close(grads_t[name], grads_r[name], torch.float64, f"grad {name}")
 
 
-SG = ["name=sg", "model.name=stylegan", "model.z_dim=8", "model.w_dim=8", "model.mapping_layers=2",
-      "model.mapping_width=8", "model.fmap_base=64", "model.fmap_max=8", "model.mbstd_group=2",
-      "loss.name=nonsaturating", "loss.r1_gamma=10", "loss.reg_interval=2", "optim.beta1=0.0",
-      "optim.beta2=0.99", "optim.lr_g=0.001", "optim.lr_d=0.001", "data.name=digits", "data.resolution=16",
-      "data.batch_size=4", "schedule.kind=progressive", "schedule.start_resolution=4",
-      "schedule.stable_kimg=0.02", "schedule.fade_kimg=0.02", "schedule.batch={4: 8, 8: 4, 16: 4}",
-      "train.kimg=0.2", "train.log_every=5", "train.sample_every=1000", "train.ckpt_every=1000",
-      "train.sample_n=4", "train.ema_kimg=0.01", "train.progress=false", "health.enabled=false"]  # fmt: skip
-
-
-def stylegan(*extra):
-    return load_config(None, SG + list(extra))
-
-
 @pytest.mark.slow
-def test_triton_and_reference_training_steps_end_at_the_same_parameters(tmp_path):
+def test_triton_and_reference_training_steps_end_at_the_same_parameters(tmp_path, stylegan_cfg):
     """A few loop steps (D, lazy R1, G; style mixing and noise on) with the Triton epilogue and with the
     reference. Plain SGD, as tests/test_kernel_training.py: updates linear in the gradients, so the runs
     differ only by fp32 rounding (Adam would turn near-zero gradients into full steps of random sign)."""
     out = {}
     for impl in ("triton", "reference"):
-        cfg = stylegan(f"model.epilogue_impl={impl}", "optim.name=sgd", "optim.lr_g=0.01", "optim.lr_d=0.01",
+        cfg = stylegan_cfg(f"model.epilogue_impl={impl}", "optim.name=sgd", "optim.lr_g=0.01", "optim.lr_d=0.01",
                        "schedule.kind=fixed", "schedule.batch={}", "data.resolution=8", "train.kimg=0",
                        "train.steps=4")  # fmt: skip
         t = Trainer(cfg, tmp_path / impl, log_enabled=False)
@@ -414,44 +397,7 @@ def test_triton_and_reference_training_steps_end_at_the_same_parameters(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------------
-# The loop: exact resume mid-fade, configs, mistakes
-
-
-@pytest.mark.slow
-def test_resume_mid_fade_is_bit_exact(tmp_path):
-    cfg = stylegan()
-    full = Trainer(cfg, tmp_path / "full")
-    full.train(progress=False)
-
-    part = Trainer(cfg, tmp_path / "part")
-    original = part.train_step
-
-    def step_then_signal():
-        out = original()
-        if part.stage.phase == "fade" and part.stage.resolution == 16 and part.stage.alpha > 0.4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    part.train_step = step_then_signal
-    summary = part.train(progress=False)
-    assert summary["interrupted"] == "SIGTERM"
-    path = ckpt.latest_checkpoint(tmp_path / "part" / "checkpoints")
-    resumed = Trainer(cfg, tmp_path / "part")
-    resumed.load(path)
-    assert resumed.stage.phase == "fade" and 0 < resumed.stage.alpha < 1
-    resumed.train(progress=False)
-    a, b = full.state_tensors(), resumed.state_tensors()
-    assert a.keys() == b.keys() and "G.w_avg" in a and "G_ema.w_avg" in a
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert not torch.equal(a["G.w_avg"], torch.zeros_like(a["G.w_avg"]))  # w_avg was tracked
-    assert torch.equal(a["G.w_avg"], a["G_ema.w_avg"])  # G_ema carries G's w_avg (a buffer)
-    for name in full.optimizers:
-        sa, sb = full.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
-        for i in sa:
-            for k in sa[i]:
-                assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), (name, i, k)
-    assert resumed.nimg == full.nimg and resumed.step == full.step
+# The loop: configs, mistakes (exact resume mid-fade: tests/test_schedule.py)
 
 
 def test_shipped_configs_load_and_build():
@@ -484,9 +430,9 @@ def test_shipped_configs_load_and_build():
         (["data.batch_size=5", "schedule.batch={}"], r"^data.batch_size=5 must be divisible by model.mbstd_group=2"),
     ],
 )  # fmt: skip
-def test_config_errors_are_one_line(overrides, message):
+def test_config_errors_are_one_line(overrides, message, stylegan_cfg):
     with pytest.raises(ConfigError, match=message) as info:
-        stylegan(*overrides)
+        stylegan_cfg(*overrides)
     assert "\n" not in str(info.value)
 
 

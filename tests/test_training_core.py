@@ -132,17 +132,7 @@ def twin_family():
         "train.progress=false", "health.enabled=false", "train.ema_kimg=0.05", *extra])  # fmt: skip
 
 
-def _state(t: Trainer) -> dict:
-    out = {f"t.{k}": v.clone() for k, v in t.state_tensors().items()}
-    for name, opt in t.optimizers.items():
-        for i, st in opt.state_dict()["state"].items():
-            for k, v in st.items():
-                out[f"{name}.{i}.{k}"] = torch.as_tensor(v).clone()
-    out["rng"] = t.gen.get_state().clone()
-    return out
-
-
-def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, tmp_path):
+def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, tmp_path, trainer_state):
     cfg = twin_family()
     assert dump_config(cfg).count("twin") >= 2 and cfg.loss.mix == 0.5
     full = Trainer(cfg, tmp_path / "full")
@@ -160,7 +150,7 @@ def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, t
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert resumed.objective.d_phases == 8 and int(resumed.objective.fakes_seen) == 80
     resumed.train(progress=False)
-    a, b = _state(full), _state(resumed)
+    a, b = trainer_state(full), trainer_state(resumed)
     assert a.keys() == b.keys() and any(k.startswith("t.G2.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
