@@ -13,6 +13,7 @@ STEPS, KIMG = 1000, 20.0  # past warm-up (200) and four health windows; the quic
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # about 5 minutes per config on 2 cores: `pytest -m soak`, outside the default run
 @pytest.mark.parametrize("name", CPU_CONFIGS)
 def test_shipped_cpu_config_trains_without_health_warnings(name, tmp_path):
     cfg = load_config(name, ["train.progress=false"])
