@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_ddp import REL_TOL, final_tensors, max_rel_diff, run_one, torchrun
+from conftest import max_rel_diff
+from test_ddp import REL_TOL, final_tensors, run_one, torchrun
 
 from gandist.models.base import _registry
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from gandist.metrics.sources import GEN_PIECE, GeneratorSource, eval_latents
 from gandist.families.stylegan.networks import StyleGANGenerator
+from gandist.metrics.sources import GEN_PIECE, GeneratorSource, eval_latents
 
 
 def tiny_styled():

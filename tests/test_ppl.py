@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandist.errors import UserError
+from gandist.families.stylegan.networks import StyleGANGenerator
 from gandist.metrics import ppl
 from gandist.metrics.vgg import LPIPS_CHANNELS, LPIPS_SCALE, LPIPS_SHIFT, lpips_vgg
-from gandist.families.stylegan.networks import StyleGANGenerator
 
 VGG_CONVS = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), "M",
              (256, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512)]  # fmt: skip

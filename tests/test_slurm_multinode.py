@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import max_rel_diff
 from slurm_cluster import NetnsSlurmCluster, netns_missing_reason
-from test_ddp import REL_TOL, max_rel_diff
+from test_ddp import REL_TOL
 from test_slurm import DONE, NPROC, Job, _env, _tiny, _weights
 
 from gandist.train import checkpoint as ckpt
