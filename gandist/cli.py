@@ -105,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("ppl", help="perceptual path length of a StyleGAN run (Karras et al. 2019, Sec. 4.2)")
     pp.add_argument("checkpoint", type=Text(), help="checkpoint folder or run directory of a style-based run")
     pp.add_argument("--space", default="w", choices=["w", "z", "both"], help="lerp in W or slerp in Z")
-    pp.add_argument("--n", type=int, default=100_000, help="latent pairs (the paper: 100,000)")
-    pp.add_argument("--epsilon", type=float, default=1e-4, help="the step between the two images of a pair")
+    pp.add_argument("--n", type=Int(min=100), default=100_000, help="latent pairs (the paper: 100,000)")
+    pp.add_argument("--epsilon", type=Float(min=1e-12, max=1.0), default=1e-4, help="the step between the two images of a pair")
     pp.add_argument("--sampling", default="full", choices=["full", "end"], help="t ~ U(0, 1), or t = 0")
     pp.add_argument("--crop", action="store_true", help="the official crop of FFHQ-aligned faces")
-    pp.add_argument("--batch", type=int, default=16, help="pairs per batch")
-    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--batch", type=Int(min=1), default=16, help="pairs per batch")
+    pp.add_argument("--seed", type=SEED, default=0)
     pp.add_argument("--raw-g", action="store_true", help="G instead of G_ema")
     pp.add_argument("--device", default=None, type=Text())
     pp.add_argument("--vgg16", default=None, type=Text(), help="torchvision's vgg16-397923af.pth")
@@ -529,12 +529,8 @@ def cmd_style_mix(args: argparse.Namespace) -> int:
 def cmd_ppl(args: argparse.Namespace) -> int:
     import json
 
-    from gandist.errors import UserError
     from gandist.metrics.ppl import run_command
 
-    if args.n < 100 or args.batch < 1 or not args.epsilon > 0:
-        raise UserError("ppl needs --n >= 100 pairs (the percentile filter drops the outer 2%), --batch >= 1 "
-                        "and --epsilon > 0")  # fmt: skip
     print(json.dumps(run_command(args), indent=1))
     return 0
 

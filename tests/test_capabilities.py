@@ -11,12 +11,15 @@ from gandist.errors import UserError
 def test_the_modes_metric_follows_the_known_modes_declaration():
     from gandist.metrics.entries import check_request
 
-    mixtures = [n for n, c in registered("data").items() if c.known_modes]
-    assert mixtures == ["ring", "grid"]  # VEEGAN's two 2-D mixtures, in registration order
+    sources = registered("data")
+    mixtures = [n for n, c in sources.items() if c.known_modes]
+    # VEEGAN's two 2-D mixtures and the 1000 stacked-digit modes, in registration order
+    assert mixtures == ["ring", "grid", "stacked_digits"]
     for name in mixtures:
-        check_request(["modes"], "points", name, True)
-    with pytest.raises(UserError, match=r"metric 'modes' is defined for the 2-D mixtures \(data.name ring or grid\)"):
-        check_request(["modes"], "points", "procedural", True)
+        check_request(["modes"], sources[name].kind, name, True)
+    with pytest.raises(UserError, match=r"metric 'modes' needs data with known modes \(data.name ring or grid or "
+                       r"stacked_digits\); data.name=procedural has none"):  # fmt: skip
+        check_request(["modes"], "images", "procedural", True)
 
 
 def test_mode_coverage_refuses_a_source_without_modes_naming_those_with():
@@ -44,5 +47,6 @@ def test_metric_defaults_are_the_sources_declarations():
 
     for name, section in registered("data").items():
         assert set(section.default_metrics) <= set(METRICS), name
-    assert registered("data")["digits"].default_metrics == ("fid", "is", "kid")
+    assert registered("data")["digits"].default_metrics == ("fid", "is", "kid", "classes")
+    assert registered("data")["stacked_digits"].default_metrics == ("fid", "modes")
     assert registered("data")["ring"].default_metrics == ("modes", "fid")

@@ -25,8 +25,8 @@ def mode_coverage(
         from gandist.data import DATASETS
 
         cls = DATASETS.get(dataset)
-        if getattr(cls, "modes", None) is None:
-            mixtures = " or ".join(f"'{n}'" for n, c in DATASETS.items() if getattr(c, "modes", None) is not None)
+        if getattr(cls, "std", None) is None:  # a 2-D mixture declares its mode centres and their spread
+            mixtures = " or ".join(f"'{n}'" for n, c in DATASETS.items() if getattr(c, "std", None) is not None)
             raise ValueError(f"mode_coverage: dataset must be {mixtures}, got '{dataset}'")
         modes, std = cls.modes, cls.std
     x, m = as_numpy(samples, "samples"), as_numpy(modes, "modes")
