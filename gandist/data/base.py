@@ -188,3 +188,16 @@ def mirror(images: torch.Tensor, seed: int, position: int, salt: str = "mirror")
                         lambda g: torch.rand(POSITION_BLOCK, generator=g))  # fmt: skip
     flips = u < 0.5
     return torch.where(flips[:, None, None, None], images.flip(-1), images)
+
+
+def mirror_flags(seed: int, positions: list[int], salt: str = "mirror") -> list[bool]:
+    """`mirror`'s flip decision for each of the given stream positions (any order, any gaps): the DALI
+    pipelines take their flags from here, so they flip exactly the images the torch loaders flip."""
+    blocks: dict[int, torch.Tensor] = {}
+    out = []
+    for p in positions:
+        b, k = divmod(p, POSITION_BLOCK)
+        if b not in blocks:
+            blocks[b] = torch.rand(POSITION_BLOCK, generator=position_generator(seed, b, SALTS[salt])) < 0.5
+        out.append(bool(blocks[b][k]))
+    return out

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gandist.data.base import Batch, DataSource, epoch_indices, position_generator
+from gandist.data.base import Batch, DataSource, epoch_indices, mirror_flags
 from gandist.data.config import FolderData
 from gandist.data.folder import dataset_files
 from gandist.errors import DataError
@@ -135,9 +135,8 @@ class DaliFolder(DataSource):
         idx = self.indices(pos, b)
         data = [np.fromfile(self.files[i], dtype=np.uint8) for i in idx]
         sizes = [np.array([r, r], dtype=np.float32) for _ in idx]
-        if self.cfg.mirror:
-            g = position_generator(self.seed, pos, salt=2)
-            flips = (torch.rand(b, generator=g) < 0.5).tolist()
+        if self.cfg.mirror:  # decided per global stream position, as the torch loaders' `mirror`
+            flips = mirror_flags(self.seed, self.global_positions(pos, b))
         else:
             flips = [False] * b
         resize = [np.array(r != self.native, dtype=np.bool_) for _ in idx]
