@@ -105,7 +105,7 @@ def test_style_ranges_follow_figure_3():
     assert style_layers("middle", 6, 16) == [4, 5]  # a 16 px generator has middle layers 4, 5 only
     for spec, message in [
         ("fine", r"--styles 'fine' names no layer of this generator: it has layers 0-5 at 16x16"),
-        ("6-9", r"--styles '6-9' names no layer"),
+        ("6-9", r"--styles '6-9' goes past the last layer of this generator: it has layers 0-5 at 16x16"),
         ("5-2", r"--styles '5-2': use coarse, middle, fine or a layer range a-b"),
         ("bogus", r"--styles 'bogus': use coarse"),
     ]:
