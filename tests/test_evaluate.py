@@ -72,7 +72,8 @@ def test_inception_loading_path_with_generated_weights(tmp_path):
 
 def test_corrupt_inception_file(tmp_path):
     (tmp_path / "w.pth").write_bytes(b"not a weights file")
-    with pytest.raises(UserError, match="unreadable"):
+    with pytest.raises(UserError, match=r"is a text file of 18 bytes starting 'not a weights file', not the expected "
+                       "PyTorch state dict"):  # fmt: skip
         InceptionExtractor(tmp_path / "w.pth")
 
 
