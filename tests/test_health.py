@@ -11,6 +11,7 @@ import torch
 
 from gandist.config import Config, HealthConfig, flat_dict, load_config
 from gandist.data.base import Batch
+import gandist.train.coverage_alarm  # noqa: F401  (registers coverage_collapse: every diagnosis is covered, in any order)
 from gandist.train.health import (
     DIAGNOSES,
     HealthMonitor,
