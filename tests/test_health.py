@@ -9,9 +9,9 @@ import re
 import pytest
 import torch
 
+import gandist.train.coverage_alarm  # noqa: F401  (registers coverage_collapse: every diagnosis is covered, in any order)
 from gandist.config import Config, HealthConfig, flat_dict, load_config
 from gandist.data.base import Batch
-import gandist.train.coverage_alarm  # noqa: F401  (registers coverage_collapse: every diagnosis is covered, in any order)
 from gandist.train.health import (
     DIAGNOSES,
     HealthMonitor,
@@ -231,7 +231,9 @@ def _run(mode):
 def test_batched_observe_gives_the_same_decisions_as_stepwise():
     events, records = _run("stepwise")
     names = {(e["diagnosis"], e["state"]) for e in events}
-    from gandist.train.coverage_alarm import NAME as COVERAGE  # CoverageMonitor's (tests/test_coverage_alarm.py)
+    from gandist.train.coverage_alarm import (
+        NAME as COVERAGE,  # CoverageMonitor's (tests/test_coverage_alarm.py)
+    )
 
     for d in (d for d in DIAGNOSES if d != COVERAGE):  # the comparison covers every diagnosis raising and clearing
         assert {(d, "start"), (d, "clear")} <= names, (d, sorted(names))
