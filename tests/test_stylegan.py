@@ -14,6 +14,7 @@ from gandist.families.pggan.networks import PGGANDiscriminator
 from gandist.families.stylegan.networks import StyleGANGenerator, StyleLayer, binomial_kernel, blur2d
 from gandist.losses import r1_penalty
 from gandist.models import build_networks
+from gandist.models.layers import Blur
 from gandist.train.loop import Trainer
 
 # Tiny widths: nf = 4 up to 256 px, 2 at 512, 1 at 1024 (as tests/test_pggan_models.py).
@@ -136,6 +137,91 @@ def test_layer_matches_the_official_definition_in_float64():
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
     assert torch.equal(binomial_kernel().view(3, 3).double(), f)
     assert blur2d(torch.ones(1, 1, 3, 3), binomial_kernel())[0, 0, 1, 1] == 1.0  # sums to 1 inside
+
+
+# ---------------------------------------------------------------------------------------------------
+# D: the official D_basic's blur before each downsampling
+
+
+def test_blur_matches_a_direct_float64_convolution():
+    """Blur against the [1, 2, 1] filter written out (outer product / 16) and applied by explicit sums
+    over a zero-padded input, on odd sizes; the filter is no parameter and not in the state dict."""
+    blur = Blur().double()
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64)
+    taps = [1.0, 2.0, 1.0]
+    f = [[a * b / 16.0 for b in taps] for a in taps]
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))  # zeros: the official depthwise conv, padding 'SAME'
+    ref = torch.zeros_like(x)
+    for i in range(3):
+        for j in range(3):
+            ref += f[i][j] * padded[:, :, i : i + 7, j : j + 5]
+    torch.testing.assert_close(blur(x), ref, rtol=1e-14, atol=1e-14)
+    assert list(blur.parameters()) == [] and blur.state_dict() == {}
+    torch.autograd.gradgradcheck(blur, (torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True),))
+
+
+def test_d_block_with_blur_is_the_official_fused_conv2d_downscale2d():
+    """StyleGAN's D block at r > 4 against NVlabs/stylegan D_basic written out in float64:
+    lrelu(conv0(x)), then the fused conv2d_downscale2d of the blurred activations (the 3x3 kernel padded to
+    5x5, its four 4x4 shifts averaged, a stride-2 convolution with padding 1), then bias and lrelu."""
+    torch.manual_seed(5)
+    block = PGGANDiscriminator((1, 8, 8), fmap_base=32, fmap_max=5, blur=True).double().blocks[1]
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # non-zero biases
+    x = torch.randn(3, 5, 8, 8, dtype=torch.float64)
+    lrelu = lambda v: torch.where(v >= 0, v, 0.2 * v)
+    c0, c1 = block.conv0, block.conv1
+    h = lrelu(torch.nn.functional.conv2d(x, c0.weight * math.sqrt(2 / (5 * 9)), c0.bias, padding=1))
+    f = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    h = torch.nn.functional.conv2d(h, (f[:, None] * f[None, :] / 16).expand(5, 1, 3, 3), padding=1, groups=5)
+    w = torch.nn.functional.pad(c1.weight * math.sqrt(2 / (5 * 9)), (1, 1, 1, 1))
+    w = (w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]) * 0.25
+    ref = lrelu(torch.nn.functional.conv2d(h, w, stride=2, padding=1) + c1.bias.view(1, -1, 1, 1))
+    torch.testing.assert_close(block(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_stylegan_d_blurs_by_default_and_keeps_its_parameters():
+    """model.d_blur (default true) builds the blurring D; its parameters and state-dict keys are PGGAN D's
+    (checkpoints written before the blur load), 23.1M at 1024x1024 beside G's 26.2M."""
+    cfg = load_config(None, ["model.name=stylegan", "data.name=procedural", "data.resolution=16",
+                             "data.batch_size=8"]).model  # fmt: skip
+    assert cfg.d_blur
+    D = build_networks(cfg, (3, 16, 16), "images")["D"]
+    assert all(block.blur is not None for block in D.blocks[1:])
+    off = build_networks(load_config(None, ["model.name=stylegan", "data.name=procedural", "data.resolution=16",
+                                            "data.batch_size=8", "model.d_blur=false"]).model,
+                         (3, 16, 16), "images")["D"]  # fmt: skip
+    assert all(block.blur is None for block in off.blocks[1:])
+    assert D.state_dict().keys() == off.state_dict().keys()
+    assert all(not isinstance(b.blur, Blur) for b in build_networks(load_config(
+        None, ["model.name=pggan", "data.resolution=16"]).model, (1, 16, 16), "images")["D"].blocks[1:])  # fmt: skip
+    with torch.device("meta"):  # shapes only
+        G = StyleGANGenerator(512, (3, 1024, 1024))
+        D = PGGANDiscriminator((3, 1024, 1024), blur=True)
+    assert round(sum(p.numel() for p in G.parameters()) / 1e6, 1) == 26.2
+    assert sum(p.numel() for p in D.parameters()) == 23_087_249  # PGGAN D's, Table 2: 23.1M
+
+
+def test_blurring_d_runs_at_every_growth_stage_and_fades_from_the_previous_one():
+    """A 32 px blurring D at every stage and mid-fade: logits [N] with R1 through the blur; at alpha 0 a
+    fading D is exactly the previous stage's D on the box-downscaled images (official D_basic's lerp)."""
+    torch.manual_seed(2)
+    D = PGGANDiscriminator((1, 32, 32), fmap_base=512, fmap_max=4, mbstd_group=2, blur=True).double()
+    for res in (4, 8, 16, 32):
+        for alpha in (0.0, 0.5, 1.0) if res > 4 else (1.0,):
+            D.set_growth(res, alpha)
+            x = torch.randn(4, 1, res, res, dtype=torch.float64)
+            D.zero_grad(set_to_none=True)
+            logits = D(x)
+            assert logits.shape == (4,) and torch.isfinite(logits).all()
+            (logits.sum() + r1_penalty(D, x)).backward()
+            assert all(torch.isfinite(g).all() for g in _grads([D]) if g is not None)
+            if res > 4 and alpha > 0:  # the new block (its blur included) is live
+                assert D.blocks[D.stage].conv1.weight.grad.abs().sum() > 0
+            if alpha == 0.0:
+                D.set_growth(res // 2, 1.0)
+                torch.testing.assert_close(logits, D(torch.nn.functional.avg_pool2d(x, 2)), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------

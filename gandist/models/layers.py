@@ -216,6 +216,33 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
 
 
+def binomial_kernel() -> torch.Tensor:
+    """The [1, 2, 1] x [1, 2, 1] / 16 low-pass filter [1, 1, 3, 3] of StyleGAN's blur2d (Karras et al. 2019,
+    Sec. 2: bilinear resampling after Zhang 2019; NVlabs/stylegan `_blur2d`, outer product normalised to sum 1)."""
+    f = torch.tensor([1.0, 2.0, 1.0])
+    return (f[:, None] * f[None, :] / 16.0).view(1, 1, 3, 3)
+
+
+def blur2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise 3x3 low-pass with zero padding 1 (the official depthwise conv, padding 'SAME'):
+    [N, C, H, W] -> same shape. kernel [1, 1, 3, 3], symmetric, so convolution and correlation agree."""
+    c = x.shape[1]
+    return F.conv2d(x, kernel.to(x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)
+
+
+class Blur(nn.Module):
+    """`blur2d` with the binomial filter as a module: [N, C, H, W] -> same shape. The filter is a fixed,
+    non-persistent buffer: no parameter, nothing in the state dict (checkpoints written without it load),
+    and it follows the module across devices and dtypes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", binomial_kernel(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return blur2d(x, self.kernel)
+
+
 def avgpool2x(x: torch.Tensor) -> torch.Tensor:
     """2x2 average pooling, stride 2, [N, C, H, W] -> [N, C, H/2, W/2] (PGGAN's downscale2d box filter)."""
     if x.shape[-1] % 2 or x.shape[-2] % 2:

@@ -36,6 +36,7 @@ from gandist.models.growth import (
     widths_per_resolution,
 )
 from gandist.models.layers import (
+    Blur,
     EqualizedConv2d,
     EqualizedLinear,
     MinibatchStdDev,
@@ -148,18 +149,26 @@ class PGGANGenerator(GrowthState):
 
 
 class _DBlock(nn.Module):
-    """D's block at r > 4 (Table 2): conv 3x3 -> lrelu -> conv 3x3 -> lrelu -> 2x2 average pool.
-    [N, nf(r), r, r] -> [N, nf(r/2), r/2, r/2]."""
+    """D's block at r > 4, [N, nf(r), r, r] -> [N, nf(r/2), r/2, r/2].
 
-    def __init__(self, in_channels: int, out_channels: int, equalized: bool) -> None:
+    PGGAN (Table 2): conv 3x3 -> lrelu -> conv 3x3 -> lrelu -> 2x2 average pool.
+    `blur=True`, StyleGAN (NVlabs/stylegan D_basic, `act(apply_bias(conv2d_downscale2d(blur(x))))`):
+    conv 3x3 -> lrelu -> [1, 2, 1] blur -> conv 3x3 -> 2x2 average pool -> lrelu. The official
+    conv2d_downscale2d, fused (a 4x4 stride-2 kernel) or not (conv, then downscale2d), pools before the bias
+    and the activation; the bias commutes with the pool, the activation does not."""
+
+    def __init__(self, in_channels: int, out_channels: int, equalized: bool, blur: bool = False) -> None:
         super().__init__()
         self.conv0 = EqualizedConv2d(in_channels, in_channels, 3, equalized=equalized)
         self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, equalized=equalized)
         self.act = _lrelu()
+        self.blur = Blur() if blur else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.conv0(x))
-        return avgpool2x(self.act(self.conv1(x)))
+        if self.blur is None:
+            return avgpool2x(self.act(self.conv1(x)))
+        return self.act(avgpool2x(self.conv1(self.blur(x))))
 
 
 class _DOutput(nn.Module):
@@ -185,7 +194,8 @@ class PGGANDiscriminator(GrowthState):
     """Images [N, C, r, r] at the current resolution r -> logits [N].
 
     `blocks[0]` is the 4x4 output block, `blocks[i]` (i >= 1) takes 4*2^i px to half that; `from_rgb[i]`
-    is the 1x1 fromRGB + lrelu at 4*2^i px.
+    is the 1x1 fromRGB + lrelu at 4*2^i px. `blur`: StyleGAN's blocks (blur before each downsampling
+    conv, see `_DBlock`); the fade-in path's image downscale stays the box filter, as the official D_basic.
     """
 
     def __init__(
@@ -196,6 +206,7 @@ class PGGANDiscriminator(GrowthState):
         fmap_max: int = 512,
         mbstd_group: int = 4,
         equalized_lr: bool = True,
+        blur: bool = False,
     ) -> None:
         super().__init__()
         if len(shape) != 3 or shape[1] != shape[2]:
@@ -208,7 +219,7 @@ class PGGANDiscriminator(GrowthState):
         res = [4 * 2**i for i in range(levels)]
         self.blocks = nn.ModuleList(
             [_DOutput(nf[4], nf[2], mbstd_group, equalized_lr)]
-            + [_DBlock(nf[r], nf[r // 2], equalized_lr) for r in res[1:]]
+            + [_DBlock(nf[r], nf[r // 2], equalized_lr, blur) for r in res[1:]]
         )
         self.from_rgb = nn.ModuleList(
             [

@@ -15,8 +15,9 @@ class StyleGANModel(NamedSection):
     """Karras et al. 2019 (StyleGAN), Sec. 2-3 and Appendix C, with the official defaults
     (NVlabs/stylegan networks_stylegan.py G_style / G_mapping / G_synthesis): a mapping network z -> w, a
     synthesis network from a learned constant whose every layer ends in noise + bias + leaky ReLU + AdaIN
-    with a style A(w), progressive growing like PGGAN; D is PGGAN's. Trained with the classic objective
-    (the paper's FFHQ runs: non-saturating loss with R1 gamma 10, set in the loss section)."""
+    with a style A(w), progressive growing like PGGAN; D is PGGAN's with the blur before each downsampling of
+    the official D_basic. Trained with the classic objective (the paper's FFHQ runs: non-saturating loss with
+    R1 gamma 10, set in the loss section)."""
 
     grows: ClassVar[bool] = True  # G and D implement set_growth(resolution, alpha)
 
@@ -35,6 +36,9 @@ class StyleGANModel(NamedSection):
     w_avg_beta: float = setting(0.995, ge=0, lt=1)  # w_avg <- mean(w) + beta (w_avg - mean(w)) per G pass
     noise: bool = True  # per-pixel noise inputs (Sec. 3.2)
     blur: bool = True  # [1, 2, 1] binomial low-pass after each upsampling (Sec. 2, from Zhang 2019)
+    # D: the same low-pass before each downsampling conv, the block's activation after the pool (official
+    # D_basic: act(bias(conv2d_downscale2d(blur(x))))); false: PGGAN's D block (Table 2)
+    d_blur: bool = True
     # the fused layer epilogue (gandist.kernels.styled_epilogue): auto = Triton on CUDA, the pure-torch
     # reference elsewhere; triton on CPU runs the Triton interpreter (tests)
     epilogue_impl: str = setting("auto", choices=("auto", "triton", "reference"))

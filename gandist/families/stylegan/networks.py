@@ -25,8 +25,8 @@ The truncation trick (Sec. 3.1 / Appendix B) is `forward(z, truncation_psi, trun
 w_l <- w_avg + psi (w_l - w_avg) for layers l < cutoff.
 
 Source of the defaults: NVlabs/stylegan networks_stylegan.py (G_style, G_mapping, G_synthesis).
-D is PGGAN's (minibatch stddev, fromRGB per resolution); the official StyleGAN D also blurs before
-each downsampling, which this one does not.
+D is PGGAN's (minibatch stddev, fromRGB per resolution, fade-in) with the official StyleGAN D_basic's
+blocks (`model.d_blur`, on by default): conv -> lrelu -> [1, 2, 1] blur -> conv -> 2x2 average pool -> lrelu.
 """
 
 from __future__ import annotations
@@ -35,31 +35,24 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from gandist.families.pggan.networks import PGGANDiscriminator
 from gandist.families.stylegan.config import StyleGANModel
 from gandist.kernels import styled_epilogue
 from gandist.models.base import MODELS
 from gandist.models.growth import LRELU_SLOPE, GrowthState, check_resolution, widths_per_resolution
-from gandist.models.layers import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
+from gandist.models.layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    PixelNorm,
+    binomial_kernel,
+    blur2d,
+    upsample2x,
+)
 from gandist.registry import register
 
 NOISE_MODES = ("random", "const", "none")
 ADAIN_EPS = 1e-8  # instance_norm epsilon of the official code
-
-
-def blur2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Depthwise 3x3 low-pass with zero padding: [N, C, H, W] -> same shape. kernel [1, 1, 3, 3] (sums to 1)."""
-    c = x.shape[1]
-    return F.conv2d(x, kernel.to(x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)
-
-
-def binomial_kernel() -> torch.Tensor:
-    """The [1, 2, 1] x [1, 2, 1] / 16 filter of the official blur2d (Sec. 2: bilinear up/downsampling,
-    after Zhang 2019)."""
-    f = torch.tensor([1.0, 2.0, 1.0])
-    return (f[:, None] * f[None, :] / 16.0).view(1, 1, 3, 3)
 
 
 class MappingNetwork(nn.Module):
@@ -371,5 +364,6 @@ def build(cfg: StyleGANModel, shape: tuple[int, ...], kind: str) -> dict[str, nn
         impl=cfg.epilogue_impl,
         sample_noise=cfg.sample_noise,
     )
-    D = PGGANDiscriminator(shape, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max, mbstd_group=cfg.mbstd_group)
+    D = PGGANDiscriminator(shape, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max, mbstd_group=cfg.mbstd_group,
+                           blur=cfg.d_blur)  # fmt: skip
     return {"G": G, "D": D}
