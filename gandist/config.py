@@ -118,6 +118,9 @@ class Section:
     grows: ClassVar[bool] = False  # networks that grow through resolutions (set_growth): PGGAN, StyleGAN
     has_classes: ClassVar[bool] = False  # D classifies the data's classes; G may draw a class (SGAN)
     translates: ClassVar[bool] = False  # generators map images between domains, none from latents (CycleGAN)
+    # G_ema as the family's paper keeps it, where train sets neither ema_beta nor ema_kimg: e.g.
+    # {"ema_beta": 0.999} (PGGAN) or {"ema_kimg": 10.0} (StyleGAN); {} = none (the classic GANs)
+    paper_ema: ClassVar[dict[str, float]] = {}
     label: ClassVar[str] = ""  # the family's name in messages (e.g. "CycleGAN"; "" = its registered name)
 
     def check(self, cfg: Config) -> None:
@@ -227,12 +230,15 @@ class TrainConfig:
     # torch.compile the networks; gradient penalties run through the uncompiled modules (compile cannot
     # differentiate twice)
     compile: bool = False
-    # G_ema: half-life in thousands of generator images (StyleGAN2's ema_kimg; 0 = an exact copy of G),
-    # optionally ramped up as half-life <= images seen x ema_rampup (StyleGAN2-ADA uses 0.05).
-    ema_kimg: float = setting(10.0, ge=0)
+    # G_ema, the moving average of G that sample pictures, evaluations and `gandist generate` use,
+    # G_ema <- beta G_ema + (1 - beta) G after every generator step, with beta as each paper defines it:
+    #   ema_beta: beta itself, the same every step whatever the batch (PGGAN's official code: 0.999);
+    #   ema_kimg: a half-life in thousands of images, beta = 0.5 ** (batch / (1000 ema_kimg)) (StyleGAN: 10),
+    #     optionally ramped up as half-life <= images seen x ema_rampup (StyleGAN2-ADA uses 0.05).
+    # Set one of the two. Neither: the family's paper (PGGAN ema_beta 0.999, StyleGAN ema_kimg 10, none for the
+    # classic GANs). 0: no G_ema; pictures and metrics are G's own, run in eval mode.
+    ema_kimg: float | None = setting(None, ge=0)
     ema_rampup: float = setting(0.0, ge=0)
-    # The per-step decay beta of the classic configs, G_ema <- beta G_ema + (1 - beta) G; when set it is
-    # expressed as ema_kimg = batch * ln(1/2) / ln(beta) / 1000 at load (beta = 0: ema_kimg = 0).
     ema_beta: float | None = setting(None, ge=0, lt=1)
     log_every: int = setting(50, gt=0)
     sample_every: int = setting(500, gt=0)
@@ -241,6 +247,11 @@ class TrainConfig:
     sample_n: int = setting(64, gt=0)  # samples in each fixed-z grid (2-D data: points in each scatter)
     deterministic: bool = True  # torch.use_deterministic_algorithms on CPU runs
     progress: bool = True  # progress bar on stderr
+
+    @property
+    def keeps_ema(self) -> bool:
+        """Whether the run keeps G_ema: a positive ema_beta or ema_kimg (read after the family's default is in)."""
+        return bool(self.ema_beta) or bool(self.ema_kimg)
 
 
 @dataclass
@@ -726,12 +737,24 @@ def config_from_yaml_text(text: str) -> Config:
 
 
 def _resolve(cfg: Config) -> None:
-    """Fill what other settings derive (the legacy per-step EMA decay becomes a half-life)."""
+    """Fill what other settings derive: G_ema as the family's paper keeps it where train names no decay."""
     tc = cfg.train
-    if tc.ema_beta is not None:
-        batch = cfg.data.batch_size
-        tc.ema_kimg = 0.0 if tc.ema_beta == 0 else batch * math.log(0.5) / math.log(tc.ema_beta) / 1000
-        tc.ema_beta = None
+    if tc.ema_beta is None and tc.ema_kimg is None:
+        for key, value in type(cfg.model).paper_ema.items():
+            setattr(tc, key, value)
+
+
+def _check_ema(tc: TrainConfig) -> None:
+    if tc.ema_beta is not None and tc.ema_kimg is not None:
+        raise ConfigError(
+            f"train.ema_beta={tc.ema_beta} (a decay per step) and train.ema_kimg={tc.ema_kimg} (a half-life) are "
+            "both set; keep one and set the other to null"
+        )
+    if tc.ema_rampup > 0 and not tc.ema_kimg:
+        raise ConfigError(
+            f"train.ema_rampup={tc.ema_rampup} ramps up G_ema's half-life, but train.ema_kimg is "
+            f"{tc.ema_kimg}; set train.ema_kimg (ema_beta is the same every step) or train.ema_rampup=0"
+        )
 
 
 def validate(cfg: Config) -> None:
@@ -745,3 +768,4 @@ def validate(cfg: Config) -> None:
         getattr(cfg, name).check(cfg)
     cfg.schedule.check(cfg)
     _resolve(cfg)
+    _check_ema(cfg.train)

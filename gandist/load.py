@@ -54,8 +54,9 @@ def load_network(
 ) -> LoadedNetwork:
     """The network `name` (e.g. 'G_ema', 'G', 'D', 'G_AB') of a checkpoint folder, a run directory (its newest
     checkpoint that verifies) or a checkpoints/ folder. An EMA network is built as the network it averages
-    (the family's objective declares which). `refuse(cfg, path)` may raise a UserError naming the right
-    command before anything is built (a tool that needs a family with some capability)."""
+    (the family's objective declares which); asked of a run that kept none, it is that network itself.
+    `refuse(cfg, path)` may raise a UserError naming the right command before anything is built (a tool
+    that needs a family with some capability)."""
     from gandist.models import build_networks
     from gandist.objectives.base import objective_class
 
@@ -74,7 +75,10 @@ def load_network(
     if refuse is not None:
         refuse(cfg, p)
     nets = build_networks(cfg.model, shape, kind)
-    built = objective_class(type(cfg.model).objective).ema.get(name, name)
+    averaged = objective_class(type(cfg.model).objective).ema
+    built = averaged.get(name, name)
+    if name in averaged and not cfg.train.keeps_ema:
+        name = built  # a run without G_ema samples G itself (the classic GANs): asked for G_ema, it gets G
     if built not in nets:
         raise UserError(f"checkpoint '{p}' holds a {cfg.model.name} model, which has no network '{name}' "
                         f"(it has {', '.join(nets)})")  # fmt: skip

@@ -1,10 +1,10 @@
 """Training health: watch a run for the classic GAN failure modes and say what to do.
 
 Fed by the training loop with statistics it computes anyway (losses, mean D outputs, D accuracy,
-gradient norms), plus a diversity probe every `health.diversity_every` steps: G_ema's samples on a
-fixed batch of latents (the `sample` function the loop hands over), their mean pairwise distance and
-near-duplicate rate in pixel space, next to the same statistics of a fixed batch of real data
-(`reference`). Diagnoses:
+gradient norms), plus a diversity probe every `health.diversity_every` steps: the samples of G_ema (of G
+where the run keeps none) on a fixed batch of latents (the `sample` function the loop hands over), their
+mean pairwise distance and near-duplicate rate in pixel space, next to the same statistics of a fixed batch
+of real data (`reference`). Diagnoses:
 
   vanishing_gradients  D classifies (almost) everything right and ||grad G|| has collapsed
   oscillation          the losses swing up and down by far more than their noise, without settling,
@@ -256,18 +256,20 @@ def _dropout(s: Settings) -> Advice | None:
 
 
 def _ema(s: Settings) -> Advice | None:
-    # Either spelling: a decay per step (train.ema_beta) or a half-life in thousands of images
-    # (train.ema_kimg, StyleGAN2's 10 kimg).
-    if "train.ema_beta" in s:
-        beta = _num(s, "train.ema_beta")
-        if beta is None or beta >= 0.999:
+    # G_ema in either spelling: a decay per step (train.ema_beta, PGGAN's 0.999) or a half-life in thousands
+    # of images (train.ema_kimg, StyleGAN's 10). A run without one (unset or 0: the classic GANs) is advised
+    # PGGAN's per-step decay, or the half-life where the settings have no ema_beta.
+    beta, kimg = _num(s, "train.ema_beta"), _num(s, "train.ema_kimg")
+    if beta:
+        if beta >= 0.999:
             return None
         return _advice(
             f"average the generator and judge G_ema ({{sets}}; now {_fmt(beta)})", {"train.ema_beta": 0.999}
         )
-    kimg = _num(s, "train.ema_kimg")
-    if kimg is None or kimg > 0:
+    if kimg:
         return None
+    if "train.ema_beta" in s:
+        return _advice("average the generator and judge G_ema ({sets})", {"train.ema_beta": 0.999})
     return _advice("average the generator and judge G_ema ({sets})", {"train.ema_kimg": 10.0})
 
 
@@ -444,7 +446,7 @@ def anticorrelation(values: list[float], max_lag: int) -> float:
 
 class HealthMonitor:
     """Watches one run. `settings`: the run's resolved config as dotted keys (`gandist.config.flat_dict`);
-    `sample()`: G_ema's samples [N, ...] on the probe's fixed latents (the loop owns them);
+    `sample()`: G_ema's (or G's) samples [N, ...] on the probe's fixed latents (the loop owns them);
     `reference`: a fixed batch of real samples [N, ...] of the same shape. Without `sample` there is no
     diversity probe and no mode_collapse diagnosis. `log_fn(event)` receives every start/clear event.
 

@@ -7,7 +7,7 @@ table of phases per family) the same way for every family, and owns everything a
      micro-batches, let the objective accumulate gradients, agree across ranks whether the loss was
      finite, step the optimizer (or, where it was not, leave parameters and optimizer state exactly as
      they were), and let the objective act after the step (e.g. WGAN's clipping);
-  2. after all phases of a generator step: the EMA networks, with a half-life in images;
+  2. after all phases of a generator step: the EMA networks (a decay per step or a half-life in images);
   3. before each step: the growth schedule (`schedule.py`, a function of images seen) sets the
      resolution, fade-in alpha, batch size and learning rates; the data source serves that resolution;
   4. around the steps: learning-rate decay, logs, sample pictures, evaluation, checkpoints, signals.
@@ -156,10 +156,9 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
             gen = stream(tc.seed, "rank_global", self.strategy.rank)
             torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
         self.objective = build_objective(type(cfg.model).objective, cfg, wrapped, self.kind)
-        self.ema = {
-            name: EMA(self.nets[source], tc.ema_kimg * 1000, tc.ema_rampup)
-            for name, source in self.objective.ema.items()
-        }
+        # the EMA copies the objective declares, where the run keeps G_ema (train.ema_beta or ema_kimg)
+        self.ema = {name: EMA.from_config(self.nets[source], tc) for name, source in self.objective.ema.items()
+                    if tc.keeps_ema}  # fmt: skip
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.optimizer_specs = self.objective.optimizers()
         for name, spec in self.optimizer_specs.items():
@@ -232,11 +231,13 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
     # Helpers
 
     def sample_net(self) -> nn.Module:
-        """The network pictures and evaluations use: G's EMA where the objective keeps one."""
+        """The network pictures and evaluations use: G's EMA where the run keeps one. A run without it
+        samples G itself, in eval mode as its EMA would be (batch norm's running statistics, StyleGAN's
+        stored noise, no side effects); the next training step puts it back in training mode."""
         net = self.objective.sample_network
         for name, source in self.objective.ema.items():
             if source == net:
-                return self.ema[name].shadow
+                return self.ema[name].shadow if name in self.ema else self.nets[net].eval()
         return self.nets[net]
 
     def open_run(self) -> RunLog:
@@ -375,6 +376,8 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         statistics (one tensor per phase run, averaged on the host when read)."""
         self.apply_stage()
         self.set_learning_rates()
+        for net in self.nets.values():  # after pictures of G itself (sample_net), which ran in eval mode
+            net.train()
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         for phase in self.phases:
             if self.step % phase.interval:

@@ -17,6 +17,8 @@ class PGGANModel(NamedSection):
     drift 0.001 (Appendix A.1), set in the loss section."""
 
     grows: ClassVar[bool] = True  # G and D implement set_growth(resolution, alpha)
+    # G_ema <- 0.999 G_ema + 0.001 G once per minibatch, whatever its size (official train.py: G_smoothing)
+    paper_ema: ClassVar[dict[str, float]] = {"ema_beta": 0.999}
 
     objective: ClassVar[str] = "classic"
     z_dim: int = setting(512, gt=0)  # latent size (Table 2: 512)

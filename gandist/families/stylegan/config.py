@@ -20,6 +20,9 @@ class StyleGANModel(NamedSection):
     R1 gamma 10, set in the loss section)."""
 
     grows: ClassVar[bool] = True  # G and D implement set_growth(resolution, alpha)
+    # G_ema with a half-life of 10k images: beta = 0.5 ** (batch / 10000) per step (official training_loop.py:
+    # G_smoothing_kimg 10)
+    paper_ema: ClassVar[dict[str, float]] = {"ema_kimg": 10.0}
 
     objective: ClassVar[str] = "classic"
     z_dim: int = setting(512, gt=0)  # latent z (Sec. 2: 512)
