@@ -207,6 +207,13 @@ class TrainConfig:
     d_steps: int = setting(
         1, gt=0
     )  # k discriminator steps per generator step (Goodfellow et al. Alg. 1); WGAN n_critic=5
+    # WGAN's critic warm-up (Arjovsky et al.'s main.py, not in the paper's Algorithm 1): d_steps_warmup D steps
+    # instead of d_steps on the first d_steps_warmup_first generator steps and on every d_steps_warmup_every-th
+    # one (WGAN: 100, 25 and 500; every 0 = only the first steps); 0 = no warm-up. A function of the generator
+    # step, so a resume continues the same schedule.
+    d_steps_warmup: int = setting(0, ge=0)
+    d_steps_warmup_first: int = setting(25, ge=0)
+    d_steps_warmup_every: int = setting(500, ge=0)
     micro_batch: int = setting(
         0, ge=0
     )  # 0: whole batches; else accumulate gradients over chunks of this size

@@ -65,8 +65,10 @@ def final_tensors(run: Path) -> dict[str, torch.Tensor]:
 CASES = {
     # DCGAN with batch norm in G and D (synchronised over ranks), non-saturating minimax loss
     "dcgan_minimax": ("quickstart", ["train.steps=3", "loss.name=minimax"]),
-    # WGAN: RMSprop, n_critic 5, weight clipping after every critic update
-    "wgan_clip": ("digits_wgan", ["train.steps=2", "data.resolution=16", "model.g_width=16", "model.d_width=16"]),
+    # WGAN: RMSprop, n_critic 5, weight clipping after every critic update; the critic warm-up (7 instead of the
+    # config's 100 D steps on both generator steps) draws the same real batches on every rank
+    "wgan_clip": ("digits_wgan", ["train.steps=2", "data.resolution=16", "model.g_width=16", "model.d_width=16",
+                                  "train.d_steps_warmup=7"]),
     # WGAN-GP with gradient accumulation: 2 micro-batches of 16 per rank (one all-reduce per optimizer step)
     # against one process with micro-batches of 32 (G's batch norm sees the same 32 samples)
     "wgangp_micro": ("digits_wgangp", ["train.steps=2", "data.resolution=16", "model.g_width=16",

@@ -31,6 +31,58 @@ def test_exactly_k_d_updates_per_g_update(tiny_cfg, tmp_path, k):
     assert [(p.name, p.repeat) for p in t.phases] == [("Dmain", k), ("Gmain", 1)]
 
 
+def _wgan_diters(gen_iterations: int, diters: int = 5) -> int:
+    """D steps per generator step in martinarjovsky/WassersteinGAN main.py, written out."""
+    if gen_iterations < 25 or gen_iterations % 500 == 0:
+        return 100
+    return diters
+
+
+def test_wgan_config_warms_the_critic_up_as_the_official_code(tmp_path):
+    from gandist.config import load_config
+
+    cfg = load_config("digits_wgan", ["data.resolution=8", "model.g_width=4", "model.d_width=4"])
+    assert (cfg.train.d_steps, cfg.train.d_steps_warmup) == (5, 100)
+    assert load_config("digits_wgangp").train.d_steps_warmup == 0  # Gulrajani et al.: a constant 5
+    d = _phase(Trainer(cfg, tmp_path, log_enabled=False), "Dmain")
+    for step in [*range(31), 499, 500, 501, 1000, 1001, 1500]:
+        assert d.repeats(step) == _wgan_diters(step), step
+
+
+# 4 D steps on generator steps 0, 1, 2 (the first three) and 4, 8 (every 4th), else 2: 28 in 9 steps
+WARMUP = ["train.d_steps=2", "train.d_steps_warmup=4", "train.d_steps_warmup_first=3",
+          "train.d_steps_warmup_every=4"]  # fmt: skip
+WARMUP_D = (4, 4, 4, 2, 4, 2, 2, 2, 4)
+
+
+def test_d_updates_per_g_update_follow_the_warmup(tiny_cfg, tmp_path):
+    t = Trainer(tiny_cfg("train.steps=9", *WARMUP), tmp_path, log_enabled=False)
+    log: list[str] = []
+    _count_steps(t.optimizers["D"], log, "D")
+    _count_steps(t.optimizers["G"], log, "G")
+    t.train(progress=False)
+    assert log == [x for k in WARMUP_D for x in ["D"] * k + ["G"]]
+    assert t.nimg == sum(WARMUP_D) * 8 and t.data.position == t.nimg  # every D step drew a batch of 8 reals
+
+
+@pytest.mark.parametrize("stop", [2, 4])  # inside the first steps; at an every-4th step
+def test_resume_inside_the_warmup_equals_uninterrupted_bit_for_bit(tiny_points_cfg, tmp_path, stop,
+                                                                   trainer_state):  # fmt: skip
+    from conftest import assert_same_state
+
+    wgan = ["loss.name=wgan", "loss.clip=0.05", "optim.name=rmsprop", "optim.lr_d=0.001", *WARMUP]
+    full = Trainer(tiny_points_cfg("train.steps=9", *wgan), tmp_path / "full")
+    full.train(progress=False)
+    Trainer(tiny_points_cfg(f"train.steps={stop}", *wgan), tmp_path / "part").train(progress=False)
+    resumed = Trainer(tiny_points_cfg("train.steps=9", *wgan), tmp_path / "part")
+    resumed.load(ckpt.latest_checkpoint(tmp_path / "part" / "checkpoints"))
+    assert resumed.step == stop
+    resumed.train(progress=False)
+    assert_same_state(trainer_state(full), trainer_state(resumed))
+    assert resumed.nimg == full.nimg == sum(WARMUP_D) * 16
+    assert resumed.data.position == full.data.position
+
+
 def test_d_parameters_untouched_by_g_step(tiny_cfg, tmp_path):
     t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
     D, G = t.nets["D"], t.nets["G"]

@@ -13,14 +13,14 @@ After all phases of a generator step it updates the EMA networks. The objective 
 networks' roles, its optimizers, its phases and their order, and keeps whatever extra state it needs
 (an image pool, a path-length mean, w_avg) for checkpoints. The loop knows no loss and no network by name.
 
-A phase runs on generator steps where `step % interval == 0`, `repeat` times in a row, with its loss
-multiplied by `gain`. Lazy regularisation (StyleGAN2, Sec. 3.1) is a phase `*reg` with interval N and
+A phase runs on generator steps where `step % interval == 0`, `repeat` times in a row (more on the steps
+of its `warmup`, if any), with its loss multiplied by `gain`. Lazy regularisation (StyleGAN2, Sec. 3.1) is a phase `*reg` with interval N and
 gain N whose optimizer uses lr * c and betas ** c with c = N / (N + 1); with N = 1 the penalty is part
 of the main phase (`*both`).
 
 | family | networks | phases per generator step, in order | extra state |
 |---|---|---|---|
-| classic (GAN, DCGAN, LSGAN, WGAN, WGAN-GP) | G, D | Dmain x k (Dboth x k when GP/R1 is paid every step), Dreg every N, Gmain | none |
+| classic (GAN, DCGAN, LSGAN, WGAN, WGAN-GP) | G, D | Dmain x k (Dboth x k when GP/R1 is paid every step; WGAN: x 100 on warm-up steps), Dreg every N, Gmain | none |
 | PGGAN | G, D | Dboth (WGAN-GP lambda 10 + drift), Gmain; fade-in alpha from the schedule | none |
 | StyleGAN | G (mapping, synthesis), D | the classic phases: Dmain, Dreg every 16 (R1), Gmain; G mixes styles and tracks w_avg in its own training-mode forward | w_avg (a buffer of G) |
 | semi-supervised GAN (`families/sgan/`) | G (optionally class-conditional), D (K logits + implicit fake, or K+1) | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (feature matching or non-saturating; + class cross-entropy for a conditional G); loss.mode=supervised: Dmain alone (the baseline) | none (the labelled-stream position lives in the data source's state) |
@@ -45,6 +45,27 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {}
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """More runs of a phase on some generator steps: `repeat` of them on the first `first` generator steps and
+    on every `every`-th one (0: only the first). WGAN's critic warm-up (Arjovsky et al.'s main.py:
+    `Diters = 100 if gen_iterations < 25 or gen_iterations % 500 == 0 else opt.Diters`)."""
+
+    repeat: int
+    first: int
+    every: int
+
+    def applies(self, step: int) -> bool:
+        return step < self.first or (self.every > 0 and step % self.every == 0)
+
+
+def d_steps_warmup(train: Any) -> Warmup | None:
+    """`train.d_steps_warmup` as the D phase's warm-up; None where it is off (0)."""
+    if not train.d_steps_warmup:
+        return None
+    return Warmup(train.d_steps_warmup, train.d_steps_warmup_first, train.d_steps_warmup_every)
+
+
+@dataclass(frozen=True)
 class Phase:
     name: str  # Dmain, Dreg, Dboth, Gmain, Greg, ...
     optimizer: str  # the optimizer that steps after the phase
@@ -53,6 +74,14 @@ class Phase:
     repeat: int = 1  # consecutive runs per generator step (k D steps per G step)
     gain: float = 1.0  # the loss is multiplied by this (lazy regularisation: the interval)
     reals: bool = True  # draws a batch of real data
+    warmup: Warmup | None = None  # more runs on some generator steps (WGAN's critic warm-up)
+
+    def repeats(self, step: int) -> int:
+        """Consecutive runs at the generator step that follows `step` completed ones: a function of the step
+        alone, so every rank runs (and draws real batches for) the same number and a resume continues it."""
+        if self.warmup is not None and self.warmup.applies(step):
+            return self.warmup.repeat
+        return self.repeat
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Each generator step (Goodfellow et al. 2014, Algorithm 1): k = train.d_steps D phases, each on a
 fresh batch of reals and of fakes G(z) drawn without gradients; then one G phase on fresh latents with
-D frozen. WGAN clips D's weights after every D update (Arjovsky et al. 2017, Algorithm 1 line 7);
+D frozen. WGAN clips D's weights after every D update (Arjovsky et al. 2017, Algorithm 1 line 7) and its
+code trains the critic 100 times on the first 25 generator steps and every 500th (train.d_steps_warmup);
 WGAN-GP adds lambda (||grad D(x_hat)|| - 1)^2 (Gulrajani et al. 2017, Algorithm 1); R1 adds
 gamma/2 E||grad D(x)||^2 on reals (Mescheder et al. 2018), R2 the same on fakes (R3GAN, Huang et al.
 2025); drift adds epsilon E[D(x)^2] (PGGAN A.1).
@@ -37,6 +38,7 @@ from gandist.objectives.base import (
     PhaseResult,
     at_least_fp32,
     backward,
+    d_steps_warmup,
     uncompiled,
 )
 from gandist.registry import register
@@ -68,7 +70,8 @@ class Classic(Objective):
 
     def phases(self) -> list[Phase]:
         k, n = self.cfg.train.d_steps, self.lc.reg_interval
-        d = [Phase("Dboth" if self.penalties and not self.lazy else "Dmain", "D", ("D",), repeat=k)]
+        d = [Phase("Dboth" if self.penalties and not self.lazy else "Dmain", "D", ("D",), repeat=k,
+                   warmup=d_steps_warmup(self.cfg.train))]  # fmt: skip
         if self.lazy:
             d.append(Phase("Dreg", "D", ("D",), interval=n, gain=float(n)))
         return d + [Phase("Gmain", "G", ("G",), reals=self.g_reads_reals)]

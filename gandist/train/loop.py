@@ -382,7 +382,7 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         for phase in self.phases:
             if self.step % phase.interval:
                 continue
-            for _ in range(phase.repeat):
+            for _ in range(phase.repeats(self.step)):
                 for k, v in self.run_phase(phase).items():
                     stats[k].append(v)
         self.strategy.sync_buffers(list(self.nets.values()))

@@ -35,6 +35,7 @@ from gandist.objectives.base import (
     PhaseResult,
     at_least_fp32,
     backward,
+    d_steps_warmup,
 )
 from gandist.registry import register
 from gandist.train.strategy import sum_over_ranks
@@ -111,7 +112,8 @@ class SemiSupervised(Objective):
         return {"G": OptimizerSpec(("G",), o.lr_g, role="G"), "D": OptimizerSpec(("D",), o.lr_d, role="D")}
 
     def phases(self) -> list[Phase]:
-        d = [Phase("Dmain", "D", ("D",), repeat=self.cfg.train.d_steps)]
+        tc = self.cfg.train
+        d = [Phase("Dmain", "D", ("D",), repeat=tc.d_steps, warmup=d_steps_warmup(tc))]
         if self.lc.mode == "supervised":
             return d
         # feature matching compares with the features of reals: the G phase draws a batch of its own
