@@ -187,6 +187,7 @@ def test_stylegan_d_blurs_by_default_and_keeps_its_parameters():
     cfg = load_config(None, ["model.name=stylegan", "data.name=procedural", "data.resolution=16",
                              "data.batch_size=8"]).model  # fmt: skip
     assert cfg.d_blur
+    assert all(load_config(n, ["data.path=."]).model.d_blur for n in ("stylegan_256", "stylegan_1024"))
     D = build_networks(cfg, (3, 16, 16), "images")["D"]
     assert all(block.blur is not None for block in D.blocks[1:])
     off = build_networks(load_config(None, ["model.name=stylegan", "data.name=procedural", "data.resolution=16",
