@@ -417,9 +417,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.list:
         return cmd_list_configs()
     from gandist.config import load_config
+    from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
     from gandist.train.runlock import RunLock
-    from gandist.train.strategy import strategy_from_config
 
     cfg = load_config(_config_path(args.config), args.overrides)
     if args.no_progress:
@@ -561,7 +561,7 @@ COMMANDS = {
 def _other_rank() -> bool:
     """True in a torchrun worker other than rank 0 (read through the one module that reads the launch)."""
     try:
-        from gandist.train.strategy import DistEnv
+        from gandist.strategies import DistEnv
 
         return DistEnv.from_environ().rank != 0
     except Exception:  # an inconsistent launch: say it everywhere

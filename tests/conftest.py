@@ -127,6 +127,15 @@ def stylegan_cfg():
 # Comparing runs
 
 
+def make_trainer(cfg, run_dir, **kwargs):
+    """A Trainer on the strategy the config asks for, built here as `gandist train` builds it: the test is
+    the entry point that starts the run."""
+    from gandist.strategies import strategy_from_config
+    from gandist.train.loop import Trainer
+
+    return Trainer(cfg, run_dir, strategy_from_config(cfg.train), **kwargs)
+
+
 def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
     """The largest ||a_k - b_k|| / ||a_k|| over the floating tensors k (weights, buffers, EMA), and its name;
     integer tensors must be equal. Per tensor and relative: Adam's first steps after a (re)start move a
@@ -170,12 +179,10 @@ def resume_mid_fade(cfg, tmp_path):
     checkpoint and trained to the end, against the same run trained in one go: bit for bit, optimizer
     states, the loop's stream and the counters included. Returns (uninterrupted, resumed) trainers."""
     from gandist.train import checkpoint as ckpt
-    from gandist.train.loop import Trainer
-
-    full = Trainer(cfg, tmp_path / "full")
+    full = make_trainer(cfg, tmp_path / "full")
     full.train(progress=False)
 
-    part = Trainer(cfg, tmp_path / "part")
+    part = make_trainer(cfg, tmp_path / "part")
     original = part.train_step
 
     def step_then_signal():
@@ -187,7 +194,7 @@ def resume_mid_fade(cfg, tmp_path):
     part.train_step = step_then_signal
     summary = part.train(progress=False)
     assert summary["interrupted"] == "SIGTERM"
-    resumed = Trainer(cfg, tmp_path / "part")
+    resumed = make_trainer(cfg, tmp_path / "part")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "part" / "checkpoints"))
     assert resumed.stage.phase == "fade" and 0 < resumed.stage.alpha < 1
     resumed.train(progress=False)
@@ -229,13 +236,12 @@ def ring_wgangp_600(tmp_path_factory):
     from types import SimpleNamespace
 
     from gandist.metrics import mode_coverage
-    from gandist.train.loop import Trainer
 
     cfg = load_config(
         "ring_wgangp", ["train.steps=600", "train.seed=0", "train.progress=false", *HEALTH_CADENCE]
     )
     run_dir = tmp_path_factory.mktemp("ring_wgangp_600")
-    t = Trainer(cfg, run_dir)
+    t = make_trainer(cfg, run_dir)
     with torch.no_grad():
         z = torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
         before = mode_coverage(t.sample_net()(z), "ring")

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.data.base import Batch
 from gandist.train import checkpoint as ckpt
@@ -22,7 +23,7 @@ def _phase(t: Trainer, name: str):
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_exactly_k_d_updates_per_g_update(tiny_cfg, tmp_path, k):
-    t = Trainer(tiny_cfg(f"train.d_steps={k}", "train.steps=4"), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(f"train.d_steps={k}", "train.steps=4"), tmp_path, log_enabled=False)
     log: list[str] = []
     _count_steps(t.optimizers["D"], log, "D")
     _count_steps(t.optimizers["G"], log, "G")
@@ -32,7 +33,7 @@ def test_exactly_k_d_updates_per_g_update(tiny_cfg, tmp_path, k):
 
 
 def test_d_parameters_untouched_by_g_step(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(), tmp_path, log_enabled=False)
     D, G = t.nets["D"], t.nets["G"]
     t.run_phase(_phase(t, "Dmain"))
     before = {n: p.detach().clone() for n, p in D.named_parameters()}
@@ -45,7 +46,7 @@ def test_d_parameters_untouched_by_g_step(tiny_cfg, tmp_path):
 
 
 def test_g_step_sends_no_gradient_into_d(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(), tmp_path, log_enabled=False)
     t.optimizers["D"].zero_grad(set_to_none=True)
     t.run_phase(_phase(t, "Gmain"))
     assert all(p.grad is None for p in t.nets["D"].parameters())
@@ -55,7 +56,7 @@ def test_wgan_clipping_holds_after_every_d_update(tiny_cfg, tmp_path):
     cfg = tiny_cfg(
         "loss.name=wgan", "loss.clip=0.01", "optim.name=rmsprop", "optim.lr_d=0.05", "train.d_steps=5"
     )
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
     seen = []
     D = t.nets["D"]
     original = t.run_phase
@@ -97,12 +98,12 @@ def _all_state(t: Trainer) -> dict:
 )
 def test_resume_at_half_equals_uninterrupted_bit_for_bit(tiny_cfg, tmp_path, extra):
     cfg = tiny_cfg("train.steps=8", "train.ckpt_every=4", *extra)
-    full = Trainer(cfg, tmp_path / "full")
+    full = make_trainer(cfg, tmp_path / "full")
     full.train(progress=False)
 
-    first = Trainer(tiny_cfg("train.steps=4", "train.ckpt_every=4", *extra), tmp_path / "half")
+    first = make_trainer(tiny_cfg("train.steps=4", "train.ckpt_every=4", *extra), tmp_path / "half")
     first.train(progress=False)
-    resumed = Trainer(cfg, tmp_path / "half")
+    resumed = make_trainer(cfg, tmp_path / "half")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert resumed.step == 4
     resumed.train(progress=False)
@@ -117,7 +118,7 @@ def test_resume_at_half_equals_uninterrupted_bit_for_bit(tiny_cfg, tmp_path, ext
 
 
 def test_sigint_saves_checkpoint_and_stops(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg("train.steps=100000", "train.ckpt_every=100000"), tmp_path)
+    t = make_trainer(tiny_cfg("train.steps=100000", "train.ckpt_every=100000"), tmp_path)
     original = t.train_step
 
     def step_then_interrupt():
@@ -136,7 +137,7 @@ def test_sigint_saves_checkpoint_and_stops(tiny_cfg, tmp_path):
 
 
 def test_nonfinite_loss_skips_the_update(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(), tmp_path, log_enabled=False)
     D, opt = t.nets["D"], t.optimizers["D"]
     real_batch = t.data.next_batch
     poisoned = lambda n: Batch(real_batch(n).x * float("nan"))
@@ -164,7 +165,7 @@ def test_nonfinite_loss_skips_the_update(tiny_cfg, tmp_path):
 
 
 def test_run_directory_contents(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path)
+    t = make_trainer(tiny_cfg(), tmp_path)
     t.train(progress=False)
     for name in (
         "config.yaml",

@@ -166,12 +166,13 @@ def run_one(spec: dict) -> dict:
     import torch
 
     from gandist.data.base import Batch
+    from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
 
     cfg = _config(spec["family"], spec["resolution"], spec["batch"], spec["mode"], spec["precision"],
                   spec["smoke"], spec["device"])  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg, Path(d), log_enabled=False)
+        t = Trainer(cfg, Path(d), strategy_from_config(cfg.train), log_enabled=False)
         cuda = t.device.type == "cuda"
         fixed = t.data.peek(spec["batch"]).to(t.device)
         t.data.next_batch = lambda n: Batch(fixed[:n])

@@ -68,7 +68,7 @@ def small_n_line(metrics: list[str], n: int) -> str | None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from gandist.train.strategy import build_strategy
+    from gandist.strategies import build_strategy
 
 
     # torchrun: joins the process group; every rank generates and extracts its share, rank 0 reports.
@@ -151,7 +151,7 @@ def _eval(args: argparse.Namespace, strategy):
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from gandist.train.strategy import build_strategy
+    from gandist.strategies import build_strategy
 
     with _sigterm_raises(), build_strategy("auto", "auto") as strategy:
         try:

@@ -225,7 +225,7 @@ def evaluate_sources(
     """Metrics of the samples of `fake` against `real` (a source, a statistics file, or None when no
     metric needs reals). `reference_stats`: where the reals' statistics are cached (read if present,
     written if not). Returns the values and how they were computed, on every rank."""
-    from gandist.train.strategy import Strategy
+    from gandist.strategies import Strategy
 
     strategy = strategy or Strategy(extractor.device)
     t0 = time.perf_counter()
@@ -326,7 +326,7 @@ def evaluate(
     the run's data (a style-based G with `noise_mode` noise, fresh per sample by default). `strategy` says
     where and on which rank (default: one process on `device`, or on the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device)."""
     from gandist.data import build_dataset
-    from gandist.train.strategy import Strategy
+    from gandist.strategies import Strategy
 
     if strategy is None:
         strategy = Strategy(torch.device(device) if device is not None else torch.device("cpu"))

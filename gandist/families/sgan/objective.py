@@ -37,7 +37,7 @@ from gandist.objectives.base import (
     backward,
 )
 from gandist.registry import register
-from gandist.train.strategy import sum_over_ranks
+from gandist.strategies import sum_over_ranks
 
 
 def with_fake_logit(logits: torch.Tensor, classes: int) -> torch.Tensor:
