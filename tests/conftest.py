@@ -14,11 +14,23 @@ import torch
 
 from gandist.config import load_config
 
+# The README's test command runs the suite in parallel processes (pytest-xdist, `-n auto`): each takes a
+# share of the cores for torch's own threads, so two workers on two cores do not oversubscribe them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Cached reference statistics and the digits classifier go to a per-session folder, not ~/.cache."""
-    os.environ["GANDIST_CACHE"] = str(tmp_path_factory.mktemp("gandist-cache"))
+    """Cached reference statistics and the digits classifier go to a folder of this test session, not
+    ~/.cache; the parallel workers of one session share it (its writes are atomic renames)."""
+    if _WORKERS > 1:  # every worker's base folder is a sibling under the session's
+        cache = tmp_path_factory.getbasetemp().parent / "gandist-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("gandist-cache")
+    os.environ["GANDIST_CACHE"] = str(cache)
     yield
 
 
@@ -256,3 +268,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("distributed") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _xdist_group(item) -> str | None:
+    """Under pytest-xdist (`--dist loadgroup`) the tests of one group run in one worker, one after another.
+    The SLURM clusters (their daemons, ports and network namespaces) never start side by side, and a run
+    trained once for a module or a session (a module- or session-scoped fixture of this suite) is trained
+    by one worker, for all the tests that read it, not once per worker."""
+    if item.module.__name__.startswith("test_slurm"):
+        return "slurm"
+    info = getattr(item, "_fixtureinfo", None)
+    group = None
+    for name, defs in (info.name2fixturedefs.items() if info else ()):
+        d = defs[-1]
+        ours = d.func.__module__ == "conftest" or d.func.__module__.startswith("test_")
+        if not ours or name.startswith("_"):
+            continue
+        if d.scope == "session":
+            return name
+        if d.scope == "module":
+            group = item.module.__name__
+    return group

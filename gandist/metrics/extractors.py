@@ -168,10 +168,13 @@ class DigitsExtractor(Extractor):
             print(f"[gandist] digits classifier trained in {time.perf_counter() - t0:.0f} s, held-out accuracy "
                   f"{self.accuracy:.3f}", file=sys.stderr, flush=True)  # fmt: skip
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            # written whole under a name of this process, then renamed: runs that train it side by side
+            # (parallel evaluations, test workers) never read or write a half-written file
+            tmp, tmp_meta = (p.with_name(f"{p.name}.{os.getpid()}.tmp") for p in (path, meta))
             save_file(net.state_dict(), str(tmp))
+            tmp_meta.write_text(json.dumps({"heldout_accuracy": self.accuracy, "version": DIGITS_VERSION}))
             tmp.replace(path)
-            meta.write_text(json.dumps({"heldout_accuracy": self.accuracy, "version": DIGITS_VERSION}))
+            tmp_meta.replace(meta)
             self.net = net
         self.net = self.net.eval().to(device)
         self.device = torch.device(device)
