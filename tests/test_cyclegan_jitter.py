@@ -133,6 +133,90 @@ def test_offsets_are_uniform_over_the_official_range_and_flips_a_fair_coin():
 
 
 # ---------------------------------------------------------------------------------------------------
+# DALI: the same windows
+
+
+def _cubic_clamped(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The float64 definition of DALI's INTERP_CUBIC when upsampling: Keys' cubic with a = -0.5 (PIL's BICUBIC
+    kernel), pixel centres aligned (source x = (i + 0.5) in / out - 0.5), taps past the edge repeat the edge
+    pixel, one pass per axis without rounding in between. uint8 [H, W, C] -> float [h, w, C]."""
+
+    def keys(t: float) -> float:
+        t, a = abs(t), -0.5
+        if t < 1:
+            return ((a + 2) * t - (a + 3)) * t * t + 1
+        return (((t - 5) * t + 8) * t - 4) * a if t < 2 else 0.0
+
+    def matrix(n_in: int, n_out: int) -> np.ndarray:
+        assert n_out >= n_in, "the definition here is for upsampling (no antialiasing)"
+        m = np.zeros((n_out, n_in))
+        for i in range(n_out):
+            x = (i + 0.5) * n_in / n_out - 0.5
+            for k in range(math.floor(x) - 1, math.floor(x) + 3):
+                m[i, min(max(k, 0), n_in - 1)] += keys(k - x)
+        return m
+
+    h, w = pixels.shape[:2]
+    out = np.einsum("yh,hwc,xw->yxc", matrix(h, size[1]), pixels.astype(np.float64), matrix(w, size[0]))
+    return np.clip(out, 0, 255)
+
+
+@pytest.mark.parametrize("mode", ["crop", "resize_and_crop", "scale_width_and_crop"])
+def test_dali_cuts_the_same_windows(tmp_path, mode):
+    """Stored 32x34 (A) and 34x32 (B) noise PNGs, 32 px crops: `crop` resizes nothing, so DALI must equal the
+    torch loader bit for bit; `resize_and_crop` (to 36x36) and `scale_width_and_crop` (A to 36x38, B to 36x33)
+    upsample both axes, where DALI's cubic is compared with the float64 definition of its filter cut at the
+    windows derived here: every output level is that value rounded down or up (|error| < 1 level: DALI's
+    float coefficient tables and one rounding; a window one pixel off misses by tens of levels on noise). Its
+    distance to the torch loader's PIL pixels is printed, not asserted: PIL rounds to 8 bits between its two
+    passes and renormalises the taps at the edges, DALI does neither (up to ~15 levels on noise)."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e '.[dali]')")
+    _noise_folders(tmp_path, {"trainA": (32, 34), "trainB": (34, 32)}, {"trainA": 3, "trainB": 4})
+    dali = _unpaired(tmp_path, f"data.preprocess={mode}", "data.loader=dali", batch=4)
+    torch_loader = _unpaired(tmp_path, f"data.preprocess={mode}", batch=4)
+    got = torch.cat([dali.next_batch(4).x for _ in range(3)])
+    want = torch.cat([torch_loader.next_batch(4).x for _ in range(3)])
+    if mode == "crop":
+        assert torch.equal(got, want)
+    for p in range(12):
+        domain = p % 2
+        path = dali.files[dali.indices(p, 1)[0]]
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        size = _official_size(mode, pixels.shape[1], pixels.shape[0], 36, 32)
+        left, top, flip = _draws(p, size, 32)
+        ref = _cut(
+            _cubic_clamped(pixels, size) if size != pixels.shape[1::-1] else pixels, left, top, 32, flip
+        )
+        levels = (got[p].double() - ref).abs() * 127.5
+        assert levels.max() < 1, f"position {p} (domain {domain}, {mode}): {levels.max():.3f} levels off"
+    gap = (got - want).abs() * 127.5
+    print(f"{mode}: DALI vs PIL pixels, max {gap.max():.0f} levels, mean {gap.mean():.3f}")
+    # off-pipeline reads (evaluation, pictures) are the torch loader's; and resume: a pipeline rebuilt from the
+    # state continues the same windows
+    resumed = _unpaired(tmp_path, f"data.preprocess={mode}", "data.loader=dali", batch=4)
+    resumed.load_state_dict(dali.state_dict())
+    assert torch.equal(resumed.next_batch(4).x, dali.next_batch(4).x)
+    assert torch.equal(dali.peek(6, position=2), torch_loader.peek(6, position=2))
+
+
+def test_dali_rank_shares_cut_the_windows_of_the_whole_batch(tmp_path):
+    """Two DALI pipelines (rank 0 and 1 of 2, 2 images each) against one torch loader's batches of 4: `crop`
+    resizes nothing, so the shares concatenate to the whole batch bit for bit, windows and flips included."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e '.[dali]')")
+    from gandist.data.dali import DaliUnpaired
+
+    _noise_folders(tmp_path, {"trainA": (40, 36), "trainB": (36, 44)}, {"trainA": 3, "trainB": 4})
+    cfg = load_config("cyclegan_256", [f"data.path={tmp_path}", "data.resolution=32", "data.batch_size=4",
+                                       "data.preprocess=crop", "data.loader=dali"]).data  # fmt: skip
+    ranks = [DaliUnpaired(cfg, SEED, rank=r, world=2) for r in range(2)]
+    whole = _unpaired(tmp_path, "data.preprocess=crop", batch=4)
+    for _ in range(3):
+        shares = torch.cat([r.next_batch(2).x for r in ranks])
+        assert torch.equal(shares, whole.next_batch(4).x)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Bad input: one line naming the fix
 
 
