@@ -185,7 +185,10 @@ def _tiny(*extra):
         "train.sample_every=3", "train.sample_n=6", "train.progress=false", *extra])  # fmt: skip
 
 
-@pytest.mark.parametrize("extra", [(), ("train.micro_batch=2",)])
+# the shapes config has no jitter; the third case turns the official one on (random resize-and-crop, flips)
+@pytest.mark.parametrize(
+    "extra", [(), ("train.micro_batch=2",), ("data.preprocess=resize_and_crop", "data.mirror=true")]
+)
 def test_cyclegan_resumes_bit_exactly_with_its_pools(tmp_path, extra, trainer_state):
     full = make_trainer(_tiny(*extra), tmp_path / "full")
     full.train(progress=False)
@@ -313,8 +316,9 @@ def test_unpaired_folders_through_dali_serve_the_torch_loaders_images(tmp_path):
         prepare(src, tmp_path / "d" / f"train{name}", Options(32), workers=1, progress=False)
 
     def make(loader):
+        # without the jitter: the same images in the same order (windows: tests/test_cyclegan_jitter.py)
         over = [f"data.path={tmp_path / 'd'}", "data.resolution=32", "data.batch_size=4", "data.mirror=true",
-                f"data.loader={loader}"]  # fmt: skip
+                f"data.loader={loader}", "data.preprocess=none"]  # fmt: skip
         return build_dataset(load_config("cyclegan_256", over).data, 2)
 
     d, t = make("dali"), make("torch")

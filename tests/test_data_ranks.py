@@ -49,8 +49,12 @@ CASES = {
                     "labelled_batch": 5},  # fmt: skip
     "procedural": {"resolution": 8, "mirror": True, "size": 5},
     "folder": {"resolution": 8, "mirror": True},
-    "unpaired": {"resolution": 8, "mirror": True},
-    "shapes": {"resolution": 8, "mirror": True, "count": 3},
+    # CycleGAN's jitter: every window and flip a function of the global position (8 -> 9 px resized, 4 or 8 px
+    # crops at moving offsets), and main's un-jittered load
+    "unpaired": {"resolution": 8, "mirror": True, "preprocess": "resize_and_crop"},
+    "unpaired_crop": {"name": "unpaired", "resolution": 4, "mirror": True, "preprocess": "crop"},
+    "unpaired_none": {"name": "unpaired", "resolution": 8, "mirror": True, "preprocess": "none"},
+    "shapes": {"resolution": 8, "mirror": True, "count": 3, "preprocess": "resize_and_crop", "load_size": 12},
     "stacked_digits": {"resolution": 16},
 }
 

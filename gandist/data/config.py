@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from gandist.config import Config, ConfigError, NamedSection, register_section, setting
+from gandist.config import Config, ConfigError, NamedSection, one_of, register_section, setting
 
 
 @dataclass
@@ -186,13 +186,37 @@ class FolderData(ImageData):
                 )
 
 
+# CycleGAN's jitter modes, the official `--preprocess` (gandist/data/jitter.py has what each does)
+PREPROCESS = ("resize_and_crop", "scale_width_and_crop", "crop", "none")
+# the official load_size 286 for crop_size 256 (pytorch-CycleGAN-and-pix2pix options/base_options.py):
+# data.load_size=0 resizes to resolution * 286 / 256, rounded (36 for 32 px, 143 for 128 px)
+LOAD_PER_CROP = (286, 256)
+
+
+def default_load_size(resolution: int) -> int:
+    """resolution * 286 / 256 rounded half up: 286 for 256 px, 36 for 32 px."""
+    num, den = LOAD_PER_CROP
+    return (resolution * num + den // 2) // den
+
+
 @dataclass
 class UnpairedSection(ImageData):
     """Two image domains A and B, unpaired: every batch interleaves A, B, A, B, ... (domain 0, 1, ...)."""
 
     domains: ClassVar[int] = 2
 
+    mirror: bool = True  # random horizontal flips: on, as the official code (no_flip false)
+    # the random resize-and-crop of the official code: resize to data.load_size, crop data.resolution
+    preprocess: str = "resize_and_crop"  # resize_and_crop, scale_width_and_crop, crop or none (no jitter)
+    load_size: int = setting(0, ge=0)  # the side resized to before the crop; 0 = resolution * 286 / 256
+
+    @property
+    def load(self) -> int:
+        """The load size in pixels: data.load_size, or 0 for `default_load_size(data.resolution)`."""
+        return self.load_size or default_load_size(self.resolution)
+
     def check(self, cfg: Config) -> None:
+        self._check_preprocess()
         if self.batch_size % 2:
             raise ConfigError(
                 f"data.batch_size={self.batch_size}: unpaired batches hold one image of each domain per pair; "
@@ -204,6 +228,22 @@ class UnpairedSection(ImageData):
         if self.resolution % 4:
             raise ConfigError(f"data.resolution={self.resolution}: CycleGAN's generators downsample twice; "
                               "use a multiple of 4")  # fmt: skip
+
+    def _check_preprocess(self) -> None:
+        mode = self.preprocess
+        if mode == "scale_width":
+            raise ConfigError("data.preprocess=scale_width keeps each image's aspect ratio (the official code "
+                              "trains one image at a time); batches here are square: use "
+                              "data.preprocess=scale_width_and_crop")  # fmt: skip
+        one_of("data.preprocess", mode, PREPROCESS)
+        if mode in ("crop", "none") and self.load_size:
+            raise ConfigError(f"data.load_size={self.load_size} is not used by data.preprocess={mode}; remove it "
+                              "or use data.preprocess=resize_and_crop")  # fmt: skip
+        if mode in ("resize_and_crop", "scale_width_and_crop") and self.load < self.resolution:
+            raise ConfigError(
+                f"data.load_size={self.load_size} is smaller than the {self.resolution} px crop (data.resolution); "
+                f"set data.load_size>={self.resolution}, or 0 for resolution * 286 / 256 = {default_load_size(self.resolution)}"
+            )
 
 
 @register_section("data", "unpaired")
