@@ -133,10 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--metrics", default="fid,kid", type=Names(),
                    help="comma list of fid,is,kid,pr,nn,modes,parzen; accuracy: the semi-supervised GAN's held-out "
                    "classifier accuracy (always reported for that family)")  # fmt: skip
-    e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=10000,
-                   help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
+    e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=50_000,
+                   help="generated samples (default 50,000, the published FIDs' protocol; fewer is faster and biases "
+                   "FID and KID upward); under torchrun write --num-samples, "
                    "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
-    e.add_argument("--n-real", type=EVAL_N, default=None, help="real samples (default: min(n, dataset size))")
+    e.add_argument("--n-real", type=EVAL_N, default=None, help="real samples (default: the whole real set up to --n; as many as --n of an endless synthetic source)")
     e.add_argument("--is-splits", dest="is_order", choices=["shuffled", "consecutive"], default="shuffled",
                    help="Inception Score's 10 splits: of the shuffled samples (torch-fidelity, seed 2020) or of "
                    "consecutive samples (improved-gan's inception_score.py)")  # fmt: skip

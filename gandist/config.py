@@ -294,7 +294,7 @@ class MetricsConfig:
     )  # evaluate G_ema every this many generator steps, and at the end (0 = never)
     names: str = "auto"  # comma list of fid,is,kid,pr,modes,classes,parzen; auto: modes,fid for 2-D data,
     # fid,is,kid,classes for digits, fid,modes for stacked digits, fid otherwise
-    n: int = setting(2000, ge=2)  # generated samples per evaluation
+    n: int = setting(50_000, ge=2)  # generated samples per evaluation (50,000: the published FIDs' protocol)
     extractor: str = setting("auto", choices=("auto", "inception", "digits", "points"))
     # extraction batch for evaluation; 0 = sized for the device (8 on CPU, 256 on CUDA). Results do not depend on it
     batch: int = setting(0, ge=0)

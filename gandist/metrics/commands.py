@@ -58,13 +58,23 @@ MEANINGFUL_N = {
 }
 
 
-def small_n_line(metrics: list[str], n: int) -> str | None:
-    """One line naming, for each requested metric, the sample count it needs when `n` is below it."""
+PROTOCOL_N = 50_000  # generated samples behind the published FIDs (Heusel et al. 2017, StyleGAN) and KIDs
+BIASED_BELOW_PROTOCOL = ("fid", "kid")
+
+
+def small_n_line(metrics: list[str], n: int, label: str = "eval --n") -> str | None:
+    """One line naming, for each requested metric, the sample count it needs when `n` is below it; or, for
+    FID and KID at a meaningful `n` below the papers' 50,000, that the value is biased upward."""
     short = [f"{m} >= {MEANINGFUL_N[m][0]} ({MEANINGFUL_N[m][1]})" for m in metrics if m in MEANINGFUL_N and n < MEANINGFUL_N[m][0]]  # fmt: skip
     if not short:
+        biased = [m for m in metrics if m in BIASED_BELOW_PROTOCOL]
+        if biased and n < PROTOCOL_N:
+            return (f"[gandist] {label} {n}: {' and '.join(m.upper() for m in biased)} at fewer than {PROTOCOL_N} "
+                    f"samples are biased upward against the published values (50,000 generated samples); "
+                    f"compare only values taken at the same --n")  # fmt: skip
         return None
     names = ", ".join(m.split()[0] for m in short)
-    return f"[gandist] eval --n {n}: too few samples for meaningful values of {names}: " + "; ".join(short)
+    return f"[gandist] {label} {n}: too few samples for meaningful values of {names}: " + "; ".join(short)
 
 
 def run_eval(args: argparse.Namespace) -> int:
