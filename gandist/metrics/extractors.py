@@ -120,8 +120,11 @@ DIGITS_VERSION = 1  # bump when the network or its training changes; the cache k
 
 
 @torch.enable_grad()  # callers may hold no_grad (the health monitor's probe)
-def train_digits_classifier(seed: int = 0, epochs: int = 30) -> tuple[DigitsNet, float]:
-    """Train on 1500 of scikit-learn's digits (16 px, [-1, 1]); returns the net and held-out accuracy."""
+def train_digits_classifier(seed: int = 0, epochs: int = 30, progress: bool = False) -> tuple[DigitsNet, float]:
+    """Train on 1500 of scikit-learn's digits (16 px, [-1, 1]); returns the net and held-out accuracy.
+    `progress`: a bar of the epochs on a terminal's stderr (none when stderr is a file or a pipe)."""
+    from tqdm import tqdm
+
     from gandist.data.digits import load_digits_tensor
 
     x, y = load_digits_tensor(16)
@@ -132,7 +135,9 @@ def train_digits_classifier(seed: int = 0, epochs: int = 30) -> tuple[DigitsNet,
         torch.manual_seed(seed)
         net = DigitsNet()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc="digits classifier", unit="epoch", file=sys.stderr, leave=False,
+               disable=None if progress else True)  # fmt: skip
+    for _ in bar:
         order = tr[torch.randperm(len(tr), generator=g)]
         for i in range(0, len(order), 64):
             b = order[i : i + 64]
@@ -164,7 +169,7 @@ class DigitsExtractor(Extractor):
             print(f"[gandist] training the digits classifier once (a minute or more on a CPU); it is cached "
                   f"at {path}", file=sys.stderr, flush=True)  # fmt: skip
             t0 = time.perf_counter()
-            net, self.accuracy = train_digits_classifier()
+            net, self.accuracy = train_digits_classifier(progress=True)
             print(f"[gandist] digits classifier trained in {time.perf_counter() - t0:.0f} s, held-out accuracy "
                   f"{self.accuracy:.3f}", file=sys.stderr, flush=True)  # fmt: skip
             path.parent.mkdir(parents=True, exist_ok=True)
