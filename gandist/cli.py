@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", type=Text(), help="checkpoint folder, run directory, or a folder of generated images"
     )
     e.add_argument("--metrics", default="fid,kid", type=Names(),
-                   help="comma list of fid,is,kid,pr,nn,modes,parzen; accuracy: the semi-supervised GAN's held-out "
-                   "classifier accuracy (always reported for that family)")  # fmt: skip
+                   help="comma list of fid,is,kid,pr,pr_inception,nn,modes,parzen (pr: precision and recall on VGG-16 "
+                   "fc2 for images, as Kynkaanniemi et al.; pr_inception: on Inception pool3); accuracy: the "
+                   "semi-supervised GAN's held-out classifier accuracy (always reported for that family)")  # fmt: skip
     e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=50_000,
                    help="generated samples (default 50,000, the published FIDs' protocol; fewer is faster and biases "
                    "FID and KID upward); under torchrun write --num-samples, "
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--inception", default=None, type=Text(), help="path to the TF-ported Inception-v3 weights file"
     )
+    e.add_argument("--vgg16", default=None, type=Text(),
+                   help="torchvision's vgg16-397923af.pth, the features of pr on images (else GANDIST_VGG16_WEIGHTS "
+                   "or the cache)")  # fmt: skip
     e.add_argument("--data", default=None, type=Text(), help="override the dataset folder (data.path) of the run; "
                    "with a folder of fakes: the folder of real images")  # fmt: skip
     e.add_argument(

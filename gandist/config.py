@@ -292,7 +292,7 @@ class MetricsConfig:
     every: int = setting(
         0, ge=0
     )  # evaluate G_ema every this many generator steps, and at the end (0 = never)
-    names: str = "auto"  # comma list of fid,is,kid,pr,modes,classes,parzen; auto: modes,fid for 2-D data,
+    names: str = "auto"  # comma list of fid,is,kid,pr,pr_inception,modes,classes,parzen; auto: modes,fid for 2-D data,
     # fid,is,kid,classes for digits, fid,modes for stacked digits, fid otherwise
     n: int = setting(50_000, ge=2)  # generated samples per evaluation (50,000: the published FIDs' protocol)
     extractor: str = setting("auto", choices=("auto", "inception", "digits", "points"))
@@ -301,6 +301,7 @@ class MetricsConfig:
     inception: str = (
         ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)
     )
+    vgg16: str = ""  # path to torchvision's vgg16-397923af.pth, for pr on images (else GANDIST_VGG16_WEIGHTS or the cache)
 
 
 @dataclass

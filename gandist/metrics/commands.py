@@ -55,6 +55,7 @@ MEANINGFUL_N = {
     "kid": (1000, "one subset of KID's size 1000, Binkowski et al. 2018"),
     "is": (5000, "10 splits of 500; Salimans et al. 2016 use 50000"),
     "pr": (1000, "k=3 neighbour radii are noise in small sets; Kynkaanniemi et al. 2019 use 50000"),
+    "pr_inception": (1000, "k=3 neighbour radii are noise in small sets; Kynkaanniemi et al. 2019 use 50000"),
 }
 
 
@@ -102,7 +103,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace, strategy):
-    from gandist.metrics.evaluate import evaluate, evaluate_sources, folder_stats_path
+    from gandist.metrics.evaluate import build_extractors, evaluate, evaluate_sources, folder_stats_path
     from gandist.metrics.extractors import build_extractor
     from gandist.metrics.sources import IMAGE_SUFFIXES, FolderSource
 
@@ -111,8 +112,9 @@ def _eval(args: argparse.Namespace, strategy):
     is_folder = path.is_dir() and not (path / "checkpoints").is_dir() and not path.name.isdigit() and any(
         p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*"))  # fmt: skip
     if is_folder:  # a folder of generated images against a folder of reals (--data) or statistics
-        ex = build_extractor(args.extractor if args.extractor != "auto" else "inception", "images", "",
-                             strategy.device, args.inception, args.extractor_impl)  # fmt: skip
+        # the extractor some requested metric reads (`--metrics pr` alone: VGG-16 only)
+        ex, build = build_extractors(metrics, args.extractor if args.extractor != "auto" else "inception", "images",
+                                     "", strategy.device, args.inception, args.extractor_impl, args.vgg16)  # fmt: skip
         fake = FolderSource(path, args.workers)  # every image of the folder
         real = FolderSource(args.data, args.workers, limit=args.n_real) if args.data else None
         ref = args.ref_stats or (folder_stats_path(real, ex) if real is not None else None)
@@ -121,7 +123,7 @@ def _eval(args: argparse.Namespace, strategy):
 
             real = StatsFile(args.ref_stats)
         res = evaluate_sources(fake, real, metrics, ex, strategy, args.batch or 0, None, path, ref,
-                               is_order=args.is_order)  # fmt: skip
+                               is_order=args.is_order, build=build)  # fmt: skip
         return {"fakes": str(path), **res}, args.out or path / "metrics.jsonl"
     from gandist.generate import load_generator
 
@@ -156,7 +158,7 @@ def _eval(args: argparse.Namespace, strategy):
     res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
                    extractor=extractor, inception=args.inception, out_dir=run_dir, data_path=args.data,
                    reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers,
-                   noise_mode=args.noise_mode, is_order=args.is_order)  # fmt: skip
+                   noise_mode=args.noise_mode, is_order=args.is_order, vgg16=args.vgg16)  # fmt: skip
     return {"checkpoint": str(gen.path), "step": gen.step, **extra, **res}, args.out or run_dir / "metrics.jsonl"
 
 
