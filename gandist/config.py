@@ -188,6 +188,9 @@ class OptimConfig:
     beta1: float = setting(0.5, ge=0, lt=1)  # DCGAN paper: 0.5 stabilises training
     beta2: float = setting(0.999, ge=0, lt=1)
     eps: float = setting(1e-8, gt=0)
+    # adam: step m / sqrt(v + eps) as Theano-era code (Salimans et al. 2016's nn.adam_updates) instead of
+    # PyTorch's m / (sqrt(v) + eps); the two differ where sqrt(v) is near sqrt(eps) = 1e-4
+    eps_inside_sqrt: bool = False
     momentum: float = setting(0.0, ge=0, lt=1)  # sgd only
     alpha: float = setting(0.99, ge=0, lt=1)  # rmsprop only: smoothing of the squared-gradient average
     decay: str = setting("none", choices=("none", "linear", "linear_half"))  # linear: both learning rates fall
@@ -742,6 +745,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} must be divisible by train.micro_batch={cfg.train.micro_batch}"
         )
+    if cfg.optim.eps_inside_sqrt and cfg.optim.name != "adam":
+        raise ConfigError(f"optim.eps_inside_sqrt is an Adam setting; optim.name={cfg.optim.name} has none: remove it")
     for name in ("data", "model", "loss"):  # a source's own rules first: they are the most basic
         getattr(cfg, name).check(cfg)
     cfg.schedule.check(cfg)

@@ -1,7 +1,7 @@
 """The `data` section of each data source: its keys, their ranges and its checks (torch-free).
 
-The sources live beside this file (`synthetic.py`, `digits.py`, `folder.py`, `dali.py`, `unpaired.py`) and
-register under the same names in `gandist.data.base.DATASETS`.
+The sources live beside this file (`synthetic.py`, `digits.py`, `mnist.py`, `folder.py`, `dali.py`,
+`unpaired.py`) and register under the same names in `gandist.data.base.DATASETS`.
 """
 
 from __future__ import annotations
@@ -56,23 +56,17 @@ class ImageData(DataSection):
     mirror: bool = False  # random horizontal flips
 
 
-@register_section("data", "digits")
 @dataclass
-class DigitsData(ImageData):
-    """scikit-learn's 1797 handwritten 8x8 digits, upsampled. For semi-supervised training a fixed share
-    is held out (never served) and only a labelled subset of the rest keeps its labels."""
+class LabelledData(ImageData):
+    """Labelled images (digits, MNIST) that semi-supervised training can keep only some labels of: the labels
+    of `labels_per_class` training images per class (chosen by train.seed) or of those a label file names, with
+    `labelled_batch` labelled images in front of every batch (gandist/data/labelled.py)."""
 
     classes: ClassVar[int] = 10
-    digit_channels: ClassVar[int] = 1
-    # class coverage beside FID (gandist/metrics/coverage.py)
-    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "is", "kid", "classes")
-    extractor: ClassVar[str] = "digits"  # the digit classifier's features (gandist.metrics.extractors)
 
-    # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
-    holdout: int = setting(0, ge=0)
     # keep the labels of this many training digits per class (chosen by train.seed), drop the others' (0 = all)
     labels_per_class: int = setting(0, ge=0)
-    # or name the labelled digits in a file: one 'index,class' line per digit (index into the 1797 digits)
+    # or name the labelled digits in a file: one 'index,class' line per digit
     label_file: str = ""
     # labelled digits at the front of every batch (drawn from the labelled subset); the rest are unlabelled (-1)
     labelled_batch: int = setting(0, ge=0)
@@ -82,12 +76,6 @@ class DigitsData(ImageData):
         return bool(self.labels_per_class or self.label_file)
 
     def check(self, cfg: Config) -> None:
-        if self.resolution not in (8, 16, 32, 64):
-            raise ConfigError(f"data.resolution={self.resolution}: digits are served at 8, 16, 32 or 64 px")
-        if self.channels not in (0, 1):
-            raise ConfigError(f"data.channels={self.channels}: digits are greyscale (use 0 or 1)")
-        if self.holdout >= 1797:
-            raise ConfigError(f"data.holdout={self.holdout} leaves no training digits; use at most 1796")
         if self.labels_per_class and self.label_file:
             raise ConfigError("data.labels_per_class and data.label_file both pick the labelled digits; set one")
         if self.semi_supervised and not 0 < self.labelled_batch < self.batch_size:
@@ -103,6 +91,65 @@ class DigitsData(ImageData):
             raise ConfigError(
                 f"data.label_file '{self.label_file}' does not exist; point it at a file of 'index,class' lines"
             )
+
+
+@register_section("data", "digits")
+@dataclass
+class DigitsData(LabelledData):
+    """scikit-learn's 1797 handwritten 8x8 digits, upsampled. For semi-supervised training a fixed share
+    is held out (never served) and only a labelled subset of the rest keeps its labels (a label file's
+    indices count in the 1797 digits)."""
+
+    digit_channels: ClassVar[int] = 1
+    # class coverage beside FID (gandist/metrics/coverage.py)
+    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "is", "kid", "classes")
+    extractor: ClassVar[str] = "digits"  # the digit classifier's features (gandist.metrics.extractors)
+
+    # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
+    holdout: int = setting(0, ge=0)
+
+    @property
+    def has_heldout(self) -> bool:
+        """Whether the source has held-out images to test a classifier on (`heldout()`)."""
+        return bool(self.holdout)
+
+    def check(self, cfg: Config) -> None:
+        if self.resolution not in (8, 16, 32, 64):
+            raise ConfigError(f"data.resolution={self.resolution}: digits are served at 8, 16, 32 or 64 px")
+        if self.channels not in (0, 1):
+            raise ConfigError(f"data.channels={self.channels}: digits are greyscale (use 0 or 1)")
+        if self.holdout >= 1797:
+            raise ConfigError(f"data.holdout={self.holdout} leaves no training digits; use at most 1796")
+        super().check(cfg)
+
+
+@register_section("data", "mnist")
+@dataclass
+class MnistData(LabelledData):
+    """MNIST (LeCun et al. 1998) read from data.path, never downloaded: the four IDX files as distributed
+    (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each
+    also as .gz), or train/ and test/ folders of images, each with a labels.csv of 'file,label' lines. Training
+    serves the 60,000 training digits; the 10,000 test digits are the held-out set (`heldout()`), never served
+    in training. Pixels v in 0..255 are served as 2 v / 255 - 1 in [-1, 1]; a label file's indices count in
+    the training digits."""
+
+    # the files' own size: MNIST's 28x28 (a set of another size, e.g. a 32 px IDX export, sets its own)
+    resolution: int = setting(28, ge=4)
+    path: str = ""  # the folder holding the IDX files (or train/ and test/ with labels.csv)
+
+    @property
+    def has_heldout(self) -> bool:
+        return True  # the test set (its absence is a DataError when it is read)
+
+    def check(self, cfg: Config) -> None:
+        if not self.path:
+            raise ConfigError(
+                "data.name=mnist needs data.path=<folder holding train-images-idx3-ubyte and its three sibling "
+                "files>; gandist never downloads MNIST"
+            )
+        if self.channels not in (0, 1):
+            raise ConfigError(f"data.channels={self.channels}: MNIST is greyscale (use 0 or 1)")
+        super().check(cfg)
 
 
 # The digits classifier reads 16 px digits (gandist/metrics/extractors.py): 32 px box-filters down to it

@@ -44,7 +44,7 @@ from gandist.config import Config, dump_config, flat_dict
 from gandist.data import build_dataset
 from gandist.data.base import Batch
 from gandist.errors import UserError
-from gandist.models import build_networks
+from gandist.models import build_networks, initialise_from_data
 from gandist.models.config import check_pack_per_rank
 from gandist.objectives.base import Phase, PhaseContext, backward_through, build_objective
 from gandist.rng import stream
@@ -144,6 +144,7 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.data = build_dataset(cfg.data, tc.seed, self.strategy)
         self.kind = self.data.kind
         nets = build_networks(cfg.model, self.data.shape, self.kind)
+        initialise_from_data(nets, self.data)  # weight normalisation's data-dependent init, where a network has one
         self.nets: dict[str, nn.Module] = {name: net.to(self.device) for name, net in nets.items()}
         wrapped = {name: self.strategy.wrap(net, name) for name, net in self.nets.items()}
         if (
@@ -383,7 +384,8 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.strategy.sync_buffers(list(self.nets.values()))
         for name, ema in self.ema.items():
             source = self.nets[self.objective.ema[name]]
-            ema.update(source, ema.beta(self.batch_size, self.nimg))
+            beta = self.objective.ema_decay.get(name)
+            ema.update(source, ema.beta(self.batch_size, self.nimg) if beta is None else beta)
         self.step += 1
         return stats
 
