@@ -16,9 +16,13 @@ from gandist.config import load_config
 
 # The README's test command runs the suite in parallel processes (pytest-xdist, `-n auto`): each takes a
 # share of the cores for torch's own threads, so two workers on two cores do not oversubscribe them.
+# The processes the tests start (gandist train, torchrun ranks, SLURM jobs) get the same thread count through
+# OMP_NUM_THREADS, so a run compared bit for bit with one in this process sums in the same order.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
 if _WORKERS > 1:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 
 @pytest.fixture(autouse=True, scope="session")
