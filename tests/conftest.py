@@ -14,7 +14,7 @@ import torch
 
 from gandist.config import load_config
 
-# The README's test command runs the suite in parallel processes (pytest-xdist, `-n auto`): each takes a
+# Under pytest-xdist (`-n auto`, the README's fast tier) the suite runs in parallel processes: each takes a
 # share of the cores for torch's own threads, so two workers on two cores do not oversubscribe them.
 # The processes the tests start (gandist train, torchrun ranks, SLURM jobs) get the same thread count through
 # OMP_NUM_THREADS, so a run compared bit for bit with one in this process sums in the same order.
