@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from gandist.config import load_config
+from gandist.metrics.sources import Source
 
 # Under pytest-xdist (`-n auto`, the README's fast tier) the suite runs in parallel processes: each takes a
 # share of the cores for torch's own threads, so two workers on two cores do not oversubscribe them.
@@ -141,6 +142,17 @@ def stylegan_cfg():
 
 # ---------------------------------------------------------------------------------------------------
 # Comparing runs
+
+
+class TensorSource(Source):
+    """Images held in memory as an evaluation source."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self.n, self.kind = x, len(x), "images"
+
+    def batches(self, start, stop, batch):
+        for a in range(start, stop, batch):
+            yield self.x[a : min(stop, a + batch)]
 
 
 def make_trainer(cfg, run_dir, **kwargs):

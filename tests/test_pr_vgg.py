@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TensorSource
 from PIL import Image
 
 from gandist.cli import main
 from gandist.metrics.entries import PR_K, feature_plan
 from gandist.metrics.evaluate import evaluate_sources
 from gandist.metrics.extractors import Extractor, ModuleExtractor
-from gandist.metrics.sources import Source
 from gandist.metrics.standin import calibration_images, make_standin_vgg16
 from gandist.metrics.vgg import VGG16Extractor
 
@@ -39,15 +39,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # to
 @pytest.fixture(scope="module")
 def vgg_weights(tmp_path_factory):
     return make_standin_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16-397923af.pth")
-
-
-class TensorSource(Source):
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x, self.n, self.kind = x, len(x), "images"
-
-    def batches(self, start, stop, batch):
-        for a in range(start, stop, batch):
-            yield self.x[a : min(stop, a + batch)]
 
 
 def area_matrix(n_in: int, n_out: int) -> torch.Tensor:
