@@ -35,7 +35,7 @@ setup(
         "torch-fidelity>=0.3",  # the TF-ported Inception-v3 architecture FID/IS are defined with
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5", "pytorch-fid>=0.3"],  # pytorch-fid: benchmarks/metrics
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "pytest-benchmark>=4", "ruff>=0.5", "pytorch-fid>=0.3"],  # pytorch-fid: benchmarks/metrics
         "dali": ["nvidia-dali-cuda130>=1.40"],  # matches torch 2.14's CUDA 13; CPU pipelines need no GPU
         "deepspeed": ["deepspeed>=0.15"],
     },

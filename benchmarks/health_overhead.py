@@ -33,6 +33,7 @@ def main() -> None:
 
     from gandist.config import flat_dict, load_config
     from gandist.rng import stream
+    from gandist.strategies import strategy_from_config
     from gandist.train.health import HealthMonitor
     from gandist.train.loop import Trainer
 
@@ -44,7 +45,7 @@ def main() -> None:
     total = 2 * args.blocks * args.block_steps + 50
     cfg = load_config("quickstart", [f"train.steps={total}", "train.progress=false"])
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg, Path(d), log_enabled=False)
+        t = Trainer(cfg, Path(d), strategy_from_config(cfg.train), log_enabled=False)
         n = cfg.health.diversity_n
         z = torch.randn(n, cfg.model.z_dim, generator=stream(cfg.train.seed, "health_probe")).to(t.device)
         monitor = HealthMonitor(

@@ -131,12 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", type=Text(), help="checkpoint folder, run directory, or a folder of generated images"
     )
     e.add_argument("--metrics", default="fid,kid", type=Names(),
-                   help="comma list of fid,is,kid,pr,nn,modes,parzen; accuracy: the semi-supervised GAN's held-out "
-                   "classifier accuracy (always reported for that family)")  # fmt: skip
-    e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=10000,
-                   help="generated samples (published FIDs use 50000); under torchrun write --num-samples, "
+                   help="comma list of fid,is,kid,pr,pr_inception,nn,modes,parzen (pr: precision and recall on VGG-16 "
+                   "fc2 for images, as Kynkaanniemi et al.; pr_inception: on Inception pool3); accuracy: the "
+                   "semi-supervised GAN's held-out classifier accuracy (always reported for that family)")  # fmt: skip
+    e.add_argument("--n", "--num-samples", dest="n", type=EVAL_N, default=50_000,
+                   help="generated samples (default 50,000, the published FIDs' protocol; fewer is faster and biases "
+                   "FID and KID upward); under torchrun write --num-samples, "
                    "torchrun itself claims --n as an abbreviation of its own options")  # fmt: skip
-    e.add_argument("--n-real", type=EVAL_N, default=None, help="real samples (default: min(n, dataset size))")
+    e.add_argument("--n-real", type=EVAL_N, default=None, help="real samples (default: the whole real set up to --n; as many as --n of an endless synthetic source)")
     e.add_argument("--is-splits", dest="is_order", choices=["shuffled", "consecutive"], default="shuffled",
                    help="Inception Score's 10 splits: of the shuffled samples (torch-fidelity, seed 2020) or of "
                    "consecutive samples (improved-gan's inception_score.py)")  # fmt: skip
@@ -148,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--inception", default=None, type=Text(), help="path to the TF-ported Inception-v3 weights file"
     )
+    e.add_argument("--vgg16", default=None, type=Text(),
+                   help="torchvision's vgg16-397923af.pth, the features of pr on images (else GANDIST_VGG16_WEIGHTS "
+                   "or the cache)")  # fmt: skip
     e.add_argument("--data", default=None, type=Text(), help="override the dataset folder (data.path) of the run; "
                    "with a folder of fakes: the folder of real images")  # fmt: skip
     e.add_argument(
@@ -417,9 +422,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.list:
         return cmd_list_configs()
     from gandist.config import load_config
+    from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
     from gandist.train.runlock import RunLock
-    from gandist.train.strategy import strategy_from_config
 
     cfg = load_config(_config_path(args.config), args.overrides)
     if args.no_progress:
@@ -561,7 +566,7 @@ COMMANDS = {
 def _other_rank() -> bool:
     """True in a torchrun worker other than rank 0 (read through the one module that reads the launch)."""
     try:
-        from gandist.train.strategy import DistEnv
+        from gandist.strategies import DistEnv
 
         return DistEnv.from_environ().rank != 0
     except Exception:  # an inconsistent launch: say it everywhere

@@ -191,6 +191,9 @@ class OptimConfig:
     beta1: float = setting(0.5, ge=0, lt=1)  # DCGAN paper: 0.5 stabilises training
     beta2: float = setting(0.999, ge=0, lt=1)
     eps: float = setting(1e-8, gt=0)
+    # adam: step m / sqrt(v + eps) as Theano-era code (Salimans et al. 2016's nn.adam_updates) instead of
+    # PyTorch's m / (sqrt(v) + eps); the two differ where sqrt(v) is near sqrt(eps) = 1e-4
+    eps_inside_sqrt: bool = False
     momentum: float = setting(0.0, ge=0, lt=1)  # sgd only
     alpha: float = setting(0.99, ge=0, lt=1)  # rmsprop only: smoothing of the squared-gradient average
     decay: str = setting("none", choices=("none", "linear", "linear_half"))  # linear: both learning rates fall
@@ -310,15 +313,16 @@ class MetricsConfig:
     every: int = setting(
         0, ge=0
     )  # evaluate G_ema every this many generator steps, and at the end (0 = never)
-    names: str = "auto"  # comma list of fid,is,kid,pr,modes,classes,parzen; auto: modes,fid for 2-D data,
+    names: str = "auto"  # comma list of fid,is,kid,pr,pr_inception,modes,classes,parzen; auto: modes,fid for 2-D data,
     # fid,is,kid,classes for digits, fid,modes for stacked digits, fid otherwise
-    n: int = setting(2000, ge=2)  # generated samples per evaluation
+    n: int = setting(50_000, ge=2)  # generated samples per evaluation (50,000: the published FIDs' protocol)
     extractor: str = setting("auto", choices=("auto", "inception", "digits", "points"))
     # extraction batch for evaluation; 0 = sized for the device (8 on CPU, 256 on CUDA). Results do not depend on it
     batch: int = setting(0, ge=0)
     inception: str = (
         ""  # path to the TF-ported Inception-v3 weights (else GANDIST_INCEPTION_WEIGHTS or the cache)
     )
+    vgg16: str = ""  # path to torchvision's vgg16-397923af.pth, for pr on images (else GANDIST_VGG16_WEIGHTS or the cache)
 
 
 @dataclass
@@ -771,6 +775,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} must be divisible by train.micro_batch={cfg.train.micro_batch}"
         )
+    if cfg.optim.eps_inside_sqrt and cfg.optim.name != "adam":
+        raise ConfigError(f"optim.eps_inside_sqrt is an Adam setting; optim.name={cfg.optim.name} has none: remove it")
     for name in ("data", "model", "loss"):  # a source's own rules first: they are the most basic
         getattr(cfg, name).check(cfg)
     cfg.schedule.check(cfg)

@@ -30,6 +30,7 @@ SALTS: dict[str, int] = {
     "path_length": 12,  # perceptual path length: each batch's latent pairs, t and noise seed (position = batch)
     "eval_noise": 13,  # a style-based G's per-pixel noise in evaluation samples, per generation piece
     "digit_triples": 14,  # stacked digits: the three digits drawn as R, G, B at each stream position
+    "crop_window": 15,  # CycleGAN's random crop: the window offsets of the image at each stream position
 }
 
 

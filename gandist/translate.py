@@ -1,8 +1,9 @@
 """`gandist translate CKPT --direction AtoB|BtoA IN OUT`: a CycleGAN generator on one image or a folder.
 
-Each input is read as training read it (`gandist.data.folder.load_image`: RGB or greyscale, centre-cropped
-to a square and resized to the run's resolution), translated, and written as PNG: OUT is a file for one
-input, a folder (mirroring IN's subfolders) for a folder of inputs.
+Each input is read as training reads it without the jitter (`gandist.data.folder.load_image`, as
+`data.preprocess: none`: RGB or greyscale, centre-cropped to a square and resized to the run's resolution; the
+official test script likewise resizes to the crop size and neither crops nor flips), translated, and written as
+PNG: OUT is a file for one input, a folder (mirroring IN's subfolders) for a folder of inputs.
 """
 
 from __future__ import annotations

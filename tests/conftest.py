@@ -13,12 +13,29 @@ import pytest
 import torch
 
 from gandist.config import load_config
+from gandist.metrics.sources import Source
+
+# Under pytest-xdist (`-n auto`, the README's fast tier) the suite runs in parallel processes: each takes a
+# share of the cores for torch's own threads, so two workers on two cores do not oversubscribe them.
+# The processes the tests start (gandist train, torchrun ranks, SLURM jobs) get the same thread count through
+# OMP_NUM_THREADS, so a run compared bit for bit with one in this process sums in the same order.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Cached reference statistics and the digits classifier go to a per-session folder, not ~/.cache."""
-    os.environ["GANDIST_CACHE"] = str(tmp_path_factory.mktemp("gandist-cache"))
+    """Cached reference statistics and the digits classifier go to a folder of this test session, not
+    ~/.cache; the parallel workers of one session share it (its writes are atomic renames)."""
+    if _WORKERS > 1:  # every worker's base folder is a sibling under the session's
+        cache = tmp_path_factory.getbasetemp().parent / "gandist-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("gandist-cache")
+    os.environ["GANDIST_CACHE"] = str(cache)
     yield
 
 
@@ -127,6 +144,26 @@ def stylegan_cfg():
 # Comparing runs
 
 
+class TensorSource(Source):
+    """Images held in memory as an evaluation source."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self.n, self.kind = x, len(x), "images"
+
+    def batches(self, start, stop, batch):
+        for a in range(start, stop, batch):
+            yield self.x[a : min(stop, a + batch)]
+
+
+def make_trainer(cfg, run_dir, **kwargs):
+    """A Trainer on the strategy the config asks for, built here as `gandist train` builds it: the test is
+    the entry point that starts the run."""
+    from gandist.strategies import strategy_from_config
+    from gandist.train.loop import Trainer
+
+    return Trainer(cfg, run_dir, strategy_from_config(cfg.train), **kwargs)
+
+
 def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
     """The largest ||a_k - b_k|| / ||a_k|| over the floating tensors k (weights, buffers, EMA), and its name;
     integer tensors must be equal. Per tensor and relative: Adam's first steps after a (re)start move a
@@ -170,12 +207,10 @@ def resume_mid_fade(cfg, tmp_path):
     checkpoint and trained to the end, against the same run trained in one go: bit for bit, optimizer
     states, the loop's stream and the counters included. Returns (uninterrupted, resumed) trainers."""
     from gandist.train import checkpoint as ckpt
-    from gandist.train.loop import Trainer
-
-    full = Trainer(cfg, tmp_path / "full")
+    full = make_trainer(cfg, tmp_path / "full")
     full.train(progress=False)
 
-    part = Trainer(cfg, tmp_path / "part")
+    part = make_trainer(cfg, tmp_path / "part")
     original = part.train_step
 
     def step_then_signal():
@@ -187,7 +222,7 @@ def resume_mid_fade(cfg, tmp_path):
     part.train_step = step_then_signal
     summary = part.train(progress=False)
     assert summary["interrupted"] == "SIGTERM"
-    resumed = Trainer(cfg, tmp_path / "part")
+    resumed = make_trainer(cfg, tmp_path / "part")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "part" / "checkpoints"))
     assert resumed.stage.phase == "fade" and 0 < resumed.stage.alpha < 1
     resumed.train(progress=False)
@@ -229,13 +264,12 @@ def ring_wgangp_600(tmp_path_factory):
     from types import SimpleNamespace
 
     from gandist.metrics import mode_coverage
-    from gandist.train.loop import Trainer
 
     cfg = load_config(
         "ring_wgangp", ["train.steps=600", "train.seed=0", "train.progress=false", *HEALTH_CADENCE]
     )
     run_dir = tmp_path_factory.mktemp("ring_wgangp_600")
-    t = Trainer(cfg, run_dir)
+    t = make_trainer(cfg, run_dir)
     with torch.no_grad():
         z = torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
         before = mode_coverage(t.sample_net()(z), "ring")
@@ -250,3 +284,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("distributed") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _xdist_group(item) -> str | None:
+    """Under pytest-xdist (`--dist loadgroup`) the tests of one group run in one worker, one after another.
+    The SLURM clusters (their daemons, ports and network namespaces) never start side by side, and a run
+    trained once for a module or a session (a module- or session-scoped fixture of this suite) is trained
+    by one worker, for all the tests that read it, not once per worker."""
+    if item.module.__name__.startswith("test_slurm"):
+        return "slurm"
+    info = getattr(item, "_fixtureinfo", None)
+    group = None
+    for name, defs in (info.name2fixturedefs.items() if info else ()):
+        d = defs[-1]
+        ours = d.func.__module__ == "conftest" or d.func.__module__.startswith("test_")
+        if not ours or name.startswith("_"):
+            continue
+        if d.scope == "session":
+            return name
+        if d.scope == "module":
+            group = item.module.__name__
+    return group

@@ -54,7 +54,7 @@ def test_section_and_value_confusion():
     [
         ("model.name=stylegan9", r"model.name='stylegan9' is not known.*valid: cyclegan, dcgan, mlp"),
         ("loss.name=wgan_gp", r"did you mean 'wgan-gp'"),
-        ("data.name=cifar", r"data.name='cifar'.*valid: digits, folder, grid, procedural, ring"),
+        ("data.name=cifar", r"data.name='cifar'.*valid: digits, folder, grid, mnist, procedural, ring"),
         ("data.batch_size=0", r"data.batch_size=0 must be positive"),
         ("data.resolution=20", r"data.resolution=20.*digits are served at"),
         ("train.ema_beta=1.0", r"ema_beta"),

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.config import HealthConfig, flat_dict, load_config
 from gandist.train.coverage_alarm import NAME, CoverageMonitor, health_monitor_class
@@ -75,7 +76,6 @@ def test_alarm_on_a_constant_generator_silent_on_the_data_and_cleared_on_recover
 
 @pytest.mark.slow
 def test_training_run_with_a_constant_generator_raises_the_alarm(tiny_cfg, tmp_path):
-    from gandist.train.loop import Trainer
 
     cfg = tiny_cfg(
         "data.resolution=16",
@@ -86,7 +86,7 @@ def test_training_run_with_a_constant_generator_raises_the_alarm(tiny_cfg, tmp_p
         "health.diversity_n=64",
         "train.steps=6",
     )
-    t = Trainer(cfg, tmp_path)
+    t = make_trainer(cfg, tmp_path)
     assert isinstance(t.health, CoverageMonitor)
     G = copy.deepcopy(t.sample_net())
     with torch.no_grad():  # the last layer's weights zeroed: every sample is the same image (its bias)

@@ -4,6 +4,7 @@ learning result on procedural shapes against the known paired answer."""
 
 import pytest
 import torch
+from conftest import make_trainer
 from torch import nn
 
 from gandist.cli import main
@@ -13,7 +14,6 @@ from gandist.data.unpaired import SCHEMES, paint, shapes_scene
 from gandist.errors import DataError
 from gandist.families.cyclegan.objective import ImagePool, generator_terms, lsgan_d_loss
 from gandist.train import checkpoint as ckpt
-from gandist.train.loop import Trainer
 
 # ---------------------------------------------------------------------------------------------------
 # The image pool (Shrivastava et al. 2017, as CycleGAN's official ImagePool)
@@ -185,15 +185,18 @@ def _tiny(*extra):
         "train.sample_every=3", "train.sample_n=6", "train.progress=false", *extra])  # fmt: skip
 
 
-@pytest.mark.parametrize("extra", [(), ("train.micro_batch=2",)])
+# the shapes config has no jitter; the third case turns the official one on (random resize-and-crop, flips)
+@pytest.mark.parametrize(
+    "extra", [(), ("train.micro_batch=2",), ("data.preprocess=resize_and_crop", "data.mirror=true")]
+)
 def test_cyclegan_resumes_bit_exactly_with_its_pools(tmp_path, extra, trainer_state):
-    full = Trainer(_tiny(*extra), tmp_path / "full")
+    full = make_trainer(_tiny(*extra), tmp_path / "full")
     full.train(progress=False)
-    half = Trainer(_tiny(*extra), tmp_path / "half")  # the same run stopped after 3 of its 6 steps (the
+    half = make_trainer(_tiny(*extra), tmp_path / "half")  # the same run stopped after 3 of its 6 steps (the
     for _ in range(3):  # learning-rate schedule depends on train.steps, so the config must not change)
         half.train_step()
     half.save()
-    resumed = Trainer(_tiny(*extra), tmp_path / "half")
+    resumed = make_trainer(_tiny(*extra), tmp_path / "half")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert len(resumed.objective.pools["pool_A"].images) == 3  # full after 3 steps of 2 fakes each
     assert torch.equal(resumed.objective.pools["pool_B"].generator.get_state(),
@@ -207,7 +210,7 @@ def test_cyclegan_resumes_bit_exactly_with_its_pools(tmp_path, extra, trainer_st
 
 
 def test_learning_rate_is_constant_then_decays_linearly_to_zero(tmp_path):
-    t = Trainer(_tiny("train.steps=8", "loss.pool=0"), tmp_path / "run", log_enabled=False)
+    t = make_trainer(_tiny("train.steps=8", "loss.pool=0"), tmp_path / "run", log_enabled=False)
     seen = []
     while not t.done():
         t.train_step()
@@ -220,7 +223,7 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero(tmp_path):
 
 
 def test_translate_one_file_and_a_folder_and_refuse_other_families(tmp_path, capsys, tiny_cfg):
-    t = Trainer(_tiny("train.steps=2"), tmp_path / "run")
+    t = make_trainer(_tiny("train.steps=2"), tmp_path / "run")
     t.train(progress=False)
     src = tmp_path / "in"
     a, _ = t.data.pairs(3)
@@ -244,7 +247,7 @@ def test_translate_one_file_and_a_folder_and_refuse_other_families(tmp_path, cap
     got = load_image(tmp_path / "o.png", 32, 3).float() / 127.5 - 1
     assert (got - want).abs().max() <= 1 / 127.5 + 1e-6  # uint8 rounding only
     # another family's checkpoint: one line naming the fix; generate on a CycleGAN: one line naming translate
-    other = Trainer(tiny_cfg("train.steps=1"), tmp_path / "dcgan")
+    other = make_trainer(tiny_cfg("train.steps=1"), tmp_path / "dcgan")
     other.train(progress=False)
     capsys.readouterr()
     assert (
@@ -272,7 +275,7 @@ def test_a_to_b_changes_the_colours_and_keeps_the_shapes(tmp_path):
     0%). At 2000 steps the result hung on the thread count (2 threads: 86.6% and 28.0%). Margins: errors
     below 0.15 and 0.12, pixel agreement above 0.93 overall and 0.65 on the shapes."""
     cfg = load_config("cyclegan_shapes", ["train.progress=false"])
-    t = Trainer(cfg, tmp_path / "run", log_enabled=False)
+    t = make_trainer(cfg, tmp_path / "run", log_enabled=False)
     t.train(progress=False)
     a, b = t.data.pairs(64)
     G_AB, G_BA = t.nets["G_AB"].eval(), t.nets["G_BA"].eval()
@@ -313,8 +316,9 @@ def test_unpaired_folders_through_dali_serve_the_torch_loaders_images(tmp_path):
         prepare(src, tmp_path / "d" / f"train{name}", Options(32), workers=1, progress=False)
 
     def make(loader):
+        # without the jitter: the same images in the same order (windows: tests/test_cyclegan_jitter.py)
         over = [f"data.path={tmp_path / 'd'}", "data.resolution=32", "data.batch_size=4", "data.mirror=true",
-                f"data.loader={loader}"]  # fmt: skip
+                f"data.loader={loader}", "data.preprocess=none"]  # fmt: skip
         return build_dataset(load_config("cyclegan_256", over).data, 2)
 
     d, t = make("dali"), make("torch")

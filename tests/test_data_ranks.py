@@ -9,6 +9,8 @@ many ranks as wrote it; tests/test_dali.py covers it.)
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 import torch
 from PIL import Image
@@ -31,12 +33,23 @@ def _folder(root, count: int, salt: int) -> str:
     return str(root)
 
 
+def _idx(root, count: int, salt: int) -> str:
+    """MNIST's IDX pair of 8x8 training digits (labels i % 10, so every class is there)."""
+    root.mkdir(parents=True)
+    g = torch.Generator().manual_seed(salt)
+    pixels = torch.randint(0, 256, (count, 8, 8), generator=g, dtype=torch.uint8).numpy().tobytes()
+    (root / "train-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, count, 8, 8) + pixels)
+    (root / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, count) + bytes(i % 10 for i in range(count)))
+    return str(root)
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("data_ranks")
     _folder(root / "unpaired" / "trainA", 5, 1)
     _folder(root / "unpaired" / "trainB", 7, 2)
-    return {"folder": _folder(root / "folder", 6, 3), "unpaired": str(root / "unpaired")}
+    return {"folder": _folder(root / "folder", 6, 3), "unpaired": str(root / "unpaired"),
+            "mnist": _idx(root / "mnist", 13, 4)}  # fmt: skip
 
 
 # each registered source with its flips on (where it has them) and odd dataset sizes, so the epochs wrap
@@ -49,9 +62,16 @@ CASES = {
                     "labelled_batch": 5},  # fmt: skip
     "procedural": {"resolution": 8, "mirror": True, "size": 5},
     "folder": {"resolution": 8, "mirror": True},
-    "unpaired": {"resolution": 8, "mirror": True},
-    "shapes": {"resolution": 8, "mirror": True, "count": 3},
+    # CycleGAN's jitter: every window and flip a function of the global position (8 -> 9 px resized, 4 or 8 px
+    # crops at moving offsets), and main's un-jittered load
+    "unpaired": {"resolution": 8, "mirror": True, "preprocess": "resize_and_crop"},
+    "unpaired_crop": {"name": "unpaired", "resolution": 4, "mirror": True, "preprocess": "crop"},
+    "unpaired_none": {"name": "unpaired", "resolution": 8, "mirror": True, "preprocess": "none"},
+    "shapes": {"resolution": 8, "mirror": True, "count": 3, "preprocess": "resize_and_crop", "load_size": 12},
     "stacked_digits": {"resolution": 16},
+    # MNIST's reader on 13 generated 8x8 IDX digits, every one labelled or semi-supervised as digits
+    "mnist": {"resolution": 8, "mirror": True},
+    "mnist_semi": {"name": "mnist", "resolution": 8, "mirror": True, "labels_per_class": 1, "labelled_batch": 5},
 }
 
 
@@ -97,7 +117,7 @@ def test_rank_shares_concatenate_to_the_one_process_batch(case, folders):
                      f"{case} micro-batches {step}")  # fmt: skip
         states = [r.state_dict() for r in (one, *ranks, *micro)]
         assert all(s == states[0] for s in states), f"{case}: the position is not global: {states}"
-    if case == "digits_semi":  # the labelled front really straddles the shares: 4 on rank 0, 1 on rank 1
+    if case in ("digits_semi", "mnist_semi"):  # the labelled front really straddles the shares: 4 on rank 0, 1 on rank 1
         assert whole.labels[:5].ge(0).all() and whole.labels[5:].eq(-1).all()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.train.checkpoint import load_checkpoint
 
@@ -175,7 +176,7 @@ def test_check_world_size_names_the_fix():
 
 
 def test_nccl_without_gpus_and_missing_rendezvous_are_one_line(monkeypatch):
-    from gandist.train.strategy import DistEnv, StrategyError, build_strategy
+    from gandist.strategies import DistEnv, StrategyError, build_strategy
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: NCCL is available")
@@ -193,11 +194,10 @@ def test_updates_skipped_in_a_row_stop_the_run(tmp_path):
     from gandist.config import load_config
     from gandist.errors import DivergedError
     from gandist.objectives.base import PhaseResult
-    from gandist.train.loop import Trainer
 
     cfg = load_config("quickstart", ["train.steps=50", "train.log_every=1", "train.skip_limit=6",
                                      "health.enabled=false", "train.ckpt_every=1000"])  # fmt: skip
-    trainer = Trainer(cfg, tmp_path / "run", log_enabled=False)
+    trainer = make_trainer(cfg, tmp_path / "run", log_enabled=False)
     params = lambda: {f"{n}.{k}": v.detach().clone() for n, net in trainer.nets.items()  # noqa: E731
                       for k, v in net.named_parameters()}  # fmt: skip
     before = params()
@@ -277,10 +277,9 @@ def test_sigusr2_before_the_first_log_record_saves_and_reports(tmp_path):
     import signal
 
     from gandist.config import load_config
-    from gandist.train.loop import Trainer
 
     cfg = load_config("quickstart", ["train.steps=50", "train.log_every=1000", "health.enabled=false"])
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = make_trainer(cfg, tmp_path / "run")
     step = trainer.train_step
 
     def signalled_step():

@@ -148,11 +148,12 @@ import sys, torch
 from pathlib import Path
 from gandist.config import load_config
 from gandist.objectives.base import PhaseResult
+from gandist.strategies import strategy_from_config
 from gandist.train.loop import Trainer
 out, sets = sys.argv[1], sys.argv[2:]
 cfg = load_config("quickstart", ["health.enabled=false", "train.skip_limit=0", "loss.r1_gamma=1.0",
                                  "model.d_norm=layer", "train.micro_batch=32", *sets])
-t = Trainer(cfg, Path(out) / "run", log_enabled=False)
+t = Trainer(cfg, Path(out) / "run", strategy_from_config(cfg.train), log_enabled=False)
 weights = lambda: {f"{n}.{k}": v.detach().clone() for n, net in t.nets.items() for k, v in net.named_parameters()}
 t.train_step()
 before, real = weights(), t.objective.accumulate
@@ -209,7 +210,7 @@ def _cfg(*sets: str):
 
 
 def _build(raw: dict, *sets: str, world: int = 2) -> dict:
-    from gandist.train.deepspeed import build_ds_config
+    from gandist.strategies.deepspeed import build_ds_config
 
     return build_ds_config({"gradient_clipping": 0.0, **raw}, "x.json", _cfg(*sets), world)
 
@@ -251,7 +252,7 @@ def test_contradictions_name_the_fix(raw, sets, message):
 
 def test_gradient_clipping_must_be_explicit_and_names_resolve():
     from gandist.errors import UserError
-    from gandist.train.deepspeed import build_ds_config, resolve_json
+    from gandist.strategies.deepspeed import build_ds_config, resolve_json
 
     with pytest.raises(UserError, match=r"does not set gradient_clipping; set it explicitly \(0.0 = off"):
         build_ds_config({}, "x.json", _cfg(), 2)
@@ -264,7 +265,7 @@ def test_gradient_clipping_must_be_explicit_and_names_resolve():
 
 
 def test_zero_buckets_fit_the_engine_unless_the_json_sets_them():
-    from gandist.train.deepspeed import DS_BUCKET, _fit_buckets
+    from gandist.strategies.deepspeed import DS_BUCKET, _fit_buckets
 
     def zero(stage: int, n: int, **set_in_json) -> dict:
         return _fit_buckets({"zero_optimization": {"stage": stage, **set_in_json}}, n)["zero_optimization"]

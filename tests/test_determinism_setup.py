@@ -4,9 +4,9 @@ resume itself is pinned by the resume tests)."""
 import pytest
 import torch
 import torch.utils.deterministic
+from conftest import make_trainer
 
 from gandist.train.determinism import set_deterministic
-from gandist.train.loop import Trainer
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def _restore_fill():
 def test_trainer_switches_determinism_on_without_the_fill(tiny_cfg, tmp_path, _restore_fill):
     torch.use_deterministic_algorithms(False)
     torch.utils.deterministic.fill_uninitialized_memory = True
-    Trainer(tiny_cfg("train.deterministic=true"), tmp_path / "run", log_enabled=False)
+    make_trainer(tiny_cfg("train.deterministic=true"), tmp_path / "run", log_enabled=False)
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.utils.deterministic.fill_uninitialized_memory
     # and the fill is really off: with it on, torch.empty under deterministic mode is all NaN

@@ -5,13 +5,12 @@ metrics and `gandist generate` are G's own."""
 
 import pytest
 import torch
-from conftest import assert_same_state
+from conftest import assert_same_state, make_trainer
 from torch import nn
 
 from gandist.config import ConfigError, load_config
 from gandist.train import checkpoint as ckpt
 from gandist.train.ema import EMA
-from gandist.train.loop import Trainer
 
 
 @pytest.mark.parametrize("batch", [3, 16, 64, 512])
@@ -34,7 +33,7 @@ def test_the_loop_updates_g_ema_with_the_papers_beta_when_the_batch_changes(spel
     """A tiny PGGAN whose batch goes 8 -> 4 at the 8 px fade: every update uses the per-step beta as given, or
     the half-life's beta of that step's batch."""
     cfg = pggan_cfg("train.ema_kimg=null", spelling)
-    t = Trainer(cfg, "unused", log_enabled=False)
+    t = make_trainer(cfg, "unused", log_enabled=False)
     used = []
     monkeypatch.setattr(EMA, "update", lambda self, model, beta: used.append((t.batch_size, beta)))
     for _ in range(8):
@@ -81,7 +80,7 @@ def test_a_classic_run_keeps_no_shadow_and_samples_g_itself(tiny_cfg, tmp_path, 
     from gandist.generate import load_generator
 
     cfg = tiny_cfg("train.steps=4", "train.sample_every=1")
-    t = Trainer(cfg, tmp_path / "run")
+    t = make_trainer(cfg, tmp_path / "run")
     t.train(progress=False)
     assert t.ema == {} and not cfg.train.keeps_ema
     G, z = t.nets["G"], torch.randn(5, cfg.model.z_dim)
@@ -95,7 +94,7 @@ def test_a_classic_run_keeps_no_shadow_and_samples_g_itself(tiny_cfg, tmp_path, 
     with torch.no_grad():  # `generate` asks for G_ema and gets G
         torch.testing.assert_close(load_generator(tmp_path / "run")(z), ref, rtol=0, atol=0)
     assert (tmp_path / "run" / "samples" / "step_0000003.png").is_file()  # pictures of G after every step
-    quiet = Trainer(cfg, tmp_path / "quiet", log_enabled=False)  # none: G never left training mode
+    quiet = make_trainer(cfg, tmp_path / "quiet", log_enabled=False)  # none: G never left training mode
     quiet.train(progress=False)
     assert_same_state(trainer_state(t), trainer_state(quiet))
 
@@ -103,9 +102,9 @@ def test_a_classic_run_keeps_no_shadow_and_samples_g_itself(tiny_cfg, tmp_path, 
 def test_a_checkpoint_with_g_ema_resumes_into_a_run_without_one(tiny_cfg, tmp_path):
     """A classic run written with G_ema (the shipped configs' ema_beta before they kept none) continues under a
     config without it: its G, D, optimizers and stream load, the old G_ema is left aside."""
-    before = Trainer(tiny_cfg("train.steps=3", "train.ema_beta=0.99"), tmp_path / "old")
+    before = make_trainer(tiny_cfg("train.steps=3", "train.ema_beta=0.99"), tmp_path / "old")
     before.train(progress=False)
-    after = Trainer(tiny_cfg("train.steps=6"), tmp_path / "old")
+    after = make_trainer(tiny_cfg("train.steps=6"), tmp_path / "old")
     after.load(ckpt.latest_checkpoint(tmp_path / "old" / "checkpoints"))
     assert after.step == 3 and after.ema == {}
     for k, v in before.nets["G"].state_dict().items():

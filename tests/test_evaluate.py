@@ -168,7 +168,7 @@ def _worker(rank, world, port, run_dir, out, log_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from gandist.generate import load_generator
     from gandist.metrics.evaluate import evaluate
-    from gandist.train.strategy import DistEnv, build_strategy
+    from gandist.strategies import DistEnv, build_strategy
 
     with build_strategy("auto", "cpu", DistEnv(rank, world, rank)) as strategy:  # destroys the group on exit
         gen = load_generator(run_dir)

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist import families
 from gandist.config import SECTIONS, ConfigError, dump_config, load_config
@@ -144,15 +145,15 @@ def test_family_from_a_folder_trains_checkpoints_and_resumes_bit_exactly(tiny_fa
     cfg = tiny_family("loss.real=0.9")
     assert cfg.loss.real == 0.9 and "tinymlp" in dump_config(cfg)
 
-    full = Trainer(cfg, tmp_path / "full")
+    full = make_trainer(cfg, tmp_path / "full")
     g_before = [p.detach().clone() for p in full.nets["G"].parameters()]
     full.train(progress=False)
     assert int(full.objective.d_steps) == 6
     assert any(not torch.equal(a, b) for a, b in zip(g_before, full.nets["G"].parameters())), "G did not train"
 
-    half = Trainer(tiny_family("loss.real=0.9", "train.steps=3"), tmp_path / "half")
+    half = make_trainer(tiny_family("loss.real=0.9", "train.steps=3"), tmp_path / "half")
     half.train(progress=False)
-    resumed = Trainer(cfg, tmp_path / "half")
+    resumed = make_trainer(cfg, tmp_path / "half")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert int(resumed.objective.d_steps) == 3
     resumed.train(progress=False)

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from conftest import make_trainer
 
 import gandist.train.coverage_alarm  # noqa: F401  (registers coverage_collapse: every diagnosis is covered, in any order)
 from gandist.config import Config, HealthConfig, flat_dict, load_config
@@ -19,7 +20,6 @@ from gandist.train.health import (
     oscillation_score,
     pairwise_stats,
 )
-from gandist.train.loop import Trainer
 
 
 def _events(run_dir):
@@ -396,7 +396,7 @@ def test_minimax_with_overpowered_discriminator_is_diagnosed_vanishing(tmp_path)
             *HEALTH,
         ],
     )
-    t = Trainer(cfg, tmp_path)
+    t = make_trainer(cfg, tmp_path)
     t.train(progress=False)
     events = _events(tmp_path)
     assert ("vanishing_gradients", "start") in [(n, s) for n, s, _ in events], events
@@ -414,7 +414,7 @@ def test_single_point_generator_is_mode_collapse_and_clears(tmp_path):
     cfg = load_config(
         "ring_wgangp", ["train.steps=600", "train.ema_beta=0.0", "train.progress=false", *HEALTH]
     )
-    t = Trainer(cfg, tmp_path)
+    t = make_trainer(cfg, tmp_path)
     t.train_step()  # Adam state exists; now pin G to one point
     last = [m for m in t.nets["G"].modules() if isinstance(m, torch.nn.Linear)][-1]
     saved = {k: v.clone() for k, v in t.nets["G"].state_dict().items()}
@@ -455,7 +455,7 @@ def test_injected_nan_is_diagnosed_then_clears(tmp_path):
             "health.warmup=1000",
         ],
     )
-    t = Trainer(cfg, tmp_path)
+    t = make_trainer(cfg, tmp_path)
     clean = t.data.next_batch
 
     def poisoned(n):

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.config import load_config
 from gandist.metrics import mode_coverage
-from gandist.train.loop import Trainer
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_mixture_latent_removes_the_bridges_between_ring_modes(tmp_path):
     scores = {}
     for name in ("ring_wgangp", "ring_wgangp_mix"):
         cfg = load_config(name, ["train.steps=1000", "train.seed=0", "train.progress=false"])
-        t = Trainer(cfg, tmp_path / name, log_enabled=False)
+        t = make_trainer(cfg, tmp_path / name, log_enabled=False)
         t.train(progress=False)
         with torch.no_grad():
             z = torch.randn(2500, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
@@ -41,7 +41,7 @@ def test_dcgan_digits_fools_a_fixed_discriminator_less_over_time(tmp_path):
     # The mean D(G(z)) of a DCGAN moves away from 0 as D learns, and G's samples move toward the data:
     # the pixel mean of samples approaches the data's pixel mean (a sanity check that G learns at all).
     cfg = load_config("quickstart", ["train.steps=300", "train.progress=false"])
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
     data_mean = t.data.peek(1797).mean().item()
     z = torch.randn(256, cfg.model.z_dim, generator=torch.Generator().manual_seed(1))
     start = abs(t.nets["G"].eval()(z).mean().item() - data_mean)
@@ -62,7 +62,7 @@ def test_pggan_cpu_improves_its_digits_fid_during_the_32px_phase(tmp_path):
 
     cfg = load_config("pggan_cpu", ["train.seed=0", "schedule.stable_kimg=4", "schedule.fade_kimg=4",
                                     "train.kimg=30", "train.progress=false", "health.enabled=false"])  # fmt: skip
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
 
     def fid():
         r = evaluate(t.sample_net(), cfg, "images", ["fid"], n=1000, seed=7, extractor="digits",

@@ -3,10 +3,10 @@ held when it wrote it, an EMA network built as the one it averages; a wrong name
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.errors import UserError
 from gandist.load import load_network
-from gandist.train.loop import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def run(tmp_path_factory):
         "name=tiny", "model.name=mlp", "model.z_dim=4", "model.g_width=8", "model.d_width=8", "data.name=ring",
         "data.batch_size=8", "train.steps=2", "train.ckpt_every=2", "train.sample_every=100", "train.log_every=2",
         "train.progress=false", "health.enabled=false", "train.ema_kimg=0.01"])  # fmt: skip
-    t = Trainer(cfg, tmp_path_factory.mktemp("run"))
+    t = make_trainer(cfg, tmp_path_factory.mktemp("run"))
     t.train(progress=False)
     return t
 

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.data.base import Batch
 from gandist.train import checkpoint as ckpt
@@ -22,7 +23,7 @@ def _phase(t: Trainer, name: str):
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_exactly_k_d_updates_per_g_update(tiny_cfg, tmp_path, k):
-    t = Trainer(tiny_cfg(f"train.d_steps={k}", "train.steps=4"), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(f"train.d_steps={k}", "train.steps=4"), tmp_path, log_enabled=False)
     log: list[str] = []
     _count_steps(t.optimizers["D"], log, "D")
     _count_steps(t.optimizers["G"], log, "G")
@@ -44,7 +45,7 @@ def test_wgan_config_warms_the_critic_up_as_the_official_code(tmp_path):
     cfg = load_config("digits_wgan", ["data.resolution=8", "model.g_width=4", "model.d_width=4"])
     assert (cfg.train.d_steps, cfg.train.d_steps_warmup) == (5, 100)
     assert load_config("digits_wgangp").train.d_steps_warmup == 0  # Gulrajani et al.: a constant 5
-    d = _phase(Trainer(cfg, tmp_path, log_enabled=False), "Dmain")
+    d = _phase(make_trainer(cfg, tmp_path, log_enabled=False), "Dmain")
     for step in [*range(31), 499, 500, 501, 1000, 1001, 1500]:
         assert d.repeats(step) == _wgan_diters(step), step
 
@@ -56,7 +57,7 @@ WARMUP_D = (4, 4, 4, 2, 4, 2, 2, 2, 4)
 
 
 def test_d_updates_per_g_update_follow_the_warmup(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg("train.steps=9", *WARMUP), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg("train.steps=9", *WARMUP), tmp_path, log_enabled=False)
     log: list[str] = []
     _count_steps(t.optimizers["D"], log, "D")
     _count_steps(t.optimizers["G"], log, "G")
@@ -71,10 +72,10 @@ def test_resume_inside_the_warmup_equals_uninterrupted_bit_for_bit(tiny_points_c
     from conftest import assert_same_state
 
     wgan = ["loss.name=wgan", "loss.clip=0.05", "optim.name=rmsprop", "optim.lr_d=0.001", *WARMUP]
-    full = Trainer(tiny_points_cfg("train.steps=9", *wgan), tmp_path / "full")
+    full = make_trainer(tiny_points_cfg("train.steps=9", *wgan), tmp_path / "full")
     full.train(progress=False)
-    Trainer(tiny_points_cfg(f"train.steps={stop}", *wgan), tmp_path / "part").train(progress=False)
-    resumed = Trainer(tiny_points_cfg("train.steps=9", *wgan), tmp_path / "part")
+    make_trainer(tiny_points_cfg(f"train.steps={stop}", *wgan), tmp_path / "part").train(progress=False)
+    resumed = make_trainer(tiny_points_cfg("train.steps=9", *wgan), tmp_path / "part")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "part" / "checkpoints"))
     assert resumed.step == stop
     resumed.train(progress=False)
@@ -84,7 +85,7 @@ def test_resume_inside_the_warmup_equals_uninterrupted_bit_for_bit(tiny_points_c
 
 
 def test_d_parameters_untouched_by_g_step(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(), tmp_path, log_enabled=False)
     D, G = t.nets["D"], t.nets["G"]
     t.run_phase(_phase(t, "Dmain"))
     before = {n: p.detach().clone() for n, p in D.named_parameters()}
@@ -97,7 +98,7 @@ def test_d_parameters_untouched_by_g_step(tiny_cfg, tmp_path):
 
 
 def test_g_step_sends_no_gradient_into_d(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(), tmp_path, log_enabled=False)
     t.optimizers["D"].zero_grad(set_to_none=True)
     t.run_phase(_phase(t, "Gmain"))
     assert all(p.grad is None for p in t.nets["D"].parameters())
@@ -107,7 +108,7 @@ def test_wgan_clipping_holds_after_every_d_update(tiny_cfg, tmp_path):
     cfg = tiny_cfg(
         "loss.name=wgan", "loss.clip=0.01", "optim.name=rmsprop", "optim.lr_d=0.05", "train.d_steps=5"
     )
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
     seen = []
     D = t.nets["D"]
     original = t.run_phase
@@ -149,12 +150,12 @@ def _all_state(t: Trainer) -> dict:
 )
 def test_resume_at_half_equals_uninterrupted_bit_for_bit(tiny_cfg, tmp_path, extra):
     cfg = tiny_cfg("train.steps=8", "train.ckpt_every=4", *extra)
-    full = Trainer(cfg, tmp_path / "full")
+    full = make_trainer(cfg, tmp_path / "full")
     full.train(progress=False)
 
-    first = Trainer(tiny_cfg("train.steps=4", "train.ckpt_every=4", *extra), tmp_path / "half")
+    first = make_trainer(tiny_cfg("train.steps=4", "train.ckpt_every=4", *extra), tmp_path / "half")
     first.train(progress=False)
-    resumed = Trainer(cfg, tmp_path / "half")
+    resumed = make_trainer(cfg, tmp_path / "half")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert resumed.step == 4
     resumed.train(progress=False)
@@ -169,7 +170,7 @@ def test_resume_at_half_equals_uninterrupted_bit_for_bit(tiny_cfg, tmp_path, ext
 
 
 def test_sigint_saves_checkpoint_and_stops(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg("train.steps=100000", "train.ckpt_every=100000"), tmp_path)
+    t = make_trainer(tiny_cfg("train.steps=100000", "train.ckpt_every=100000"), tmp_path)
     original = t.train_step
 
     def step_then_interrupt():
@@ -188,7 +189,7 @@ def test_sigint_saves_checkpoint_and_stops(tiny_cfg, tmp_path):
 
 
 def test_nonfinite_loss_skips_the_update(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path, log_enabled=False)
+    t = make_trainer(tiny_cfg(), tmp_path, log_enabled=False)
     D, opt = t.nets["D"], t.optimizers["D"]
     real_batch = t.data.next_batch
     poisoned = lambda n: Batch(real_batch(n).x * float("nan"))
@@ -216,7 +217,7 @@ def test_nonfinite_loss_skips_the_update(tiny_cfg, tmp_path):
 
 
 def test_run_directory_contents(tiny_cfg, tmp_path):
-    t = Trainer(tiny_cfg(), tmp_path)
+    t = make_trainer(tiny_cfg(), tmp_path)
     t.train(progress=False)
     for name in (
         "config.yaml",

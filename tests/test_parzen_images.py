@@ -7,19 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TensorSource
 
 from gandist.metrics.evaluate import evaluate_sources
 from gandist.metrics.extractors import ModuleExtractor
-from gandist.metrics.sources import Source
-
-
-class TensorSource(Source):
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x, self.n, self.kind = x, len(x), "images"
-
-    def batches(self, start, stop, batch):
-        for a in range(start, stop, batch):
-            yield self.x[a : min(stop, a + batch)]
 
 
 def log_mean_exp_parzen(samples: np.ndarray, test: np.ndarray, sigma: float) -> np.ndarray:

@@ -4,11 +4,11 @@ fade-in, optimiser resets, exact resume mid-fade, precision, and the mistakes it
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_trainer
 
 from gandist.config import ConfigError, load_config
 from gandist.errors import CheckpointError
 from gandist.train import checkpoint as ckpt
-from gandist.train.loop import Trainer
 from gandist.train.schedule import Schedule, downsample, fade_reals
 
 # ---------------------------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def test_box_filter_and_fade_of_the_reals():
 
 
 def test_a_run_grows_through_every_phase(tmp_path, pggan_cfg):
-    t = Trainer(pggan_cfg("train.log_every=1"), tmp_path)
+    t = make_trainer(pggan_cfg("train.log_every=1"), tmp_path)
     seen = []
     original = t.run_phase
 
@@ -86,7 +86,7 @@ def test_a_run_grows_through_every_phase(tmp_path, pggan_cfg):
 
 
 def test_reals_follow_the_resolution_and_fade(tmp_path, pggan_cfg):
-    t = Trainer(pggan_cfg(), tmp_path, log_enabled=False)
+    t = make_trainer(pggan_cfg(), tmp_path, log_enabled=False)
     while t.stage.phase != "fade" or t.stage.alpha < 0.2:
         t.train_step()
     stage = t.stage
@@ -104,7 +104,7 @@ def test_reals_follow_the_resolution_and_fade(tmp_path, pggan_cfg):
 
 def test_optimizer_state_is_reset_at_each_phase_boundary(tmp_path, pggan_cfg):
     for reset in (True, False):
-        t = Trainer(
+        t = make_trainer(
             pggan_cfg(f"schedule.reset_optimizer={str(reset).lower()}"),
             tmp_path / str(reset),
             log_enabled=False,
@@ -136,7 +136,7 @@ def test_generate_uses_the_resolution_the_run_reached(tmp_path, pggan_cfg):
     from gandist.generate import load_generator, sample
 
     cfg = pggan_cfg("train.kimg=0.03")  # stops during the fade to 8 px
-    t = Trainer(cfg, tmp_path)
+    t = make_trainer(cfg, tmp_path)
     t.train(progress=False)
     gen = load_generator(tmp_path)
     assert gen.G.resolution == t.stage.resolution == 8 and 0 < float(gen.G.alpha) < 1
@@ -146,7 +146,7 @@ def test_generate_uses_the_resolution_the_run_reached(tmp_path, pggan_cfg):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_trains_with_fp32_weights_and_penalty(tmp_path, precision, pggan_cfg):
     cfg = pggan_cfg(f"train.precision={precision}", "train.kimg=0.03")
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
     dtypes = []
     import gandist.objectives.classic as classic
     from gandist.losses import gradient_penalty  # noqa: F401  (the penalty's kernel is called inside)
@@ -169,7 +169,7 @@ def test_reduced_precision_trains_with_fp32_weights_and_penalty(tmp_path, precis
 
 
 def test_fp16_overflow_skips_the_step_and_backs_off_the_scale(tmp_path, pggan_cfg):
-    t = Trainer(pggan_cfg("train.precision=fp16"), tmp_path, log_enabled=False)
+    t = make_trainer(pggan_cfg("train.precision=fp16"), tmp_path, log_enabled=False)
     t.train_step()
     D = t.nets["D"]
     before = [p.detach().clone() for p in D.parameters()]
@@ -222,15 +222,15 @@ def test_schedule_mistakes_are_one_line(override, message, pggan_cfg):
 
 
 def test_checkpoint_of_another_schedule_is_refused(tmp_path, pggan_cfg):
-    t = Trainer(pggan_cfg("train.kimg=0.03"), tmp_path / "a")
+    t = make_trainer(pggan_cfg("train.kimg=0.03"), tmp_path / "a")
     t.train(progress=False)
     path = ckpt.latest_checkpoint(tmp_path / "a" / "checkpoints")
-    other = Trainer(pggan_cfg("schedule.stable_kimg=0.05"), tmp_path / "b")
+    other = make_trainer(pggan_cfg("schedule.stable_kimg=0.05"), tmp_path / "b")
     with pytest.raises(
         CheckpointError, match=r"another resolution schedule \(stable_nimg 20 there, 50 here\)"
     ):
         other.load(path)
-    fixed = Trainer(pggan_cfg("schedule.kind=fixed", "schedule.batch={}", "schedule.lr={}"), tmp_path / "c")
+    fixed = make_trainer(pggan_cfg("schedule.kind=fixed", "schedule.batch={}", "schedule.lr={}"), tmp_path / "c")
     with pytest.raises(
         CheckpointError, match=r"another resolution schedule \(kind progressive there, fixed here"
     ):

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.cli import main
 from gandist.config import load_config
@@ -22,7 +23,6 @@ from gandist.families.sgan.objective import (
     with_fake_logit,
 )
 from gandist.train import checkpoint as ckpt
-from gandist.train.loop import Trainer
 
 K = 10
 
@@ -172,11 +172,11 @@ def _tiny(*extra):
     "extra", [(), ("loss.name=nonsaturating", "model.fake_logit=explicit", "train.micro_batch=6")]
 )
 def test_sgan_resumes_bit_exactly(tmp_path, extra, trainer_state):
-    full = Trainer(_tiny(*extra), tmp_path / "full")
+    full = make_trainer(_tiny(*extra), tmp_path / "full")
     full.train(progress=False)
-    half = Trainer(_tiny("train.steps=3", *extra), tmp_path / "half")
+    half = make_trainer(_tiny("train.steps=3", *extra), tmp_path / "half")
     half.train(progress=False)
-    resumed = Trainer(_tiny(*extra), tmp_path / "half")
+    resumed = make_trainer(_tiny(*extra), tmp_path / "half")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert resumed.data.labelled_position == half.data.labelled_position > 0
     resumed.train(progress=False)
@@ -188,7 +188,7 @@ def test_sgan_resumes_bit_exactly(tmp_path, extra, trainer_state):
 
 
 def test_generate_class_and_eval_accuracy(tmp_path, capsys):
-    t = Trainer(_tiny(), tmp_path / "run")
+    t = make_trainer(_tiny(), tmp_path / "run")
     t.train(progress=False)
     path = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
     from gandist.generate import load_generator, sample
@@ -210,7 +210,7 @@ def test_generate_class_and_eval_accuracy(tmp_path, capsys):
 
 
 def test_class_of_an_unconditional_generator_is_one_clear_line(tmp_path, capsys):
-    Trainer(_tiny("model.conditional=false", "train.steps=1"), tmp_path / "run").train(progress=False)
+    make_trainer(_tiny("model.conditional=false", "train.steps=1"), tmp_path / "run").train(progress=False)
     assert main(["generate", str(tmp_path / "run"), "--class", "7", "--out", str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.conditional=true" in err[0]
@@ -222,7 +222,7 @@ def test_class_of_an_unconditional_generator_is_one_clear_line(tmp_path, capsys)
 
 def _heldout_accuracy(mode: str, seed: int, tmp_path) -> float:
     cfg = load_config("sgan_digits", [f"loss.mode={mode}", f"train.seed={seed}", "train.progress=false"])
-    t = Trainer(cfg, tmp_path / f"{mode}{seed}", log_enabled=False)
+    t = make_trainer(cfg, tmp_path / f"{mode}{seed}", log_enabled=False)
     t.train(progress=False)
     return accuracy(t.nets["D"], *t.data.heldout(), K)
 
@@ -248,7 +248,7 @@ def test_a_class_conditional_generator_draws_the_digit_it_is_asked_for(tmp_path)
     from gandist.metrics.extractors import DigitsExtractor
 
     cfg = load_config("sgan_digits", ["model.conditional=true", "train.progress=false"])
-    Trainer(cfg, tmp_path / "run").train(progress=False)
+    make_trainer(cfg, tmp_path / "run").train(progress=False)
     gen = load_generator(tmp_path / "run")
     classifier = DigitsExtractor()
     right = []

@@ -2,10 +2,10 @@
 means the config or the rule is wrong (the quickstart raised "losses oscillating" on a healthy run)."""
 
 import pytest
+from conftest import make_trainer
 
 from gandist.config import load_config
 from gandist.resources import shipped_configs
-from gandist.train.loop import Trainer
 
 # GPU-sized configs (and ones that need a dataset folder) are not run on the CPU suite
 CPU_CONFIGS = sorted(n for n in shipped_configs() if not n.endswith(("_256", "_1024")))
@@ -23,7 +23,7 @@ def test_shipped_cpu_config_trains_without_health_warnings(name, tmp_path):
         cfg.train.kimg = min(cfg.train.kimg, KIMG)
     else:
         cfg.train.steps = min(cfg.train.steps, STEPS)
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
     t.health.echo = False
     t.train(progress=False)
     starts = [(e["diagnosis"], e["step"]) for e in t.health.events if e["state"] == "start"]

@@ -2,6 +2,7 @@
 says which checkpoints exist."""
 
 import pytest
+from conftest import make_trainer
 
 from gandist.config import load_config
 from gandist.errors import DivergedError
@@ -26,7 +27,7 @@ def test_skip_limit_counts_updates_and_names_the_checkpoints(tmp_path, ckpt_ever
     cfg = load_config("quickstart", ["model.g_width=8", "model.d_width=8", "data.batch_size=8", "train.steps=200",
                                      "train.log_every=50", "train.skip_limit=5", "health.enabled=false",
                                      f"train.ckpt_every={ckpt_every}", "train.sample_every=1000", "train.progress=false"])  # fmt: skip
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = make_trainer(cfg, tmp_path / "run")
     _never_finite(trainer)
     with pytest.raises(DivergedError) as info:
         trainer.train(progress=False)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import make_trainer
 
 from gandist.train import checkpoint as ckpt
 from gandist.train.loop import Trainer
@@ -31,12 +32,12 @@ def _state(t: Trainer) -> dict:
 @pytest.mark.slow
 def test_resume_on_stacked_digits_with_packing_is_exact(tiny_cfg, tmp_path):
     cfg = tiny_cfg("train.steps=4", "train.ckpt_every=2", *EXTRA)
-    full = Trainer(cfg, tmp_path / "full")
+    full = make_trainer(cfg, tmp_path / "full")
     assert full.nets["D"].net[0].in_channels == 6  # two RGB samples per packed input
     full.train(progress=False)
 
-    Trainer(tiny_cfg("train.steps=2", "train.ckpt_every=2", *EXTRA), tmp_path / "half").train(progress=False)
-    resumed = Trainer(cfg, tmp_path / "half")
+    make_trainer(tiny_cfg("train.steps=2", "train.ckpt_every=2", *EXTRA), tmp_path / "half").train(progress=False)
+    resumed = make_trainer(cfg, tmp_path / "half")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert resumed.step == 2
     resumed.train(progress=False)

@@ -12,8 +12,8 @@ from torch import nn
 from gandist.cli import main
 from gandist.config import load_config
 from gandist.errors import UserError
-from gandist.train.strategy import DataParallelStrategy, DistEnv, StrategyError, strategy_from_config
-from gandist.train.syncbn import SyncedBatchNorm
+from gandist.strategies import DataParallelStrategy, DistEnv, StrategyError, strategy_from_config
+from gandist.strategies.syncbn import SyncedBatchNorm
 
 
 @pytest.fixture
@@ -68,3 +68,20 @@ def test_gandist_train_passes_sync_batchnorm(tmp_path, capsys, monkeypatch, rend
     assert rc == 2 and "stopped after reading the strategy" in capsys.readouterr().err
     assert seen == {"sync": False, "backend": "gloo"}
     assert not torch.distributed.is_initialized(), "the CLI closes the process group it opened"
+
+
+def test_every_registered_strategy_is_a_choice_of_train_strategy_and_nothing_else():
+    """`train.strategy` accepts exactly the registered training strategies (config.py imports no torch, so
+    the two lists are kept equal here), and each registered builder builds that strategy by name."""
+    import dataclasses
+
+    from gandist.config import TrainConfig
+    from gandist.strategies import STRATEGIES
+
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "strategy")
+    assert tuple(field.metadata["choices"]) == tuple(STRATEGIES)
+    from gandist.strategies import build_strategy
+
+    with pytest.raises(StrategyError, match="valid: single, ddp, deepspeed"):
+        build_strategy("none", "cpu", DistEnv())
+    assert type(build_strategy("single", "cpu", DistEnv())).name == "single"

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import make_trainer
 from kernel_utils import assert_close
 
 from gandist.config import ConfigError, load_config
@@ -15,7 +16,6 @@ from gandist.families.stylegan.networks import StyleGANGenerator, StyleLayer, bi
 from gandist.losses import r1_penalty
 from gandist.models import build_networks
 from gandist.models.layers import Blur
-from gandist.train.loop import Trainer
 
 # Tiny widths: nf = 4 up to 256 px, 2 at 512, 1 at 1024 (as tests/test_pggan_models.py).
 TINY = dict(fmap_base=512, fmap_max=4, w_dim=6, mapping_layers=3, mapping_width=5)
@@ -468,14 +468,14 @@ def test_triton_and_reference_training_steps_end_at_the_same_parameters(tmp_path
         cfg = stylegan_cfg(f"model.epilogue_impl={impl}", "optim.name=sgd", "optim.lr_g=0.01", "optim.lr_d=0.01",
                        "schedule.kind=fixed", "schedule.batch={}", "data.resolution=8", "train.kimg=0",
                        "train.steps=4")  # fmt: skip
-        t = Trainer(cfg, tmp_path / impl, log_enabled=False)
+        t = make_trainer(cfg, tmp_path / impl, log_enabled=False)
         for _ in range(4):
             t.train_step()
         out[impl] = t.state_tensors()
     a, b = out["triton"], out["reference"]
     assert a.keys() == b.keys()
     moved = 0.0
-    init = Trainer(cfg, tmp_path / "init", log_enabled=False).state_tensors()
+    init = make_trainer(cfg, tmp_path / "init", log_enabled=False).state_tensors()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
         if a[k].is_floating_point():

@@ -2,10 +2,10 @@
 clearly below its value when the 32x32 phase starts (the 16x16 generator, upsampled)."""
 
 import pytest
+from conftest import make_trainer
 
 from gandist.config import load_config
 from gandist.metrics.evaluate import evaluate
-from gandist.train.loop import Trainer
 
 SETTINGS = ["train.progress=false", "health.enabled=false"]
 
@@ -23,7 +23,7 @@ def test_stylegan_cpu_learns_digits_at_32px(tmp_path):
     0.6. A copy with half-length phases (stable/fade 4 kimg, 40 kimg) is not reliable enough to test:
     175.5 -> 200.5 with seed 0, 164.2 -> 126.3 with seed 1."""
     cfg = load_config("stylegan_cpu", SETTINGS)
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
     while t.schedule.at(t.nimg).resolution != 32:
         t.train_step()
     t.apply_stage()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import yaml
+from conftest import make_trainer
 from torch import nn
 
 from gandist.config import (
@@ -27,7 +28,6 @@ from gandist.objectives.base import OBJECTIVES, Objective, OptimizerSpec, Phase,
 from gandist.registry import register
 from gandist.train import checkpoint as ckpt
 from gandist.train.ema import EMA
-from gandist.train.loop import Trainer
 from gandist.train.optim import guarded_step
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def twin_family():
 def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, tmp_path, trainer_state):
     cfg = twin_family()
     assert dump_config(cfg).count("twin") >= 2 and cfg.loss.mix == 0.5
-    full = Trainer(cfg, tmp_path / "full")
+    full = make_trainer(cfg, tmp_path / "full")
     g2_before = [p.detach().clone() for p in full.nets["G2"].parameters()]
     full.train(progress=False)
     assert full.objective.d_phases == 2 * 8 and int(full.objective.fakes_seen) == 2 * 8 * 10
@@ -143,9 +143,9 @@ def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, t
     )
     assert (tmp_path / "full" / "samples" / "step_0000008.png").is_file()
 
-    half = Trainer(twin_family("train.steps=4"), tmp_path / "half")
+    half = make_trainer(twin_family("train.steps=4"), tmp_path / "half")
     half.train(progress=False)
-    resumed = Trainer(cfg, tmp_path / "half")
+    resumed = make_trainer(cfg, tmp_path / "half")
     resumed.load(ckpt.latest_checkpoint(tmp_path / "half" / "checkpoints"))
     assert resumed.objective.d_phases == 8 and int(resumed.objective.fakes_seen) == 80
     resumed.train(progress=False)
@@ -172,7 +172,7 @@ def test_lazy_r1_uses_corrected_adam_and_its_own_phase(tiny_cfg, tmp_path):
     n = 4
     cfg = tiny_cfg("loss.r1_gamma=2.0", f"loss.reg_interval={n}", "model.d_norm=none", "optim.lr_d=1e-3",
                    "optim.beta1=0.5", "optim.beta2=0.99", "train.steps=8")  # fmt: skip
-    t = Trainer(cfg, tmp_path, log_enabled=False)
+    t = make_trainer(cfg, tmp_path, log_enabled=False)
     c = n / (n + 1)
     group = t.optimizers["D"].param_groups[0]
     assert group["lr"] == pytest.approx(1e-3 * c, rel=1e-15)
@@ -195,12 +195,12 @@ def test_lazy_penalty_weight_over_n_steps_equals_the_non_lazy_one(tiny_cfg, tmp_
     """The Dreg phase's gradient is N times the gradient of the penalty the non-lazy D loss carries, so over
     N steps D receives the same total penalty weight. Reference: R1 of a linear critic in float64."""
     n, gamma = 4, 3.0
-    lazy = Trainer(
+    lazy = make_trainer(
         tiny_cfg("loss.r1_gamma=3.0", f"loss.reg_interval={n}", "model.d_norm=none"),
         tmp_path / "a",
         log_enabled=False,
     )
-    eager = Trainer(tiny_cfg("loss.r1_gamma=3.0", "model.d_norm=none"), tmp_path / "b", log_enabled=False)
+    eager = make_trainer(tiny_cfg("loss.r1_gamma=3.0", "model.d_norm=none"), tmp_path / "b", log_enabled=False)
     assert [p.name for p in eager.phases] == ["Dboth", "Gmain"]
     real = lazy.data.peek(8).double()
     from gandist.objectives.base import PhaseContext
@@ -316,7 +316,7 @@ def test_quickstart_reads_back_at_most_two_values_per_generator_step(tmp_path, m
     steps = 200
     cfg = load_config("quickstart", [f"train.steps={steps}", "health.enabled=false", "train.progress=false",
                                      "train.sample_every=100000", "train.ckpt_every=100000"])  # fmt: skip
-    t = Trainer(cfg, tmp_path)
+    t = make_trainer(cfg, tmp_path)
     counts = {m: 0 for m in SYNC_METHODS}
     for m in SYNC_METHODS:
         original = getattr(torch.Tensor, m)
@@ -387,7 +387,7 @@ def test_checkpoint_of_the_previous_format_resumes_and_generates(tiny_cfg, tmp_p
     from gandist.generate import load_generator
 
     cfg = tiny_cfg("train.steps=4", "train.ema_beta=0.999")  # 0.1 kept G_ema in every checkpoint
-    t = Trainer(cfg, tmp_path / "run")
+    t = make_trainer(cfg, tmp_path / "run")
     t.train(progress=False)
     old = to_dict(cfg)
     old["model"].update(g_layers=3, d_layers=2, maxout_pieces=0, dropout=0.0)
@@ -407,7 +407,7 @@ def test_checkpoint_of_the_previous_format_resumes_and_generates(tiny_cfg, tmp_p
     torch.testing.assert_close(gen(z), t.sample_net()(z), rtol=0, atol=0)
     # gandist 0.1's per-step decay stays one (its batch never changed: the decay it trained with)
     assert (gen.cfg.train.ema_beta, gen.cfg.train.ema_kimg) == (0.999, None)
-    again = Trainer(cfg, tmp_path / "again")
+    again = make_trainer(cfg, tmp_path / "again")
     again.load(path)
     assert again.step == 4 and again.nimg == 4 * 8 * 1
     for k, v in t.state_tensors().items():
@@ -417,9 +417,9 @@ def test_checkpoint_of_the_previous_format_resumes_and_generates(tiny_cfg, tmp_p
 def test_checkpoint_of_another_model_is_refused_with_one_line(tiny_cfg, tmp_path):
     from gandist.errors import CheckpointError
 
-    t = Trainer(tiny_cfg("train.steps=2"), tmp_path / "a")
+    t = make_trainer(tiny_cfg("train.steps=2"), tmp_path / "a")
     t.train(progress=False)
-    other = Trainer(tiny_cfg("model.g_width=16"), tmp_path / "b")
+    other = make_trainer(tiny_cfg("model.g_width=16"), tmp_path / "b")
     with pytest.raises(CheckpointError, match=r"does not fit this run's G .*resume with the config") as info:
         other.load(ckpt.latest_checkpoint(tmp_path / "a" / "checkpoints"))
     assert "\n" not in str(info.value)
@@ -447,7 +447,7 @@ def test_digits_batches_carry_labels_that_match_the_images():
 
 
 def test_strategy_reads_the_launch_once_and_refuses_a_mismatch():
-    from gandist.train.strategy import DistEnv, StrategyError, build_strategy
+    from gandist.strategies import DistEnv, StrategyError, build_strategy
 
     env = DistEnv.from_environ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
     assert (env.rank, env.world_size, env.local_rank) == (1, 2, 1)
@@ -466,7 +466,7 @@ def test_strategy_reads_the_launch_once_and_refuses_a_mismatch():
 
 _WORKER = """
 import sys, torch
-from gandist.train.strategy import build_strategy
+from gandist.strategies import build_strategy
 with build_strategy("auto", "cpu") as s:
     ok = s.all_reduce_flag(torch.tensor(s.rank == 0))
     gathered = s.all_gather(torch.tensor([float(s.rank)]))

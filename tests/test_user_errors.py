@@ -258,7 +258,8 @@ def test_the_first_digits_eval_says_it_trains_the_classifier_and_caches_it(tmp_p
 
     monkeypatch.setenv("GANDIST_CACHE", str(tmp_path))
     real = extractors.train_digits_classifier
-    monkeypatch.setattr(extractors, "train_digits_classifier", lambda: real(epochs=1))  # the same code, 1 epoch
+    one_epoch = lambda **kw: real(**{**kw, "epochs": 1})  # noqa: E731  (the same code, 1 epoch)
+    monkeypatch.setattr(extractors, "train_digits_classifier", one_epoch)
     first = extractors.DigitsExtractor("cpu")
     err = capsys.readouterr().err
     assert "training the digits classifier once" in err and "digits classifier trained in" in err

@@ -85,13 +85,14 @@ def one_run(job: tuple[str, str, int, float, int, bool]) -> dict:
     torch.set_num_threads(1)
     from gandist.config import load_config
     from gandist.metrics.evaluate import evaluate
+    from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
 
     setting, row, seed, seconds, samples, smoke = job
     overrides = [*BASE, *SETTINGS[setting][1], *(SMOKE if smoke else []), *ROWS[row][1], f"train.seed={seed}"]
     cfg = load_config("digits_dcgan", overrides)
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg, Path(d), log_enabled=False)
+        t = Trainer(cfg, Path(d), strategy_from_config(cfg.train), log_enabled=False)
         c0 = time.process_time()
         while time.process_time() - c0 < seconds:  # equal CPU time per row, whatever a step costs
             t.train_step()

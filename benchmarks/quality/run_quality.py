@@ -54,13 +54,14 @@ def one_run(job: tuple[str, int]) -> dict:
     torch.set_num_threads(1)
     from gandist.config import load_config
     from gandist.metrics import mode_coverage
+    from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
 
     name, seed = job
     config, extra = VARIANTS[name]
     cfg = load_config(config, [*extra, f"train.seed={seed}", "train.progress=false", "health.enabled=false"])
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg, Path(d), log_enabled=False)
+        t = Trainer(cfg, Path(d), strategy_from_config(cfg.train), log_enabled=False)
         c0, w0 = time.process_time(), time.perf_counter()
         t.train(progress=False)
         cpu_min, wall_min = (time.process_time() - c0) / 60, (time.perf_counter() - w0) / 60

@@ -18,6 +18,7 @@ import time
 from gandist.cli_args import Seeds
 from gandist.config import load_config
 from gandist.families.sgan.objective import accuracy
+from gandist.strategies import strategy_from_config
 from gandist.train.loop import Trainer
 
 
@@ -27,7 +28,7 @@ def heldout_accuracy(mode: str, seed: int, overrides: list[str]) -> tuple[float,
     )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg, d, log_enabled=False)
+        t = Trainer(cfg, d, strategy_from_config(cfg.train), log_enabled=False)
         t.train(progress=False)
     x, y = t.data.heldout()
     return accuracy(t.nets["D"], x, y, cfg.model.classes), time.perf_counter() - t0

@@ -91,9 +91,11 @@ def _gandist_config(family: str, extra: list[str]):
 class GandistSide:
     def __init__(self, family: str, extra: list[str]) -> None:
         from gandist.data.base import Batch
+        from gandist.strategies import strategy_from_config
         from gandist.train.loop import Trainer
 
-        self.trainer = Trainer(_gandist_config(family, extra), Path(tempfile.mkdtemp()), log_enabled=False)
+        cfg = _gandist_config(family, extra)
+        self.trainer = Trainer(cfg, Path(tempfile.mkdtemp()), strategy_from_config(cfg.train), log_enabled=False)
         fixed = self.trainer.data.peek(BATCH).to(self.trainer.device)
         self.trainer.data.next_batch = lambda n: Batch(fixed[:n])  # one fixed batch, as the peer's
         self.params = {k: _params(v) for k, v in self.trainer.nets.items() if k in ("G", "D")}

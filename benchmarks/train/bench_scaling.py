@@ -79,8 +79,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from gandist.config import load_config
+    from gandist.strategies import build_strategy
     from gandist.train.loop import Trainer
-    from gandist.train.strategy import build_strategy
 
     config = FAMILIES[args.family][0]
     cfg = load_config(config, _overrides(args.family, args.per_rank, args.world, args.resolution, args.smoke))

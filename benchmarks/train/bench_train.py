@@ -53,6 +53,7 @@ PGGAN_BATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1
 STYLEGAN_BATCH = {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 32, 256: 32, 512: 32, 1024: 32}
 # DCGAN (Radford et al. 2016): batch 128 at 64^2.
 DCGAN_BATCH = {8: 128, 16: 128, 32: 128, 64: 128, 128: 128}
+SMOKE_BATCH = 8  # --smoke: every family and resolution, so the harness check takes seconds
 FAMILIES = {
     "dcgan": {"batch": DCGAN_BATCH, "modes": "eager,compile", "steps": 20},
     "pggan": {"batch": PGGAN_BATCH, "modes": "eager,compile", "steps": 20},
@@ -166,12 +167,13 @@ def run_one(spec: dict) -> dict:
     import torch
 
     from gandist.data.base import Batch
+    from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
 
     cfg = _config(spec["family"], spec["resolution"], spec["batch"], spec["mode"], spec["precision"],
                   spec["smoke"], spec["device"])  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg, Path(d), log_enabled=False)
+        t = Trainer(cfg, Path(d), strategy_from_config(cfg.train), log_enabled=False)
         cuda = t.device.type == "cuda"
         fixed = t.data.peek(spec["batch"]).to(t.device)
         t.data.next_batch = lambda n: Batch(fixed[:n])
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument(
-        "--smoke", action="store_true", help="CPU, tiny widths, 8 px eager and compiled, 16 px eager, 3 steps"
+        "--smoke", action="store_true", help="CPU, tiny widths, batch 8, 8 px eager and compiled, 16 px eager, 3 steps"
     )
     p.add_argument(
         "--profile",
@@ -279,6 +281,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             2,
             "cpu",
         )
+        args.batch = args.batch or SMOKE_BATCH  # the full minibatches (256 at 8 px for StyleGAN) are minutes
     baseline = args.modes.split(",")[0]
     from provenance import provenance
 

@@ -14,8 +14,8 @@ from gandist.config import Section, section_name
 from gandist.rng import SALTS, position_generator
 
 DATASETS: dict[str, type[DataSource]] = {}
-_SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.folder", "gandist.data.unpaired",
-            "gandist.data.stacked")
+_SOURCES = ("gandist.data.synthetic", "gandist.data.digits", "gandist.data.mnist", "gandist.data.folder",
+            "gandist.data.unpaired", "gandist.data.stacked")
 
 
 def load_sources() -> None:

@@ -1,7 +1,7 @@
 """The `data` section of each data source: its keys, their ranges and its checks (torch-free).
 
-The sources live beside this file (`synthetic.py`, `digits.py`, `folder.py`, `dali.py`, `unpaired.py`) and
-register under the same names in `gandist.data.base.DATASETS`.
+The sources live beside this file (`synthetic.py`, `digits.py`, `mnist.py`, `folder.py`, `dali.py`,
+`unpaired.py`) and register under the same names in `gandist.data.base.DATASETS`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from gandist.config import Config, ConfigError, NamedSection, register_section, setting
+from gandist.config import Config, ConfigError, NamedSection, one_of, register_section, setting
 
 
 @dataclass
@@ -56,23 +56,17 @@ class ImageData(DataSection):
     mirror: bool = False  # random horizontal flips
 
 
-@register_section("data", "digits")
 @dataclass
-class DigitsData(ImageData):
-    """scikit-learn's 1797 handwritten 8x8 digits, upsampled. For semi-supervised training a fixed share
-    is held out (never served) and only a labelled subset of the rest keeps its labels."""
+class LabelledData(ImageData):
+    """Labelled images (digits, MNIST) that semi-supervised training can keep only some labels of: the labels
+    of `labels_per_class` training images per class (chosen by train.seed) or of those a label file names, with
+    `labelled_batch` labelled images in front of every batch (gandist/data/labelled.py)."""
 
     classes: ClassVar[int] = 10
-    digit_channels: ClassVar[int] = 1
-    # class coverage beside FID (gandist/metrics/coverage.py)
-    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "is", "kid", "classes")
-    extractor: ClassVar[str] = "digits"  # the digit classifier's features (gandist.metrics.extractors)
 
-    # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
-    holdout: int = setting(0, ge=0)
     # keep the labels of this many training digits per class (chosen by train.seed), drop the others' (0 = all)
     labels_per_class: int = setting(0, ge=0)
-    # or name the labelled digits in a file: one 'index,class' line per digit (index into the 1797 digits)
+    # or name the labelled digits in a file: one 'index,class' line per digit
     label_file: str = ""
     # labelled digits at the front of every batch (drawn from the labelled subset); the rest are unlabelled (-1)
     labelled_batch: int = setting(0, ge=0)
@@ -82,12 +76,6 @@ class DigitsData(ImageData):
         return bool(self.labels_per_class or self.label_file)
 
     def check(self, cfg: Config) -> None:
-        if self.resolution not in (8, 16, 32, 64):
-            raise ConfigError(f"data.resolution={self.resolution}: digits are served at 8, 16, 32 or 64 px")
-        if self.channels not in (0, 1):
-            raise ConfigError(f"data.channels={self.channels}: digits are greyscale (use 0 or 1)")
-        if self.holdout >= 1797:
-            raise ConfigError(f"data.holdout={self.holdout} leaves no training digits; use at most 1796")
         if self.labels_per_class and self.label_file:
             raise ConfigError("data.labels_per_class and data.label_file both pick the labelled digits; set one")
         if self.semi_supervised and not 0 < self.labelled_batch < self.batch_size:
@@ -103,6 +91,65 @@ class DigitsData(ImageData):
             raise ConfigError(
                 f"data.label_file '{self.label_file}' does not exist; point it at a file of 'index,class' lines"
             )
+
+
+@register_section("data", "digits")
+@dataclass
+class DigitsData(LabelledData):
+    """scikit-learn's 1797 handwritten 8x8 digits, upsampled. For semi-supervised training a fixed share
+    is held out (never served) and only a labelled subset of the rest keeps its labels (a label file's
+    indices count in the 1797 digits)."""
+
+    digit_channels: ClassVar[int] = 1
+    # class coverage beside FID (gandist/metrics/coverage.py)
+    default_metrics: ClassVar[tuple[str, ...]] = ("fid", "is", "kid", "classes")
+    extractor: ClassVar[str] = "digits"  # the digit classifier's features (gandist.metrics.extractors)
+
+    # digits held out for testing: the last `holdout` of one fixed permutation, never served in training
+    holdout: int = setting(0, ge=0)
+
+    @property
+    def has_heldout(self) -> bool:
+        """Whether the source has held-out images to test a classifier on (`heldout()`)."""
+        return bool(self.holdout)
+
+    def check(self, cfg: Config) -> None:
+        if self.resolution not in (8, 16, 32, 64):
+            raise ConfigError(f"data.resolution={self.resolution}: digits are served at 8, 16, 32 or 64 px")
+        if self.channels not in (0, 1):
+            raise ConfigError(f"data.channels={self.channels}: digits are greyscale (use 0 or 1)")
+        if self.holdout >= 1797:
+            raise ConfigError(f"data.holdout={self.holdout} leaves no training digits; use at most 1796")
+        super().check(cfg)
+
+
+@register_section("data", "mnist")
+@dataclass
+class MnistData(LabelledData):
+    """MNIST (LeCun et al. 1998) read from data.path, never downloaded: the four IDX files as distributed
+    (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each
+    also as .gz), or train/ and test/ folders of images, each with a labels.csv of 'file,label' lines. Training
+    serves the 60,000 training digits; the 10,000 test digits are the held-out set (`heldout()`), never served
+    in training. Pixels v in 0..255 are served as 2 v / 255 - 1 in [-1, 1]; a label file's indices count in
+    the training digits."""
+
+    # the files' own size: MNIST's 28x28 (a set of another size, e.g. a 32 px IDX export, sets its own)
+    resolution: int = setting(28, ge=4)
+    path: str = ""  # the folder holding the IDX files (or train/ and test/ with labels.csv)
+
+    @property
+    def has_heldout(self) -> bool:
+        return True  # the test set (its absence is a DataError when it is read)
+
+    def check(self, cfg: Config) -> None:
+        if not self.path:
+            raise ConfigError(
+                "data.name=mnist needs data.path=<folder holding train-images-idx3-ubyte and its three sibling "
+                "files>; gandist never downloads MNIST"
+            )
+        if self.channels not in (0, 1):
+            raise ConfigError(f"data.channels={self.channels}: MNIST is greyscale (use 0 or 1)")
+        super().check(cfg)
 
 
 # The digits classifier reads 16 px digits (gandist/metrics/extractors.py): 32 px box-filters down to it
@@ -186,13 +233,37 @@ class FolderData(ImageData):
                 )
 
 
+# CycleGAN's jitter modes, the official `--preprocess` (gandist/data/jitter.py has what each does)
+PREPROCESS = ("resize_and_crop", "scale_width_and_crop", "crop", "none")
+# the official load_size 286 for crop_size 256 (pytorch-CycleGAN-and-pix2pix options/base_options.py):
+# data.load_size=0 resizes to resolution * 286 / 256, rounded (36 for 32 px, 143 for 128 px)
+LOAD_PER_CROP = (286, 256)
+
+
+def default_load_size(resolution: int) -> int:
+    """resolution * 286 / 256 rounded half up: 286 for 256 px, 36 for 32 px."""
+    num, den = LOAD_PER_CROP
+    return (resolution * num + den // 2) // den
+
+
 @dataclass
 class UnpairedSection(ImageData):
     """Two image domains A and B, unpaired: every batch interleaves A, B, A, B, ... (domain 0, 1, ...)."""
 
     domains: ClassVar[int] = 2
 
+    mirror: bool = True  # random horizontal flips: on, as the official code (no_flip false)
+    # the random resize-and-crop of the official code: resize to data.load_size, crop data.resolution
+    preprocess: str = "resize_and_crop"  # resize_and_crop, scale_width_and_crop, crop or none (no jitter)
+    load_size: int = setting(0, ge=0)  # the side resized to before the crop; 0 = resolution * 286 / 256
+
+    @property
+    def load(self) -> int:
+        """The load size in pixels: data.load_size, or 0 for `default_load_size(data.resolution)`."""
+        return self.load_size or default_load_size(self.resolution)
+
     def check(self, cfg: Config) -> None:
+        self._check_preprocess()
         if self.batch_size % 2:
             raise ConfigError(
                 f"data.batch_size={self.batch_size}: unpaired batches hold one image of each domain per pair; "
@@ -204,6 +275,22 @@ class UnpairedSection(ImageData):
         if self.resolution % 4:
             raise ConfigError(f"data.resolution={self.resolution}: CycleGAN's generators downsample twice; "
                               "use a multiple of 4")  # fmt: skip
+
+    def _check_preprocess(self) -> None:
+        mode = self.preprocess
+        if mode == "scale_width":
+            raise ConfigError("data.preprocess=scale_width keeps each image's aspect ratio (the official code "
+                              "trains one image at a time); batches here are square: use "
+                              "data.preprocess=scale_width_and_crop")  # fmt: skip
+        one_of("data.preprocess", mode, PREPROCESS)
+        if mode in ("crop", "none") and self.load_size:
+            raise ConfigError(f"data.load_size={self.load_size} is not used by data.preprocess={mode}; remove it "
+                              "or use data.preprocess=resize_and_crop")  # fmt: skip
+        if mode in ("resize_and_crop", "scale_width_and_crop") and self.load < self.resolution:
+            raise ConfigError(
+                f"data.load_size={self.load_size} is smaller than the {self.resolution} px crop (data.resolution); "
+                f"set data.load_size>={self.resolution}, or 0 for resolution * 286 / 256 = {default_load_size(self.resolution)}"
+            )
 
 
 @register_section("data", "unpaired")

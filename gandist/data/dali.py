@@ -133,30 +133,47 @@ class DaliFolder(DataSource):
             r = float(self.resolution_at(batch))
         pos = batch * b
         idx = self.indices(pos, b)
+        positions = self.global_positions(pos, b)
         data = [np.fromfile(self.files[i], dtype=np.uint8) for i in idx]
-        sizes = [np.array([r, r], dtype=np.float32) for _ in idx]
         if self.cfg.mirror:  # decided per global stream position, as the torch loaders' `mirror`
-            flips = mirror_flags(self.seed, self.global_positions(pos, b))
+            flips = mirror_flags(self.seed, positions)
         else:
             flips = [False] * b
+        return [data, [np.array(int(f), dtype=np.int32) for f in flips], *self._geometry(idx, positions, r)]
+
+    # Whether `_geometry` adds crop windows (anchor, shape) to the resize of every sample.
+    windowed = False
+
+    def _geometry(self, idx: list[int], positions: list[int], r: float) -> list[list[np.ndarray]]:
+        """Per sample of the batch: the resize target (height, width), whether to resize at all and, when
+        `windowed`, the (x, y) anchor and (width, height) of the crop after it."""
+        sizes = [np.array([r, r], dtype=np.float32) for _ in idx]
         resize = [np.array(r != self.native, dtype=np.bool_) for _ in idx]
-        return data, sizes, [np.array(int(f), dtype=np.int32) for f in flips], resize
+        return [sizes, resize]
 
     def _build(self):
         dali, fn, types = _dali()
         mixed = self.device_id is not None
         channels = self.channels
+        windowed = self.windowed
+        # Lanczos-3 for the load resize (as the torch loader's PIL LANCZOS); bicubic for CycleGAN's jitter, the
+        # Keys a = -0.5 kernel of PIL's BICUBIC that the official code resizes with (see DaliUnpaired)
+        interp = types.INTERP_CUBIC if windowed else types.INTERP_LANCZOS3
+        kinds = [types.UINT8, types.INT32, types.FLOAT, types.BOOL]  # bytes, flip, resize to, resize or not
+        if windowed:
+            kinds += [types.INT32, types.INT32]  # the crop's (x, y) anchor and (width, height)
 
         @dali.pipeline_def(enable_conditionals=True)
         def graph():
-            encoded, sizes, flips, resize = fn.external_source(
-                source=self._source, num_outputs=4, batch=True, batch_info=True,
-                dtype=[types.UINT8, types.FLOAT, types.INT32, types.BOOL],
-            )  # fmt: skip
+            encoded, flips, sizes, resize, *window = fn.external_source(
+                source=self._source, num_outputs=len(kinds), batch=True, batch_info=True, dtype=kinds
+            )
             images = fn.decoders.image(encoded, device="mixed" if mixed else "cpu",
                                        output_type=types.GRAY if channels == 1 else types.RGB)  # fmt: skip
-            if resize:  # per sample: only when the target differs from the prepared resolution
-                images = fn.resize(images, size=sizes, interp_type=types.INTERP_LANCZOS3, antialias=True)
+            if resize:  # per sample: only when the target differs from the stored size
+                images = fn.resize(images, size=sizes, interp_type=interp, antialias=True)
+            if windowed:  # integer anchor and shape: absolute pixels; a window past the edge is an error
+                images = fn.slice(images, window[0], window[1], axis_names="WH")
             # mirror + HWC -> CHW, still uint8: 4x fewer bytes to hand over than float
             return fn.crop_mirror_normalize(images, dtype=types.UINT8, output_layout="CHW", mirror=flips)
 
@@ -217,6 +234,8 @@ class DaliUnpaired(DaliFolder):
     orders), so both loaders serve the same images in the same order, and shards stay disjoint (a rank's
     block of an even batch starts at an even position: pairs are never split across ranks)."""
 
+    _twin = None  # the torch loader of the same folders, for off-pipeline reads (`_draw`)
+
     def _list_files(self, cfg) -> tuple[list[Path], float]:
         from gandist.data.unpaired import domain_files
 
@@ -228,6 +247,54 @@ class DaliUnpaired(DaliFolder):
     @property
     def size(self) -> int:
         return min(self.counts)
+
+    @property
+    def windowed(self) -> bool:
+        return self.cfg.preprocess != "none"
+
+    def _geometry(self, idx: list[int], positions: list[int], r: float) -> list[list[np.ndarray]]:
+        """CycleGAN's jitter (`gandist.data.jitter`): the windows the torch loader cuts at the same global
+        positions. DALI's INTERP_CUBIC is the Keys a = -0.5 kernel of PIL's BICUBIC, but keeps a float
+        intermediate between its two passes (PIL rounds to 8 bits) and repeats the edge pixels where the kernel
+        overhangs the image (PIL renormalises the taps inside): the windows are the same, their values a mean
+        0.2 and at most 6 of 255 levels from PIL's on photographs (scikit-learn's china and flower samples at
+        32-256 px, resized by 286 / 256), up to ~15 on pixel noise (tests/test_cyclegan_jitter.py)."""
+        if not self.windowed:
+            return super()._geometry(idx, positions, r)
+        from gandist.data.jitter import windows
+
+        cfg = self.cfg
+        stored = [self._stored_size(i) for i in idx]
+        wins = windows(cfg.preprocess, self.seed, positions, stored, cfg.load, cfg.resolution,
+                       [str(self.files[i]) for i in idx])  # fmt: skip
+        return [
+            [np.array(w.size[::-1], dtype=np.float32) for w in wins],  # DALI's size: (height, width)
+            [np.array(w.size != s, dtype=np.bool_) for w, s in zip(wins, stored)],
+            [np.array([w.left, w.top], dtype=np.int32) for w in wins],
+            [np.array([w.crop, w.crop], dtype=np.int32) for w in wins],
+        ]
+
+    def _stored_size(self, i: int) -> tuple[int, int]:
+        """(width, height) of file i as decoded: a prepared dataset's resolution, or the image's header with
+        its EXIF orientation applied (both DALI's decoder and gandist.data.pixels apply it)."""
+        if self.native > 0:
+            return int(self.native), int(self.native)
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:  # the header only: nothing is decoded
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
+        return (h, w) if turned else (w, h)
+
+    def _draw(self, position: int, n: int) -> torch.Tensor:
+        """Off-pipeline reads (evaluation, pictures): the torch loader's images at the same global positions,
+        jitter and flips included."""
+        from gandist.data.unpaired import UnpairedFolders
+
+        if self._twin is None:
+            self._twin = UnpairedFolders(self.cfg, self.seed)
+        out = [self._twin._draw_batch(g - g % 2, 2).x[g % 2] for g in self.global_positions(position, n)]
+        return torch.stack(out)
 
     def indices(self, position: int, n: int) -> list[int]:
         from gandist.data.unpaired import domain_indices

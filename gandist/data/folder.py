@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -62,6 +63,25 @@ def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot read image '{path}' ({exc}); remove or replace the file") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def decode_image(path: Path, channels: int) -> np.ndarray:
+    """The stored pixels, uint8 [H, W, channels], at the file's own size and aspect ratio (the conversion of
+    `load_image`, without its square crop and resize): what CycleGAN's jitter resizes and crops."""
+    from PIL import UnidentifiedImageError
+
+    if path.suffix == ".npy":  # prepared lossless data: uint8 [R, R, 3]
+        arr = np.load(path, allow_pickle=False)
+        if channels == 1:  # the channel mean, as load_image reads a prepared array
+            return arr.astype(np.float64).mean(2, keepdims=True).round().astype(np.uint8)
+        return arr
+    from gandist.data.pixels import open_image, to_uint8
+
+    try:
+        with open_image(path) as im:
+            return to_uint8(im, channels)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot read image '{path}' ({exc}); remove or replace the file") from None
 
 
 class _Images(Dataset):

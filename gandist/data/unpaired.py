@@ -9,6 +9,13 @@ the pairing is never seen in training.
 |---|---|---|
 | `unpaired` | data.path/trainA and data.path/trainB (the horse2zebra layout), any format `prepare` reads; `data.loader: torch` or `dali` | none |
 | `shapes` | procedural discs, boxes and triangles in colour scheme A and scheme B | scene i in both schemes |
+
+Each image is jittered as the official CycleGAN code does (`data.preprocess`, `gandist.data.jitter`): by
+default resized to `data.load_size` (0: resolution * 286 / 256, so 286 for 256 px) with PIL's BICUBIC, cropped
+to `data.resolution` at a random offset and flipped at random (`data.mirror`). The offsets and flips of the
+image at global position p are functions of (seed, p) alone. The shapes are drawn at the resized size (they
+are defined in continuous coordinates: no filter). `data.preprocess: none` serves the images as every other
+source does: centre square, Lanczos to `data.resolution`. `pairs` (the known answer) is never jittered.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gandist.data.base import DATASETS, Batch, DataSource, mirror
 from gandist.data.config import ShapesData, UnpairedData
-from gandist.data.folder import dataset_files, load_image
+from gandist.data.folder import dataset_files, decode_image, load_image
+from gandist.data.jitter import Window, windows
 from gandist.errors import DataError
 from gandist.registry import register
 from gandist.rng import position_generator, stream
@@ -54,16 +63,27 @@ class UnpairedSource(DataSource):
     def size(self) -> int:
         return min(self.counts)
 
-    def _images(self, domain: int, indices: list[int]) -> torch.Tensor:
+    @property
+    def jitter(self) -> bool:
+        return self.cfg.preprocess != "none"
+
+    def _images(self, domain: int, indices: list[int], positions: list[int] | None = None) -> torch.Tensor:
+        """Images `indices` of `domain`, [k, C, R, R] in [-1, 1]: jittered by the windows of the global stream
+        `positions` they are served at, or (None) as stored at data.resolution."""
         raise NotImplementedError
+
+    def _windows(self, positions: list[int], stored: list[tuple[int, int]], names: list[str]) -> list[Window]:
+        cfg = self.cfg
+        return windows(cfg.preprocess, self.seed, positions, stored, cfg.load, cfg.resolution, names)
 
     def _draw_batch(self, position: int, n: int) -> Batch:
         assert position % 2 == 0 and n % 2 == 0, (
             f"unpaired batches come in pairs (position {position}, n {n})"
         )
         pair, m = position // 2, n // 2
-        a = self._images(0, domain_indices(self.counts[0], self.seed, 0, pair, m))
-        b = self._images(1, domain_indices(self.counts[1], self.seed, 1, pair, m))
+        at = (list(range(position, position + n, 2)), list(range(position + 1, position + n, 2)))  # A, B
+        a = self._images(0, domain_indices(self.counts[0], self.seed, 0, pair, m), at[0])
+        b = self._images(1, domain_indices(self.counts[1], self.seed, 1, pair, m), at[1])
         x = torch.stack([a, b], dim=1).reshape(n, *a.shape[1:])  # A, B, A, B, ...
         if self.cfg.mirror:
             x = mirror(x, self.seed, position)
@@ -71,6 +91,22 @@ class UnpairedSource(DataSource):
 
     def _draw(self, position: int, n: int) -> torch.Tensor:
         return self._draw_batch(position - position % 2, n + n % 2).x[:n]
+
+
+def crop_window(pixels: np.ndarray, window: Window) -> torch.Tensor:
+    """uint8 [H, W, C] -> uint8 [C, crop, crop]: resized to the window's size with PIL's BICUBIC (the official
+    `transforms.Resize(..., BICUBIC)` on a PIL image; skipped at the stored size, as PIL itself skips it), then
+    the window cut out."""
+    h, w = pixels.shape[:2]
+    if window.size != (w, h):
+        from PIL import Image
+
+        im = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+        pixels = np.asarray(im.resize(window.size, Image.Resampling.BICUBIC))
+        pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    c = window.crop
+    out = pixels[window.top : window.top + c, window.left : window.left + c]
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).contiguous()
 
 
 def domain_files(root: Path, verify: str = "size") -> tuple[list[Path], list[Path]]:
@@ -94,9 +130,14 @@ class UnpairedFolders(UnpairedSource):
         self.files = list(domain_files(Path(cfg.path), cfg.verify))
         self.counts = (len(self.files[0]), len(self.files[1]))
 
-    def _images(self, domain: int, indices: list[int]) -> torch.Tensor:
+    def _images(self, domain: int, indices: list[int], positions: list[int] | None = None) -> torch.Tensor:
         c, r = self.cfg.channels or 3, self.cfg.resolution
-        return torch.stack([load_image(self.files[domain][i], r, c) for i in indices]).float() / 127.5 - 1.0
+        files = [self.files[domain][i] for i in indices]
+        if positions is None or not self.jitter:
+            return torch.stack([load_image(f, r, c) for f in files]).float() / 127.5 - 1.0
+        arrays = [decode_image(f, c) for f in files]
+        wins = self._windows(positions, [(a.shape[1], a.shape[0]) for a in arrays], [str(f) for f in files])
+        return torch.stack([crop_window(a, w) for a, w in zip(arrays, wins)]).float() / 127.5 - 1.0
 
 
 # Colour schemes of the shapes data (RGB in [0, 1]): background, first and second shape colour. Scheme B
@@ -148,8 +189,16 @@ class Shapes(UnpairedSource):
         super().__init__(cfg, seed)
         self.counts = (cfg.count, cfg.count)
 
-    def _images(self, domain: int, indices: list[int]) -> torch.Tensor:
-        out = torch.stack([paint(shapes_scene(i, self.cfg.resolution), domain) for i in indices])
+    def _images(self, domain: int, indices: list[int], positions: list[int] | None = None) -> torch.Tensor:
+        r = self.cfg.resolution
+        if positions is None or not self.jitter:
+            out = torch.stack([paint(shapes_scene(i, r), domain) for i in indices])
+        else:  # a scene is stored at data.resolution and drawn afresh at the size it is resized to
+            wins = self._windows(positions, [(r, r)] * len(indices), [f"shapes scene {i}" for i in indices])
+            out = torch.stack([
+                paint(shapes_scene(i, w.size[0]), domain)[:, w.top : w.top + r, w.left : w.left + r]
+                for i, w in zip(indices, wins)
+            ])  # fmt: skip
         return out.mean(dim=1, keepdim=True) if self.shape[0] == 1 else out
 
     def pairs(self, n: int, start: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,20 +55,31 @@ MEANINGFUL_N = {
     "kid": (1000, "one subset of KID's size 1000, Binkowski et al. 2018"),
     "is": (5000, "10 splits of 500; Salimans et al. 2016 use 50000"),
     "pr": (1000, "k=3 neighbour radii are noise in small sets; Kynkaanniemi et al. 2019 use 50000"),
+    "pr_inception": (1000, "k=3 neighbour radii are noise in small sets; Kynkaanniemi et al. 2019 use 50000"),
 }
 
 
-def small_n_line(metrics: list[str], n: int) -> str | None:
-    """One line naming, for each requested metric, the sample count it needs when `n` is below it."""
+PROTOCOL_N = 50_000  # generated samples behind the published FIDs (Heusel et al. 2017, StyleGAN) and KIDs
+BIASED_BELOW_PROTOCOL = ("fid", "kid")
+
+
+def small_n_line(metrics: list[str], n: int, label: str = "eval --n") -> str | None:
+    """One line naming, for each requested metric, the sample count it needs when `n` is below it; or, for
+    FID and KID at a meaningful `n` below the papers' 50,000, that the value is biased upward."""
     short = [f"{m} >= {MEANINGFUL_N[m][0]} ({MEANINGFUL_N[m][1]})" for m in metrics if m in MEANINGFUL_N and n < MEANINGFUL_N[m][0]]  # fmt: skip
     if not short:
+        biased = [m for m in metrics if m in BIASED_BELOW_PROTOCOL]
+        if biased and n < PROTOCOL_N:
+            return (f"[gandist] {label} {n}: {' and '.join(m.upper() for m in biased)} at fewer than {PROTOCOL_N} "
+                    f"samples are biased upward against the published values (50,000 generated samples); "
+                    f"compare only values taken at the same --n")  # fmt: skip
         return None
     names = ", ".join(m.split()[0] for m in short)
-    return f"[gandist] eval --n {n}: too few samples for meaningful values of {names}: " + "; ".join(short)
+    return f"[gandist] {label} {n}: too few samples for meaningful values of {names}: " + "; ".join(short)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from gandist.train.strategy import build_strategy
+    from gandist.strategies import build_strategy
 
 
     # torchrun: joins the process group; every rank generates and extracts its share, rank 0 reports.
@@ -92,7 +103,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace, strategy):
-    from gandist.metrics.evaluate import evaluate, evaluate_sources, folder_stats_path
+    from gandist.metrics.evaluate import build_extractors, evaluate, evaluate_sources, folder_stats_path
     from gandist.metrics.extractors import build_extractor
     from gandist.metrics.sources import IMAGE_SUFFIXES, FolderSource
 
@@ -101,8 +112,9 @@ def _eval(args: argparse.Namespace, strategy):
     is_folder = path.is_dir() and not (path / "checkpoints").is_dir() and not path.name.isdigit() and any(
         p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*"))  # fmt: skip
     if is_folder:  # a folder of generated images against a folder of reals (--data) or statistics
-        ex = build_extractor(args.extractor if args.extractor != "auto" else "inception", "images", "",
-                             strategy.device, args.inception, args.extractor_impl)  # fmt: skip
+        # the extractor some requested metric reads (`--metrics pr` alone: VGG-16 only)
+        ex, build = build_extractors(metrics, args.extractor if args.extractor != "auto" else "inception", "images",
+                                     "", strategy.device, args.inception, args.extractor_impl, args.vgg16)  # fmt: skip
         fake = FolderSource(path, args.workers)  # every image of the folder
         real = FolderSource(args.data, args.workers, limit=args.n_real) if args.data else None
         ref = args.ref_stats or (folder_stats_path(real, ex) if real is not None else None)
@@ -111,7 +123,7 @@ def _eval(args: argparse.Namespace, strategy):
 
             real = StatsFile(args.ref_stats)
         res = evaluate_sources(fake, real, metrics, ex, strategy, args.batch or 0, None, path, ref,
-                               is_order=args.is_order)  # fmt: skip
+                               is_order=args.is_order, build=build)  # fmt: skip
         return {"fakes": str(path), **res}, args.out or path / "metrics.jsonl"
     from gandist.generate import load_generator
 
@@ -146,12 +158,12 @@ def _eval(args: argparse.Namespace, strategy):
     res = evaluate(gen.G, gen.cfg, gen.kind, metrics, n=args.n, n_real=args.n_real, seed=args.seed,
                    extractor=extractor, inception=args.inception, out_dir=run_dir, data_path=args.data,
                    reference_stats=args.ref_stats, strategy=strategy, batch=args.batch, workers=args.workers,
-                   noise_mode=args.noise_mode, is_order=args.is_order)  # fmt: skip
+                   noise_mode=args.noise_mode, is_order=args.is_order, vgg16=args.vgg16)  # fmt: skip
     return {"checkpoint": str(gen.path), "step": gen.step, **extra, **res}, args.out or run_dir / "metrics.jsonl"
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from gandist.train.strategy import build_strategy
+    from gandist.strategies import build_strategy
 
     with _sigterm_raises(), build_strategy("auto", "auto") as strategy:
         try:

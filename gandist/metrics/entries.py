@@ -12,6 +12,8 @@ An entry declares its inputs, so the evaluation extracts only what some requeste
 
 `kinds` are the data kinds the metric is defined on; `data_needs` names a capability its data source must
 declare (a class attribute of the `data` section, e.g. `known_modes`), so no metric names a dataset.
+`features` names the extractor a metric is defined on for images when that is not the evaluation's
+(precision and recall: VGG-16 fc2, Kynkaanniemi et al. 2019); `feature_plan` says which metric reads which.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class MetricEntry:
     kinds: tuple[str, ...] = ("images", "points")
     data_needs: str = ""  # a capability the data section declares ('' = any data of the kinds)
     min_samples: int = 2  # per side
+    # On images: the extractor (`build_extractor`'s name) the metric is defined on, in place of the evaluation's
+    # ImageNet network ('' = the evaluation's own); its needs are then read from that extractor's features.
+    features: str = ""
+    # whether an extractor made for the data (the digits classifier, `Extractor.for_data`) serves in its place
+    data_features: bool = True
 
 
 METRICS: dict[str, MetricEntry] = {}
@@ -75,11 +82,23 @@ def _kid(ctx) -> dict[str, Any]:
     return {"kid": mean, "kid_std": std, "kid_subset_size": m}
 
 
-@metric("pr", {"fake_feats", "real_feats"}, min_samples=PR_K + 1)
+# The paper's feature space: VGG-16 fc2 for images, in place of Inception; the digits classifier's and the
+# 2-D points themselves where the data has its own.
+@metric("pr", {"fake_feats", "real_feats"}, min_samples=PR_K + 1, features="vgg16")
 def _pr(ctx) -> dict[str, Any]:
     from gandist.metrics.precision_recall import precision_recall
 
-    return precision_recall(ctx.real_feats, ctx.fake_feats, k=PR_K)
+    return {**precision_recall(ctx.real_feats, ctx.fake_feats, k=PR_K), "pr_features": ctx.extractor.name}
+
+
+# gandist's former `pr`: the same definition on Inception pool3 features, always those
+@metric("pr_inception", {"fake_feats", "real_feats"}, kinds=("images",), min_samples=PR_K + 1,
+        features="inception", data_features=False)  # fmt: skip
+def _pr_inception(ctx) -> dict[str, Any]:
+    from gandist.metrics.precision_recall import precision_recall
+
+    pr = precision_recall(ctx.real_feats, ctx.fake_feats, k=PR_K)
+    return {"precision_inception": pr["precision"], "recall_inception": pr["recall"]}
 
 
 @metric("modes", {"fake_feats", "fake_probs"}, data_needs="known_modes", min_samples=1)
@@ -145,6 +164,29 @@ def _nn(ctx) -> dict[str, Any]:
     res = nearest_neighbours_figure(shown, real, out, k=5, fake_feats=ctx.extractor(shown)[0],
                                     real_feats=ctx.extractor(real)[0])  # fmt: skip
     return {"nn_figure": res["figure"], "nn_min_pixel_distance": float(np.min(res["pixel_distances"][:, 0]))}
+
+
+def reads(name: str, extractor, kind: str) -> str:
+    """The extractor (`build_extractor`'s name) metric `name` reads when the evaluation's is `extractor`
+    (an Extractor, or its name): the evaluation's own, or on images the one the metric is defined on, unless
+    the evaluation's is made for the data (and the metric accepts that) or is a module given by the caller."""
+    from gandist.metrics.extractors import FOR_DATA
+
+    key = extractor if isinstance(extractor, str) else extractor.key
+    for_data = key in FOR_DATA if isinstance(extractor, str) else extractor.for_data
+    e = METRICS[name]
+    if kind != "images" or not e.features or not key or (for_data and e.data_features):
+        return key
+    return e.features
+
+
+def feature_plan(names, extractor, kind: str) -> dict[str, list[str]]:
+    """extractor name -> the metrics of `names` that read its features, the evaluation's own first."""
+    key = extractor if isinstance(extractor, str) else extractor.key
+    plan: dict[str, list[str]] = {key: []}
+    for name in names:
+        plan.setdefault(reads(name, extractor, kind), []).append(name)
+    return plan
 
 
 def _instead(name: str, dataset: str | None) -> str:

@@ -22,6 +22,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ import numpy as np
 import torch
 
 from gandist.errors import UserError
-from gandist.metrics.entries import IS_SPLITS, METRICS, check_request
-from gandist.metrics.extractors import Extractor, build_extractor
+from gandist.metrics.entries import IS_SPLITS, METRICS, check_request, feature_plan, reads
+from gandist.metrics.extractors import Extractor, build_extractor, extractor_name
 from gandist.metrics.sources import DatasetSource, GeneratorSource, Source, StatsFile
 from gandist.metrics.stats import RunningStats, merge_over_ranks
 
@@ -221,11 +222,15 @@ def evaluate_sources(
     reference_stats: str | Path | None = None,
     real_meta: dict | None = None,
     is_order: str = "shuffled",
+    build: Callable[[str], Extractor] | None = None,
 ) -> dict[str, Any]:
     """Metrics of the samples of `fake` against `real` (a source, a statistics file, or None when no
     metric needs reals). `reference_stats`: where the reals' statistics are cached (read if present,
-    written if not). Returns the values and how they were computed, on every rank."""
-    from gandist.train.strategy import Strategy
+    written if not). A metric defined on other features than `extractor`'s (`entries.feature_plan`: `pr` on
+    images reads VGG-16 fc2) reads those of `build(name)` (default: `build_extractor` with the weights found
+    in the environment or the cache), both sides extracted once more. Returns the values and how they were
+    computed, on every rank."""
+    from gandist.strategies import Strategy
 
     strategy = strategy or Strategy(extractor.device)
     t0 = time.perf_counter()
@@ -246,24 +251,70 @@ def evaluate_sources(
             raise UserError(f"{what} samples: {src.n}, but {', '.join(plan.metrics)} need at least {n_min}")
     if "fid" in plan.metrics and fake.n < 2:
         raise UserError(f"FID needs at least 2 generated samples, got {fake.n}")
-    is_splits = min(IS_SPLITS, fake.n) if "fake_logits" in plan.needs else 0
     if is_order not in ("shuffled", "consecutive"):
         raise UserError(f"Inception Score split order '{is_order}' unknown; use shuffled or consecutive")
+    groups = feature_plan(plan.metrics, extractor, fake.kind)
+    own = groups.pop(extractor.key)  # the metrics that read `extractor`; the rest, by the extractor they read
+    others = {key: (build or _default_build(fake.kind, dataset, strategy.device))(key) for key in groups}
 
+    described = extractor.describe() if own or not others else {}  # an extractor no metric read is not named
+    result: dict[str, Any] = {"n_fake": fake.n, **fake.describe(), **described, "batch": plan.batch}
+    contexts = {}
+    if own:
+        contexts[extractor.key] = _own_context(fake, real, own, extractor, strategy, plan.batch, dataset, out_dir,
+                                               reference_stats, real_meta, is_order, result)  # fmt: skip
+    for key, ex in others.items():
+        contexts[key] = _other_context(fake, real, groups[key], ex, strategy, batch, dataset, out_dir, result)
+    # 4. metrics, in the order asked
+    for name in plan.metrics:
+        if name == "nn" and not strategy.is_main:
+            continue  # a picture: rank 0 draws it
+        result.update(METRICS[name].compute(contexts[reads(name, extractor, fake.kind)]))
+    # 5. provenance
+    result.update(seconds=time.perf_counter() - t0, world_size=strategy.world_size, device=str(strategy.device),
+                  **peak_memory())  # fmt: skip
+    return result
+
+
+def _needs(names: list[str]) -> frozenset[str]:
+    return frozenset().union(*(METRICS[m].needs for m in names))
+
+
+def _default_build(kind: str, dataset: str | None, device) -> Callable[[str], Extractor]:
+    return lambda key: build_extractor(key, kind, dataset or "", device)
+
+
+def build_extractors(
+    metrics, name: str, kind: str, data_name: str, device="cpu", inception: str | None = None,
+    impl: str = "auto", vgg16: str | None = None,
+) -> tuple[Extractor, Callable[[str], Extractor]]:  # fmt: skip
+    """(the evaluation's extractor, the builder of those its metrics defined on other features read). The
+    evaluation's is `name` (auto: the data source's) unless no metric reads it and all read one other
+    (`--metrics pr` on images: VGG-16), so no weights file is needed that no requested metric reads."""
+
+    def build(key: str) -> Extractor:
+        return build_extractor(key, kind, data_name, device, inception, impl, vgg16)
+
+    key = extractor_name(name, kind, data_name)
+    plan = feature_plan([m for m in metrics if m in METRICS], key, kind)
+    if not plan[key] and len(plan) == 2:
+        key = list(plan)[1]
+    return build(key), build
+
+
+def _own_context(fake, real, names, extractor, strategy, batch, dataset, out_dir, reference_stats, real_meta,
+                 is_order, result) -> EvalContext:  # fmt: skip
+    """2./3. Both sides through the evaluation's extractor, keeping what `names` need (the reals' statistics
+    from a file, or cached, when that is all they read); what was read from where goes into `result`."""
+    needs = _needs(names)
+    is_splits = min(IS_SPLITS, fake.n) if "fake_logits" in needs else 0
     # 2. fakes
-    fake_side = extract_side(fake, extractor, strategy, plan.batch, "fake_stats" in plan.needs,
-                             "fake_feats" in plan.needs, is_splits, desc="generated", is_order=is_order,
-                             probs="fake_probs" in plan.needs)  # fmt: skip
+    fake_side = extract_side(fake, extractor, strategy, batch, "fake_stats" in needs, "fake_feats" in needs,
+                             is_splits, desc="generated", is_order=is_order, probs="fake_probs" in needs)  # fmt: skip
     # 3. reals: cached statistics when that is all the metrics read
-    result: dict[str, Any] = {
-        "n_fake": fake.n,
-        **fake.describe(),
-        **extractor.describe(),
-        "batch": plan.batch,
-    }
     real_side, real_np = None, None
-    if need_real:
-        cached = reference_stats and Path(reference_stats).is_file() and not (plan.needs & {"real_feats"})
+    if needs & {"real_stats", "real_feats", "samples"}:
+        cached = reference_stats and Path(reference_stats).is_file() and not (needs & {"real_feats"})
         if isinstance(real, StatsFile) or cached:
             sf = real if isinstance(real, StatsFile) else StatsFile(reference_stats)
             mu, sigma, meta = sf.load(fake_side.stats.dim if fake_side.stats is not None else None)
@@ -271,8 +322,8 @@ def evaluate_sources(
             result["n_real"] = sf.n or meta.get("n")
             result["fid_reference"] = {"stats_file": str(sf.path), **meta}
         else:
-            real_side = extract_side(real, extractor, strategy, plan.batch, "real_stats" in plan.needs,
-                                     "real_feats" in plan.needs, desc="real")  # fmt: skip
+            real_side = extract_side(real, extractor, strategy, batch, "real_stats" in needs,
+                                     "real_feats" in needs, desc="real")  # fmt: skip
             result["n_real"] = real.n
             if real_side.stats is not None:
                 real_np = real_side.stats.numpy()
@@ -284,17 +335,26 @@ def evaluate_sources(
 
                     save_stats(reference_stats, *real_np, **ref_meta)
                     result["fid_reference"] = {**ref_meta, "stats_file": str(reference_stats)}
-    # 4. metrics
-    ctx = EvalContext(fake_side, real_side, real_np, extractor, dataset, fake, real, out_dir, is_splits,
-                      extra={"is_order": is_order})  # fmt: skip
-    for name in plan.metrics:
-        if name == "nn" and not strategy.is_main:
-            continue  # a picture: rank 0 draws it
-        result.update(METRICS[name].compute(ctx))
-    # 5. provenance
-    result.update(seconds=time.perf_counter() - t0, world_size=strategy.world_size, device=str(strategy.device),
-                  **peak_memory())  # fmt: skip
-    return result
+    return EvalContext(fake_side, real_side, real_np, extractor, dataset, fake, real, out_dir, is_splits,
+                       extra={"is_order": is_order})  # fmt: skip
+
+
+def _other_context(fake, real, names, ex, strategy, batch, dataset, out_dir, result) -> EvalContext:
+    """Both sides through `ex`, the extractor metrics `names` are defined on, keeping their features (and
+    statistics or probabilities if they need them); `ex` is recorded per metric (`<metric>_extractor`)."""
+    needs = _needs(names)
+    b = auto_batch(strategy.device, batch, ex)
+    fake_side = extract_side(fake, ex, strategy, b, "fake_stats" in needs, "fake_feats" in needs,
+                             desc=f"generated ({ex.name})", probs="fake_probs" in needs)  # fmt: skip
+    real_side = None
+    if needs & {"real_stats", "real_feats"}:
+        real_side = extract_side(real, ex, strategy, b, "real_stats" in needs, "real_feats" in needs,
+                                 desc=f"real ({ex.name})")  # fmt: skip
+        result["n_real"] = real.n
+    real_np = real_side.stats.numpy() if real_side is not None and real_side.stats is not None else None
+    for name in names:
+        result[f"{name}_extractor"] = {**ex.describe(), "batch": b}
+    return EvalContext(fake_side, real_side, real_np, ex, dataset, fake, real, out_dir, 0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -321,12 +381,14 @@ def evaluate(
     workers: int | None = None,
     noise_mode: str = "random",
     is_order: str = "shuffled",
+    vgg16: str | None = None,
 ) -> dict[str, Any]:
     """Compute `metrics` for generator G (z [B, z_dim] -> samples) of a run with config `cfg`, against
     the run's data (a style-based G with `noise_mode` noise, fresh per sample by default). `strategy` says
-    where and on which rank (default: one process on `device`, or on the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device)."""
+    where and on which rank (default: one process on `device`, or on the CPU); `batch`: the extraction batch (default cfg.metrics.batch, 0 = sized for the device).
+    `inception`, `vgg16`: the weights files (default cfg.metrics.inception / vgg16, else found)."""
     from gandist.data import build_dataset
-    from gandist.train.strategy import Strategy
+    from gandist.strategies import Strategy
 
     if strategy is None:
         strategy = Strategy(torch.device(device) if device is not None else torch.device("cpu"))
@@ -335,8 +397,15 @@ def evaluate(
     check_request(list(metrics), kind, cfg.data.name, True)
     data_cfg = dataclasses.replace(cfg.data, path=data_path) if data_path else cfg.data
     data = build_dataset(data_cfg, seed=seed)
-    ex = extractor if isinstance(extractor, Extractor) else build_extractor(
-        extractor, kind, cfg.data.name, strategy.device, inception)  # fmt: skip
+    section = getattr(cfg, "metrics", None)
+    inception = inception or getattr(section, "inception", "") or None
+    vgg16 = vgg16 or getattr(section, "vgg16", "") or None
+    if isinstance(extractor, Extractor):
+        ex, build = extractor, lambda key: build_extractor(key, kind, cfg.data.name, strategy.device, inception,
+                                                           vgg16=vgg16)  # fmt: skip
+    else:
+        ex, build = build_extractors(metrics, extractor, kind, cfg.data.name, strategy.device, inception,
+                                     vgg16=vgg16)  # fmt: skip
     n_real = n_real or min(n, getattr(data, "size", None) or n)
     fake = GeneratorSource(G, cfg.model.z_dim, n, seed, strategy.device, kind, gen_batch, noise_mode)
     real = DatasetSource(data, n_real, workers)
@@ -348,9 +417,8 @@ def evaluate(
     # 2-D sources have no path or resolution; only image sources do
     meta = {"dataset": cfg.data.name, "data_path": getattr(data_cfg, "path", ""),
             "resolution": getattr(data_cfg, "resolution", None)}  # fmt: skip
-    res = evaluate_sources(
-        fake, real, metrics, ex, strategy, batch, cfg.data.name, out_dir, reference_stats, meta, is_order
-    )
+    res = evaluate_sources(fake, real, metrics, ex, strategy, batch, cfg.data.name, out_dir, reference_stats,
+                           meta, is_order, build)  # fmt: skip
     return {"seed": seed, **res}
 
 

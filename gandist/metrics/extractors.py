@@ -3,14 +3,19 @@
 | name | for | features | class probabilities | resize |
 |---|---|---|---|---|
 | `inception` | RGB/grey images | 2048-d pool3 of the TF-ported Inception-v3 (torch-fidelity) | 1008-way logits_unbiased | TF1 bilinear to 299x299 |
+| `vgg16` | RGB/grey images: precision and recall (`vgg.py`) | 4096-d fc2 (after ReLU) of torchvision's VGG-16 | - | area to 224x224 |
 | `digits` | digits runs | 128-d penultimate layer of a small CNN gandist trains on scikit-learn's digits | 10-way | bilinear to 16x16 |
 | `digits` on stacked digits | stacked digits | the three channels' 128-d features, side by side (`stacked.py`) | 1000 modes | bilinear to 16x16 |
 | `points` | 2-D data | the points themselves | - | - |
 | any `nn.Module` | anything | whatever it returns | - | none |
 
 FID is only comparable with the same extractor, resize filter and sample count: every result records
-all three. The Inception weights are read from a local file or the torch hub cache and never
+all three. The Inception and VGG-16 weights are read from a local file or the torch hub cache and never
 downloaded at run time; without them the error names the file and where to put it.
+
+A metric may be defined on other features than the evaluation's (`MetricEntry.features`: precision and
+recall on VGG-16): it reads them in place of an ImageNet network's, while an extractor made for the data
+(`for_data`: the digits classifier, the 2-D points) or given as a module serves every metric.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class Extractor:
     features and class probabilities on the CPU."""
 
     name: str = ""
+    key: str = ""  # its name in `build_extractor` ('' for a module given by the caller: every metric reads it)
+    for_data: bool = False  # made for the data (digits classifier, points): metrics defined on other features read it
     resize: str = "none"
     dim: int = 0
     has_probs: bool = False
@@ -75,7 +82,7 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
 
 
 class PointsExtractor(Extractor):
-    name, resize, dim = "points", "none", 2
+    name, key, for_data, resize, dim = "points", "points", True, "none", 2
 
     def extract(self, x):
         return x.reshape(len(x), -1).float(), None
@@ -120,8 +127,11 @@ DIGITS_VERSION = 1  # bump when the network or its training changes; the cache k
 
 
 @torch.enable_grad()  # callers may hold no_grad (the health monitor's probe)
-def train_digits_classifier(seed: int = 0, epochs: int = 30) -> tuple[DigitsNet, float]:
-    """Train on 1500 of scikit-learn's digits (16 px, [-1, 1]); returns the net and held-out accuracy."""
+def train_digits_classifier(seed: int = 0, epochs: int = 30, progress: bool = False) -> tuple[DigitsNet, float]:
+    """Train on 1500 of scikit-learn's digits (16 px, [-1, 1]); returns the net and held-out accuracy.
+    `progress`: a bar of the epochs on a terminal's stderr (none when stderr is a file or a pipe)."""
+    from tqdm import tqdm
+
     from gandist.data.digits import load_digits_tensor
 
     x, y = load_digits_tensor(16)
@@ -132,7 +142,9 @@ def train_digits_classifier(seed: int = 0, epochs: int = 30) -> tuple[DigitsNet,
         torch.manual_seed(seed)
         net = DigitsNet()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc="digits classifier", unit="epoch", file=sys.stderr, leave=False,
+               disable=None if progress else True)  # fmt: skip
+    for _ in bar:
         order = tr[torch.randperm(len(tr), generator=g)]
         for i in range(0, len(order), 64):
             b = order[i : i + 64]
@@ -150,6 +162,7 @@ def train_digits_classifier(seed: int = 0, epochs: int = 30) -> tuple[DigitsNet,
 
 class DigitsExtractor(Extractor):
     name, resize, dim, has_probs, classes = f"digits-cnn-v{DIGITS_VERSION}", "bilinear-16", 128, True, 10
+    key, for_data = "digits", True
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         from safetensors.torch import load_file, save_file
@@ -164,14 +177,17 @@ class DigitsExtractor(Extractor):
             print(f"[gandist] training the digits classifier once (a minute or more on a CPU); it is cached "
                   f"at {path}", file=sys.stderr, flush=True)  # fmt: skip
             t0 = time.perf_counter()
-            net, self.accuracy = train_digits_classifier()
+            net, self.accuracy = train_digits_classifier(progress=True)
             print(f"[gandist] digits classifier trained in {time.perf_counter() - t0:.0f} s, held-out accuracy "
                   f"{self.accuracy:.3f}", file=sys.stderr, flush=True)  # fmt: skip
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            # written whole under a name of this process, then renamed: runs that train it side by side
+            # (parallel evaluations, test workers) never read or write a half-written file
+            tmp, tmp_meta = (p.with_name(f"{p.name}.{os.getpid()}.tmp") for p in (path, meta))
             save_file(net.state_dict(), str(tmp))
+            tmp_meta.write_text(json.dumps({"heldout_accuracy": self.accuracy, "version": DIGITS_VERSION}))
             tmp.replace(path)
-            meta.write_text(json.dumps({"heldout_accuracy": self.accuracy, "version": DIGITS_VERSION}))
+            tmp_meta.replace(meta)
             self.net = net
         self.net = self.net.eval().to(device)
         self.device = torch.device(device)
@@ -372,6 +388,7 @@ class InceptionExtractor(Extractor):
     leaves PyTorch's default, TF32 convolutions, so GPU values differ from its GPU values)."""
 
     name, resize, dim, has_probs, classes = "inception-v3-tf", "tf1-bilinear-299", 2048, True, 1008
+    key = "inception"
     # CPU ms per image on 2 cores (impl exact), two measurements: batch 4: 61.2, 8: 66.3 / 61.0, 16:
     # 70.2 / 69.3, 32: 77.6 / 79.3. The larger the batch, the more activations are allocated and freed
     # as fresh memory mappings at every layer, and page faults take the difference (system time 10-20 ms
@@ -443,14 +460,30 @@ class InceptionExtractor(Extractor):
                 "values": values}  # fmt: skip
 
 
-def build_extractor(
-    name: str, kind: str, data_name: str, device="cpu", inception: str | None = None, impl: str = "auto"
-) -> Extractor:
+EXTRACTORS = ("auto", "inception", "vgg16", "digits", "points")
+FOR_DATA = frozenset(c.key for c in (PointsExtractor, DigitsExtractor))  # names of the extractors made for the data
+
+
+def extractor_name(name: str, kind: str, data_name: str) -> str:
+    """`build_extractor`'s name for `name`: auto is the data source's declared extractor (Inception for a
+    folder of fakes), points for 2-D data."""
     from gandist.config import registered
 
+    if name not in EXTRACTORS:
+        raise UserError(f"unknown extractor '{name}'; valid: {', '.join(EXTRACTORS)}")
+    if name != "auto":
+        return name
+    return "points" if kind == "points" else getattr(registered("data").get(data_name), "extractor", "inception")
+
+
+def build_extractor(
+    name: str, kind: str, data_name: str, device="cpu", inception: str | None = None, impl: str = "auto",
+    vgg16: str | None = None,
+) -> Extractor:  # fmt: skip
+    from gandist.config import registered
+
+    name = extractor_name(name, kind, data_name)
     section = registered("data").get(data_name)
-    if name == "auto":  # the extractor the data source declares (a folder of fakes: Inception)
-        name = "points" if kind == "points" else getattr(section, "extractor", "inception")
     if name == "points":
         return PointsExtractor()
     if name == "digits" and getattr(section, "digit_channels", 1) == 3:  # each channel read as a digit
@@ -459,6 +492,8 @@ def build_extractor(
         return StackedDigitsExtractor(device)
     if name == "digits":
         return DigitsExtractor(device)
-    if name == "inception":
-        return InceptionExtractor(inception, device, impl)
-    raise UserError(f"unknown extractor '{name}'; valid: auto, inception, digits, points")
+    if name == "vgg16":
+        from gandist.metrics.vgg import VGG16Extractor
+
+        return VGG16Extractor(vgg16, device)
+    return InceptionExtractor(inception, device, impl)

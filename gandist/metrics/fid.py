@@ -5,6 +5,7 @@ d^2 = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta: Any)
     """Cache reference statistics as .npz with what produced them (extractor, resize, count, ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # this process's: concurrent writers never mix
     np.savez(tmp, mu=mu, sigma=sigma, **{f"meta_{k}": np.asarray(str(v)) for k, v in meta.items()})
     tmp.replace(path)
     return path

@@ -3,6 +3,10 @@
 Each set's manifold is the union of balls around its samples, radius = distance to the k-th nearest
 other sample of the same set. Precision: share of generated samples inside the real manifold.
 Recall: share of real samples inside the generated manifold.
+
+The features are the caller's; `gandist eval`'s `pr` gives images VGG-16 fc2 features as the paper
+(`vgg.py`). Squared distances against squared radii decide the same memberships as the official code's
+distances against radii.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A stand-in for the Inception weights file, for tests and benchmarks on machines that cannot fetch it.
+"""Stand-ins for the Inception and VGG-16 weights files, for tests and benchmarks on machines that cannot
+fetch them.
 
 The file has the real architecture (torch-fidelity's Inception-v3, the same state-dict keys, so
 gandist, torch-fidelity and pytorch-fid all load it), seeded random weights, and BatchNorm statistics
@@ -49,5 +50,36 @@ def make_standin_inception(path: str | Path, seed: int = 0, calibration: int = 1
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(net.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def make_standin_vgg16(path: str | Path, seed: int = 0) -> Path:
+    """Write seeded random VGG-16 weights in torchvision's layout (`vgg16-397923af.pth`: `features.*`,
+    `classifier.{0,3,6}.*`, float32, 528 MB) to `path` and return it. Weights are He-scaled
+    (std sqrt(2 / fan_in)), so activations keep their scale through the ReLUs; biases are small. A few
+    seconds on 2 CPU cores."""
+    from gandist.metrics.vgg import VGG16_FC, VGG16_LAYERS
+
+    g = torch.Generator().manual_seed(seed)
+
+    def layer(cout: int, fan_in: int, *shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.randn(cout, *shape, generator=g).mul_((2.0 / fan_in) ** 0.5)
+        return w, torch.randn(cout, generator=g).mul_(0.01)
+
+    sd, idx, cin = {}, 0, 3
+    for v in VGG16_LAYERS:
+        if v == "M":
+            idx += 1
+            continue
+        sd[f"features.{idx}.weight"], sd[f"features.{idx}.bias"] = layer(v, 9 * cin, cin, 3, 3)
+        idx, cin = idx + 2, v  # the conv and its ReLU
+    dims = (*VGG16_FC, 1000)  # fc1, fc2, fc3 (the 1000 ImageNet classes)
+    for i, (fin, fout) in zip((0, 3, 6), zip(dims, dims[1:])):
+        sd[f"classifier.{i}.weight"], sd[f"classifier.{i}.bias"] = layer(fout, fin, fin)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(sd, tmp)
     tmp.replace(path)
     return path

@@ -5,7 +5,8 @@ under the same name: `build(model_cfg, data_shape, kind) -> {"G": ..., "D": ...}
 
 G maps latents [N, z_dim] to samples shaped like the data; D maps samples to logits [N] (or [N, K] where a
 family's objective wants K outputs: the semi-supervised GAN). A family with a style-based G exposes `G.mapping`
-and `G.synthesis`. A translation family (CycleGAN) has no G but generators between domains (G_AB, G_BA) that
+and `G.synthesis`. A network with a data-dependent initialisation declares `data_init(x)` and
+`data_init_samples`; the trainer calls it once on the first real samples (`initialise_from_data`). A translation family (CycleGAN) has no G but generators between domains (G_AB, G_BA) that
 map images to images, and discriminators that give a map of patch logits [N, 1, H', W'].
 Models see tensors only: no devices, ranks or wrappers here.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_LAZY = ("MODELS", "build_networks")
+_LAZY = ("MODELS", "build_networks", "initialise_from_data")
 
 
 def __getattr__(name: str) -> Any:

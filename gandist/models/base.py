@@ -33,3 +33,13 @@ def build_networks(cfg: Section, shape: tuple[int, ...], kind: str) -> dict[str,
     nets = build(dataclasses.replace(cfg, z_dim=prior.out_dim), shape, kind)
     nets["G"] = LatentPriorGenerator(prior, nets["G"])
     return nets
+
+
+def initialise_from_data(nets: dict[str, nn.Module], data) -> None:
+    """The data-dependent initialisation of the networks that declare one (`data_init(x)` and
+    `data_init_samples`; weight normalisation, Salimans & Kingma 2016): each sees the first samples of the
+    training stream (`peek`: the same on every rank, the stream not moved). Call it right after
+    `build_networks`, before wrapping and EMA copies, while the global RNG is still seeded alike on every rank."""
+    for net in nets.values():
+        if hasattr(net, "data_init"):
+            net.data_init(data.peek(net.data_init_samples))

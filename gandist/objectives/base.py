@@ -23,7 +23,7 @@ of the main phase (`*both`).
 | classic (GAN, DCGAN, LSGAN, WGAN, WGAN-GP) | G, D | Dmain x k (Dboth x k when GP/R1 is paid every step; WGAN: x 100 on warm-up steps), Dreg every N, Gmain | none |
 | PGGAN | G, D | Dboth (WGAN-GP lambda 10 + drift), Gmain; fade-in alpha from the schedule | none |
 | StyleGAN | G (mapping, synthesis), D | the classic phases: Dmain, Dreg every 16 (R1), Gmain; G mixes styles and tracks w_avg in its own training-mode forward | w_avg (a buffer of G) |
-| semi-supervised GAN (`families/sgan/`) | G (optionally class-conditional), D (K logits + implicit fake, or K+1) | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (feature matching or non-saturating; + class cross-entropy for a conditional G); loss.mode=supervised: Dmain alone (the baseline) | none (the labelled-stream position lives in the data source's state) |
+| semi-supervised GAN (`families/sgan/`) | G (optionally class-conditional), D (K logits + implicit fake, or K+1); D_ema with loss.d_average | Dmain (labelled cross-entropy + unsupervised real/fake), Gmain (feature matching or non-saturating; + class cross-entropy for a conditional G); loss.mode=supervised: Dmain alone (the baseline) | none (the labelled-stream position lives in the data source's state) |
 | CycleGAN (`families/cyclegan/`) | G_AB, G_BA, D_A, D_B | Gmain (both generators: adversarial + cycle + identity), Dmain (both critics on the Gmain batch, fakes from the pools) | two pools of 50 past fakes (images, count, random stream) |
 """
 
@@ -139,6 +139,8 @@ class Objective:
     """Base class. Subclasses set `networks` (the wrapped modules by name) and implement the rest."""
 
     ema: dict[str, str] = {"G_ema": "G"}  # EMA network name -> the network it averages
+    # EMA networks averaged with a fixed decay per generator step instead of train.ema_kimg's half-life
+    ema_decay: dict[str, float] = {}
     sample_network = (
         "G"  # the generator of fixed-z pictures, evaluations and `gandist generate` (its EMA if kept)
     )

@@ -5,6 +5,7 @@ sample pictures (`Pictures`) and the periodic evaluation with its metric default
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ class PeriodicMetrics:
             self._extractor = build_extractor(
                 m.extractor, self.kind, self.cfg.data.name, self.device, m.inception or None
             )
+            from gandist.metrics.commands import small_n_line
+
+            line = small_n_line(self._metric_names, m.n, "metrics.n =")  # said once, at the first evaluation
+            if line and self.strategy.is_main:
+                print(line, file=sys.stderr)
         res = evaluate(self.sample_net(), self.cfg, self.kind, self._metric_names, n=m.n, seed=self.cfg.train.seed,
                        extractor=self._extractor, strategy=self.strategy, out_dir=self.run_dir)  # fmt: skip
         res = {"step": self.step, **res}

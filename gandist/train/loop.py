@@ -44,10 +44,11 @@ from gandist.config import Config, dump_config, flat_dict
 from gandist.data import build_dataset
 from gandist.data.base import Batch
 from gandist.errors import UserError
-from gandist.models import build_networks
+from gandist.models import build_networks, initialise_from_data
 from gandist.models.config import check_pack_per_rank
 from gandist.objectives.base import Phase, PhaseContext, backward_through, build_objective
 from gandist.rng import stream
+from gandist.strategies import Strategy
 from gandist.train.callbacks import PeriodicMetrics, Pictures
 from gandist.train.checkpointer import Checkpointing
 from gandist.train.ema import EMA
@@ -55,7 +56,6 @@ from gandist.train.optim import build_optimizer
 from gandist.train.runlog import RunLog
 from gandist.train.schedule import Schedule, Stage, fade_reals
 from gandist.train.stats import StatsReader, _progress
-from gandist.train.strategy import Strategy, strategy_from_config
 
 # fp16 loss scale: torch.amp.GradScaler's defaults (start 2^16, x2 after 2000 finite steps, x0.5 on overflow)
 FP16_SCALE, FP16_GROWTH, FP16_BACKOFF, FP16_INTERVAL = 2.0**16, 2.0, 0.5, 2000
@@ -127,11 +127,9 @@ class StopRequest:
 class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
     """Builds everything a run needs without touching the disk; `train()` creates the run directory."""
 
-    def __init__(
-        self, cfg: Config, run_dir: Path, log_enabled: bool = True, strategy: Strategy | None = None
-    ) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, strategy: Strategy, log_enabled: bool = True) -> None:
         self.cfg = cfg
-        self.strategy = strategy or strategy_from_config(cfg.train)  # the entry point's, or the config's
+        self.strategy = strategy  # built once by whoever starts the run (`strategy_from_config`)
         self.world = self.strategy.world_size
         check_world_size(cfg, self.world)
         self.device = self.strategy.device
@@ -146,6 +144,7 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.data = build_dataset(cfg.data, tc.seed, self.strategy)
         self.kind = self.data.kind
         nets = build_networks(cfg.model, self.data.shape, self.kind)
+        initialise_from_data(nets, self.data)  # weight normalisation's data-dependent init, where a network has one
         self.nets: dict[str, nn.Module] = {name: net.to(self.device) for name, net in nets.items()}
         wrapped = {name: self.strategy.wrap(net, name) for name, net in self.nets.items()}
         if (
@@ -388,7 +387,8 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.strategy.sync_buffers(list(self.nets.values()))
         for name, ema in self.ema.items():
             source = self.nets[self.objective.ema[name]]
-            ema.update(source, ema.beta(self.batch_size, self.nimg))
+            beta = self.objective.ema_decay.get(name)
+            ema.update(source, ema.beta(self.batch_size, self.nimg) if beta is None else beta)
         self.step += 1
         return stats
 

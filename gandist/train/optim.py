@@ -22,8 +22,38 @@ Builder = Callable[[Iterable[torch.nn.Parameter], OptimConfig, float, float], to
 OPTIMIZERS: dict[str, Builder] = {}
 
 
+class AdamEpsInsideSqrt(torch.optim.Optimizer):
+    """Adam with epsilon inside the square root (Salimans et al. 2016's Theano `nn.adam_updates`, openai/
+    improved-gan): m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2, t <- t + 1, then
+    p <- p - lr (m / (1 - b1^t)) / sqrt(v / (1 - b2^t) + eps). `torch.optim.Adam` divides by sqrt(v_hat) + eps.
+    The step count is a tensor on the parameter's device, so a guarded step restores it like the moments."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+                state["step"] += 1
+                m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+                p.sub_(lr * m_hat / (v_hat + eps).sqrt())
+
+
 @register(OPTIMIZERS, "adam")
 def adam(params, cfg: OptimConfig, lr: float, c: float = 1.0) -> torch.optim.Optimizer:
+    if cfg.eps_inside_sqrt:
+        return AdamEpsInsideSqrt(params, lr=lr * c, betas=(cfg.beta1**c, cfg.beta2**c), eps=cfg.eps)
     return torch.optim.Adam(params, lr=lr * c, betas=(cfg.beta1**c, cfg.beta2**c), eps=cfg.eps, fused=True)
 
 

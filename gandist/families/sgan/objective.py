@@ -16,9 +16,18 @@ Labelled and unlabelled digits arrive in one batch, the labelled ones with label
 puts `data.labelled_batch` of them in front), so the supervised term is normalised by the expected count
 of labelled digits, which keeps it exact under micro-batching. mode=supervised trains the same D on the
 labelled digits alone: the baseline semi-supervised learning must beat.
+
+loss.unsupervised_reals=unlabelled is Salimans et al.'s code (train_mnist_feature_matching.py): the real/fake
+terms and feature matching read only the unlabelled rows, normalised by their expected count, with one fake per
+unlabelled row (100 labelled + 100 unlabelled reals and 100 fakes per D step; 100 reals and 100 fakes per G
+step). Their loss_unl is half of L_unsupervised, so their unlabeled_weight 1 is loss.unsupervised_weight 0.5.
+loss.d_average > 0 keeps D_ema, D's weights averaged at that decay per step, which the held-out accuracy reads
+(their test_batch reads D's parameters averaged at 0.9999).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +47,7 @@ from gandist.objectives.base import (
     d_steps_warmup,
 )
 from gandist.registry import register
-from gandist.train.strategy import sum_over_ranks
+from gandist.strategies import sum_over_ranks
 
 
 def with_fake_logit(logits: torch.Tensor, classes: int) -> torch.Tensor:
@@ -96,8 +105,19 @@ def _batch_mean(features: torch.Tensor, ctx: PhaseContext) -> torch.Tensor:
     return sum_over_ranks(features.sum(0), ctx.world) / (features.shape[0] * ctx.world)
 
 
+def _masked_batch_mean(features: torch.Tensor, mask: torch.Tensor, count: float, ctx: PhaseContext) -> torch.Tensor:
+    """The mean feature [F] of the rows where `mask` holds, over the global (micro-)batch, divided by their
+    expected count per rank (`count`): exact when the rows split over ranks unevenly (the labelled front)."""
+    total = (features * mask[:, None]).sum(0)
+    if ctx.world > 1:
+        total = sum_over_ranks(total, ctx.world)
+    return total / (count * ctx.world)
+
+
 @register(OBJECTIVES, "sgan")
 class SemiSupervised(Objective):
+    ema = {"G_ema": "G", "D_ema": "D"}  # every EMA network a run may keep (a run keeps D_ema if loss.d_average)
+
     def __init__(self, cfg: Config, networks: dict[str, nn.Module], kind: str) -> None:
         super().__init__(cfg, networks)
         self.G, self.D = networks["G"], networks["D"]
@@ -106,6 +126,22 @@ class SemiSupervised(Objective):
         # labelled digits per batch: the supervised sum over a micro-batch is divided by its expected share
         data = cfg.data
         self.labelled_share = (data.labelled_batch / data.batch_size) if data.labelled_batch else 1.0
+        self.unlabelled_only = self.lc.unsupervised_reals == "unlabelled"
+        self.ema = {"G_ema": "G", **({"D_ema": "D"} if self.lc.d_average else {})}
+        self.ema_decay = {"D_ema": self.lc.d_average} if self.lc.d_average else {}
+
+    def _unlabelled_count(self, ctx: PhaseContext) -> int:
+        """Expected unlabelled rows in this micro-batch, and so the fakes it draws (unsupervised_reals=unlabelled)."""
+        count = ctx.batch_size * (1 - self.labelled_share)
+        if abs(count - round(count)) > 1e-9:
+            from gandist.config import ConfigError
+
+            raise ConfigError(
+                f"a micro-batch (or rank share) of {ctx.batch_size} rows holds {count:g} unlabelled rows on average; "
+                "loss.unsupervised_reals=unlabelled draws one fake per unlabelled row: choose data.batch_size, "
+                "data.labelled_batch, train.micro_batch and the rank count so that the count is whole"
+            )
+        return round(count)
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
         o = self.cfg.optim
@@ -119,11 +155,11 @@ class SemiSupervised(Objective):
         # feature matching compares with the features of reals: the G phase draws a batch of its own
         return d + [Phase("Gmain", "G", ("G",), reals=self.lc.name == "feature_matching")]
 
-    def _generate(self, ctx: PhaseContext) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = ctx.latents()
+    def _generate(self, ctx: PhaseContext, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = ctx.latents(n)
         if not self.conditional:
             return self.G(z), None
-        y = ctx.randint(self.K)
+        y = ctx.randint(self.K, n)
         return self.G(z, y), y
 
     def accumulate(self, phase: Phase, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
@@ -143,25 +179,40 @@ class SemiSupervised(Objective):
         # to a mean over the step that comes out as the labelled digits' accuracy
         stats["train_acc"] = correct.sum() / (self.labelled_share * ctx.batch_size)
         if lc.mode == "semi":
+            n_fake = self._unlabelled_count(ctx) if self.unlabelled_only else None
             with torch.no_grad():
-                fake, _ = self._generate(ctx)
+                fake, _ = self._generate(ctx, n_fake)
             logits_fake = self.D(fake)
-            unsup = unsupervised_loss(logits_real, logits_fake, K)
+            if self.unlabelled_only:  # the unlabelled rows' mean, over their expected count (exact in any split)
+                log_real = log_p_real(at_least_fp32(logits_real), K)
+                real_term = -(log_real * ~mask).sum() / n_fake
+                unsup = real_term - log_p_fake(at_least_fp32(logits_fake), K).mean()
+                pr = (log_real.detach().exp() * ~mask).sum() / n_fake
+                real_right = (((log_real.detach() > math.log(0.5)) & ~mask).sum() / n_fake).float()
+            else:
+                unsup = unsupervised_loss(logits_real, logits_fake, K)
+                pr_rows = log_p_real(logits_real.detach(), K).exp()
+                pr, real_right = pr_rows.mean(), (pr_rows > 0.5).float().mean()
             total = total + lc.unsupervised_weight * unsup
-            pr, pf = log_p_real(logits_real.detach(), K).exp(), log_p_fake(logits_fake.detach(), K).exp()
-            stats.update(unsup_loss=unsup.detach(), d_real=pr.mean(), d_fake=1 - pf.mean(),
-                         d_acc=((pr > 0.5).float().mean() + (pf > 0.5).float().mean()) / 2)  # fmt: skip
+            pf = log_p_fake(logits_fake.detach(), K).exp()
+            stats.update(unsup_loss=unsup.detach(), d_real=pr, d_fake=1 - pf.mean(),
+                         d_acc=(real_right + (pf > 0.5).float().mean()) / 2)  # fmt: skip
         stats["d_loss"] = total.detach()
         backward(total, ctx.gain)
         return PhaseResult(total.detach(), stats)
 
     def _g_main(self, batch: Batch | None, ctx: PhaseContext) -> PhaseResult:
-        fake, y = self._generate(ctx)
+        n_fake = self._unlabelled_count(ctx) if self.unlabelled_only else None
+        fake, y = self._generate(ctx, n_fake)
         logits_fake, f_fake = self.D(fake, with_features=True)
         if self.lc.name == "feature_matching":
             with torch.no_grad():
                 _, f_real = self.D(batch.x, with_features=True)
-            loss = (_batch_mean(at_least_fp32(f_real), ctx) - _batch_mean(at_least_fp32(f_fake), ctx)).square().mean()
+            if self.unlabelled_only:  # the unlabelled rows' mean feature (their mom_real on x_unl)
+                real_mean = _masked_batch_mean(at_least_fp32(f_real), batch.labels < 0, n_fake, ctx)
+            else:
+                real_mean = _batch_mean(at_least_fp32(f_real), ctx)
+            loss = (real_mean - _batch_mean(at_least_fp32(f_fake), ctx)).square().mean()
         else:
             loss = -log_p_real(at_least_fp32(logits_fake), self.K).mean()
         stats = {"adv_loss": loss.detach()}
@@ -173,15 +224,15 @@ class SemiSupervised(Objective):
         backward(loss, ctx.gain)
         return PhaseResult(loss.detach(), stats)
 
-
     @classmethod
     def checkpoint_metrics(cls, path) -> dict:
         return {"classifier": checkpoint_accuracy(path)}
 
 
-def checkpoint_accuracy(path, which: str = "D") -> dict:
+def checkpoint_accuracy(path, which: str | None = None) -> dict:
     """D's classification accuracy on the held-out digits of a semi-supervised GAN checkpoint (what
-    `gandist eval` reports for this family): {'accuracy', 'heldout', 'labelled'}."""
+    `gandist eval` reports for this family): {'accuracy', 'errors', 'heldout', 'labelled', 'network'}. `which` (None):
+    D_ema where the run kept one (loss.d_average > 0, the averaged D Salimans et al. test), else D."""
     from gandist.data import build_dataset
     from gandist.errors import UserError
     from gandist.load import load_network
@@ -192,14 +243,21 @@ def checkpoint_accuracy(path, which: str = "D") -> dict:
                 f"classifier accuracy is a semi-supervised GAN metric; '{p}' holds a {cfg.model.name} model "
                 "(drop 'accuracy' from --metrics)"
             )
-        if not cfg.data.holdout:
+        if not getattr(cfg.data, "has_heldout", False):
             raise UserError(
                 f"the run of '{p}' held out no digits (data.holdout=0): there is nothing to test D on"
             )
 
-    loaded = load_network(path, which, refuse)
+    loaded = load_network(path, "D", refuse)
+    if which is None:
+        which = "D_ema" if getattr(loaded.cfg.loss, "d_average", 0.0) else "D"
+    if which != "D":
+        loaded = load_network(path, which)
     D, cfg = loaded.net, loaded.cfg
     source = build_dataset(cfg.data, cfg.train.seed)
     x, y = source.heldout()
     labelled = len(source.labelled) if source.labelled is not None else source.size
-    return {"accuracy": accuracy(D, x, y, cfg.model.classes), "heldout": len(x), "labelled": labelled}
+    acc = accuracy(D, x, y, cfg.model.classes)
+    # errors: the count Salimans et al.'s Table 1 reports (misclassified test digits of MNIST's 10,000)
+    return {"accuracy": acc, "errors": len(x) - round(acc * len(x)), "heldout": len(x), "labelled": labelled,
+            "network": which}  # fmt: skip

@@ -11,7 +11,7 @@ checkpoint must hold. Nothing else in gandist reads RANK, WORLD_SIZE, LOCAL_RANK
 | `single` | one | moves the module to the device | identities |
 | `process-group` | torchrun / SLURM ranks | moves the module to the device (no gradient sync) | torch.distributed |
 | `ddp` | torchrun / SLURM ranks | device, synchronised batch norm, rank 0's weights | + one flat all-reduce of a phase's gradients |
-| `deepspeed` | torchrun / SLURM ranks | one DeepSpeed engine per optimizer (`gandist/train/deepspeed.py`) | the engine's |
+| `deepspeed` | torchrun / SLURM ranks | one DeepSpeed engine per optimizer (`gandist/strategies/deepspeed.py`) | the engine's |
 
 `process-group` serves work that is split by rank but trains nothing together (distributed
 evaluation); the data-parallel training strategies derive from it, so the loop and the families do
@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from gandist.errors import CheckpointError, UserError
+from gandist.registry import register
 
 
 class StrategyError(UserError):
@@ -403,7 +404,7 @@ class DataParallelStrategy(ProcessGroupStrategy):
     def wrap(self, module: nn.Module, role: str) -> nn.Module:
         module = module.to(self.device)
         if self.sync_batchnorm:
-            from gandist.train.syncbn import convert_sync_batchnorm
+            from gandist.strategies.syncbn import convert_sync_batchnorm
 
             convert_sync_batchnorm(module)
         with torch.no_grad():  # every rank starts from rank 0's weights and buffers
@@ -444,44 +445,33 @@ class DataParallelStrategy(ProcessGroupStrategy):
                 offset += b.numel()
 
 
-STRATEGIES = ("single", "ddp", "deepspeed")  # what train.strategy accepts
+STRATEGIES: dict[str, Callable[..., Strategy]] = {}  # train.strategy name -> builder (`register`)
 
 
-def build_strategy(name: str = "single", device: str = "auto", env: DistEnv | None = None,
-                   backend: str = "auto", sync_batchnorm: bool = True) -> Strategy:  # fmt: skip
-    """The strategy for this process. `single` trains in one process and refuses a multi-process
-    launch; `ddp` and `deepspeed` train data-parallel over the launched ranks (one rank is fine);
-    `auto` joins a process group when launched with several ranks (evaluation), else `single`."""
-    env = env or DistEnv.from_environ()
-    dev = select_device(device, env.local_rank)
-    if name in ("ddp", "deepspeed"):
-        pick_backend(backend, dev)  # NCCL without GPUs fails before any rendezvous
-        if env.world_size == 1 and "MASTER_ADDR" not in os.environ:  # `gandist train` without torchrun
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        if name == "deepspeed":
-            from gandist.train.deepspeed import DeepSpeedStrategy
-
-            return DeepSpeedStrategy(dev, env, backend, sync_batchnorm)
-        return DataParallelStrategy(dev, env, backend, sync_batchnorm)
-    if name == "single":
-        if env.world_size > 1:
-            raise StrategyError(
-                f"launched with WORLD_SIZE={env.world_size} but train.strategy=single trains one process; "
-                "run without torchrun, or choose a distributed strategy"
-            )
-        return Strategy(dev, env)
-    if name == "auto":
-        return ProcessGroupStrategy(dev, env) if env.world_size > 1 else Strategy(dev, env)
-    raise StrategyError(f"train.strategy='{name}' is not available; valid: {', '.join(STRATEGIES)}")
+def _rendezvous_defaults(env: DistEnv, backend: str, device: torch.device) -> None:
+    """Check the backend fits the device (NCCL without GPUs fails before any rendezvous), and give
+    `gandist train` run without torchrun (one rank) a local rendezvous address."""
+    pick_backend(backend, device)
+    if env.world_size == 1 and "MASTER_ADDR" not in os.environ:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
 
 
-def strategy_from_config(train, env: DistEnv | None = None) -> Strategy:
-    """The strategy a run's `train` section asks for: the one place a training strategy is built from the config
-    (`gandist train`, and a Trainer built without one), so train.strategy, train.device, train.backend and
-    train.sync_batchnorm all reach it."""
-    return build_strategy(train.strategy, train.device, env, backend=train.backend,
-                          sync_batchnorm=train.sync_batchnorm)  # fmt: skip
+@register(STRATEGIES, "single")
+def _single(device: torch.device, env: DistEnv, backend: str, sync_batchnorm: bool) -> Strategy:
+    """One process; a multi-process launch is refused (it would train W copies of the same run)."""
+    if env.world_size > 1:
+        raise StrategyError(
+            f"launched with WORLD_SIZE={env.world_size} but train.strategy=single trains one process; "
+            "run without torchrun, or choose a distributed strategy"
+        )
+    return Strategy(device, env)
+
+
+@register(STRATEGIES, "ddp")
+def _ddp(device: torch.device, env: DistEnv, backend: str, sync_batchnorm: bool) -> Strategy:
+    _rendezvous_defaults(env, backend, device)
+    return DataParallelStrategy(device, env, backend, sync_batchnorm)
 
 
 def sum_over_ranks(t: torch.Tensor, world: int) -> torch.Tensor:
@@ -491,7 +481,7 @@ def sum_over_ranks(t: torch.Tensor, world: int) -> torch.Tensor:
     batch norm). One rank: `t` itself."""
     if world == 1:
         return t
-    from gandist.train.syncbn import _AllReduceSum
+    from gandist.strategies.syncbn import _AllReduceSum
 
     return _AllReduceSum.apply(t)
 

@@ -54,7 +54,14 @@ import torch
 from torch import nn
 
 from gandist.errors import CheckpointError, UserError
-from gandist.train.strategy import DataParallelStrategy, DistEnv, StrategyError
+from gandist.registry import register
+from gandist.strategies.base import (
+    STRATEGIES,
+    DataParallelStrategy,
+    DistEnv,
+    StrategyError,
+    _rendezvous_defaults,
+)
 
 TAG = "state"  # the one tag inside each engine's folder (gandist's folder already names the step)
 BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
@@ -345,3 +352,9 @@ class DeepSpeedStrategy(DataParallelStrategy):
 
     def describe(self) -> str:
         return f"{super().describe()}, ZeRO stage {self.zero_stage} ({Path(self.source).name or '?'})"
+
+
+@register(STRATEGIES, "deepspeed")
+def _deepspeed(device: torch.device, env: DistEnv, backend: str, sync_batchnorm: bool) -> DeepSpeedStrategy:
+    _rendezvous_defaults(env, backend, device)
+    return DeepSpeedStrategy(device, env, backend, sync_batchnorm)
