@@ -39,5 +39,5 @@ setup(
         "dali": ["nvidia-dali-cuda130>=1.40"],  # matches torch 2.14's CUDA 13; CPU pipelines need no GPU
         "deepspeed": ["deepspeed>=0.15"],
     },
-    entry_points={"console_scripts": ["gandist=gandist.cli:main"]},
+    entry_points={"console_scripts": ["gandist=gandist.cli:run"]},
 )

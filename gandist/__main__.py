@@ -1,7 +1,5 @@
 """`python -m gandist ...` (and `torchrun -m gandist train ...`)."""
 
-import sys
+from gandist.cli import run
 
-from gandist.cli import main
-
-sys.exit(main())
+run()

@@ -6,6 +6,7 @@ User mistakes (bad config, missing data, corrupt checkpoint) print one clear lin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -614,5 +615,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[gandist] wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
+def run() -> None:
+    """The program `gandist` and `python -m gandist`: `main` with the process's arguments, then exit with its status.
+
+    A rank of a multi-process run (WORLD_SIZE > 1, as torchrun, srun and the DeepSpeed launcher set it) ends with
+    `os._exit` once its output is flushed, without the interpreter's teardown: gloo's worker threads can still be
+    letting go of the tensors of a finished collective when teardown begins, and a thread that then needs the
+    interpreter is ended mid-destructor, which aborts the process (SIGABRT, "terminate called without an active
+    exception") after its run has finished and been saved. The launcher would report that rank as failed and
+    torchrun would restart a finished job. By then `main` has closed the process group and written and closed the
+    checkpoints and logs; data-loading workers see their parent gone and end."""
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken pipe: nothing left to say on it
+                pass
+        os._exit(status if isinstance(status, int) else 1)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -147,6 +148,23 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "gandist", "--help"], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0 and "train" in r.stdout
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_a_rank_of_a_multi_process_run_exits_without_the_interpreter_teardown(world):
+    """`python -m gandist` as a rank (WORLD_SIZE > 1) flushes its output and leaves with main's status before
+    teardown (where gloo's threads could abort it); one process exits normally, teardown included."""
+    program = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        "sys.argv = ['gandist', 'no-such-command']\n"
+        "runpy.run_module('gandist', run_name='__main__')\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": world}
+    r = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stderr  # main's status for a usage error
+    assert "invalid choice: 'no-such-command'" in r.stderr  # written out before the exit
+    assert ("teardown ran" in r.stdout) == (world == "1"), r.stdout
 
 
 def _copy(trained, tmp_path, name="copy"):
