@@ -77,8 +77,10 @@ def load_network(
     nets = build_networks(cfg.model, shape, kind)
     averaged = objective_class(type(cfg.model).objective).ema
     built = averaged.get(name, name)
-    if name in averaged and not cfg.train.keeps_ema:
-        name = built  # a run without G_ema samples G itself (the classic GANs): asked for G_ema, it gets G
+    if name in averaged and not cfg.train.keeps_ema and not weights_of(data["tensors"], name):
+        # a run without G_ema samples G itself (the classic GANs): asked for G_ema, it gets G. An average with a
+        # decay of its own (the semi-supervised D_ema) is kept whatever train says, and is read where it is
+        name = built
     if built not in nets:
         raise UserError(f"checkpoint '{p}' holds a {cfg.model.name} model, which has no network '{name}' "
                         f"(it has {', '.join(nets)})")  # fmt: skip

@@ -155,9 +155,10 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
             gen = stream(tc.seed, "rank_global", self.strategy.rank)
             torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
         self.objective = build_objective(type(cfg.model).objective, cfg, wrapped, self.kind)
-        # the EMA copies the objective declares, where the run keeps G_ema (train.ema_beta or ema_kimg)
+        # the EMA copies the objective declares: G_ema where the run keeps one (train.ema_beta or ema_kimg), and
+        # those with a decay of their own (the semi-supervised D_ema of loss.d_average) where the objective sets it
         self.ema = {name: EMA.from_config(self.nets[source], tc) for name, source in self.objective.ema.items()
-                    if tc.keeps_ema}  # fmt: skip
+                    if tc.keeps_ema or name in self.objective.ema_decay}  # fmt: skip
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.optimizer_specs = self.objective.optimizers()
         for name, spec in self.optimizer_specs.items():
