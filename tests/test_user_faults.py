@@ -76,10 +76,18 @@ def _start(run: Path, cmd: list[str]) -> tuple[subprocess.Popen, list[str]]:
 
 def test_second_ctrl_c_is_one_line_and_leaves_no_temporary(tmp_path):
     run = tmp_path / "run"
-    p, seen = _start(run, _gandist("train", "ring_gan", "--out", str(run), "--set", "train.steps=1000000", *RING))
+    # steps of a few tenths of a second (a batch of 2000), so the run is still inside one, or saving after it,
+    # when the second Ctrl-C comes: a run that had already saved and ended would print no abort line
+    p, seen = _start(run, _gandist("train", "ring_gan", "--out", str(run), "--set", "train.steps=1000000",
+                                   "--set", "data.batch_size=2000", *RING))  # fmt: skip
     p.send_signal(signal.SIGINT)
-    time.sleep(0.2)
-    p.send_signal(signal.SIGINT)  # within a second: abort without saving
+    while True:  # the second only once the first has been taken (two pending SIGINTs would merge into one)
+        line = p.stderr.readline()
+        assert line, f"the run ended before it acknowledged the first Ctrl-C: {seen}"
+        seen.append(line.rstrip("\n"))
+        if "SIGINT received" in line:
+            break
+    p.send_signal(signal.SIGINT)  # abort without saving
     rest = p.stderr.read()
     p.wait(timeout=120)
     assert p.returncode == 130
