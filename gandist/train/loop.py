@@ -377,7 +377,8 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
         self.apply_stage()
         self.set_learning_rates()
         for net in self.nets.values():  # after pictures of G itself (sample_net), which ran in eval mode
-            net.train()
+            if not net.training:
+                net.train()
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         for phase in self.phases:
             if self.step % phase.interval:
