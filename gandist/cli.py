@@ -588,9 +588,10 @@ def main(argv: list[str] | None = None) -> int:
         from gandist.errors import DivergedError
 
         msg = str(exc).strip().splitlines()
-        if _other_rank() and not getattr(args, "started", False):
+        if _other_rank() and (exc.collective or not getattr(args, "started", False)):
             # before training every rank runs the same checks and fails alike: one line, rank 0's. A failure
-            # in training may be one rank's own, so from then on each rank says what it hit
+            # in training may be one rank's own, so from then on each rank says what it hit, unless the ranks
+            # decided it together (exc.collective)
             return 1 if isinstance(exc, DivergedError) else 2
         print(f"gandist {args.command}: error: {msg[-1] if msg else exc}", file=sys.stderr)
         return 1 if isinstance(exc, DivergedError) else 2

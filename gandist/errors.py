@@ -4,6 +4,10 @@
 class UserError(Exception):
     """A mistake the user can fix: bad config, missing path, corrupt file, wrong checkpoint."""
 
+    # True where every rank of a multi-process run raises it alike, at the same step, from values agreed over
+    # the ranks: rank 0 alone says it. Otherwise a failure in training may be one rank's own, and each says it.
+    collective = False
+
 
 class DataError(UserError):
     """A dataset that cannot be read: missing folder, no images, corrupt file."""
@@ -15,4 +19,7 @@ class CheckpointError(UserError):
 
 class DivergedError(UserError):
     """Training stopped because updates kept failing (non-finite losses or gradients) on some rank;
-    the checkpoints already written are left as they are. `gandist train` exits with status 1."""
+    the checkpoints already written are left as they are. `gandist train` exits with status 1. The count of
+    skipped updates is agreed over the ranks, so every rank stops at the same step."""
+
+    collective = True

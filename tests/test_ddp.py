@@ -9,6 +9,7 @@ gradients in another order). GAN training amplifies such differences over hundre
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -213,6 +214,29 @@ def test_updates_skipped_in_a_row_stop_the_run(tmp_path):
     assert trainer.step == 3  # 2 phases per step: the 6th skipped update in a row is read at step 3
     after = params()  # (batch-norm running statistics move with every forward pass; weights must not)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.distributed
+def test_a_diverged_run_under_torchrun_says_so_once_and_keeps_its_log(tmp_path):
+    """Learning rates of 1e30: the first updates make the losses non-finite, every later update is skipped, and
+    the ranks, agreeing on the count, all stop at the same step. The stop is said once (rank 0's line, as for a
+    config error) and the log up to it is kept, in log.jsonl and in TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    sets = ["train.steps=30", "optim.lr_g=1e30", "optim.lr_d=1e30", "train.skip_limit=2", "train.log_every=1",
+            "health.enabled=false"]  # fmt: skip
+    r = torchrun("quickstart", run, sets, check=False)
+    assert r.returncode != 0, r.stderr[-3000:]
+    lines = [x for x in r.stderr.splitlines() if x.startswith("gandist train: error:")]
+    assert len(lines) == 1 and "updates in a row were skipped" in lines[0], r.stderr[-3000:]
+    assert "no checkpoint was written yet" in lines[0]
+    assert "gandist/" not in r.stderr  # no traceback of gandist's (torchrun's own report of a failed rank stays)
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert steps and steps == list(range(1, len(steps) + 1))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("d_loss")] == steps
 
 
 @pytest.mark.distributed
