@@ -137,10 +137,16 @@ def test_inception_implementations_against_torch_fidelity_and_float64(weights):
 
     assert err(f) <= TOL["fused_vs_fp64_error_ratio"] * err(ref_f), (err(f), err(ref_f))
     # On the CPU the blocked layout only drops the reorders around each oneDNN convolution: the folded
-    # module gives the same values in PyTorch's plain layout, bit for bit.
+    # module gives the same values in PyTorch's plain layout, bit for bit, where PyTorch runs it with oneDNN
+    # (2 threads, as above; a pytest-xdist worker has 1).
     if fused.layout == "onednn-blocked":
-        with torch.no_grad():
-            assert torch.equal(fold_batch_norm(copy.deepcopy(reference.net))(x)[0], f)
+        try:
+            torch.set_num_threads(2)
+            with torch.no_grad():
+                folded = fold_batch_norm(copy.deepcopy(reference.net))(x)[0]
+        finally:
+            torch.set_num_threads(threads)
+        assert torch.equal(folded, f)
     # Sample i's features do not depend on the batch it came in (every implementation, bit for bit on
     # CPU), and streamed statistics do not depend on the partition beyond float64 rounding.
     for ex, whole in ((exact, e_f), (fused, f)):
