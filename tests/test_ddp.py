@@ -104,8 +104,6 @@ def test_two_ranks_equal_one_process(case, tmp_path, max_rel_diff):
     print(f"{case}: max relative difference {rel:.3g} ({name})")
     assert rel <= REL_TOL, f"{case}: 2 ranks differ from 1 process by {rel:.3g} relative in {name}"
     if case == "pggan_growth":  # the run really crossed the boundary: the log shows the fade and 8 px
-        import json
-
         records = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
         assert {(r["resolution"], r["phase"]) for r in records} >= {(4, "stable"), (8, "fade"), (8, "stable")}
 
