@@ -277,6 +277,7 @@ def ring_wgangp_600(tmp_path_factory):
     return SimpleNamespace(trainer=t, run_dir=run_dir, before=before)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     # A distributed test starts two or more Python processes that each import torch (about 3 s apiece on
     # 2 cores before any work), so none stays under a few seconds: each is also slow, which keeps the fast
