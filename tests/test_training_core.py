@@ -106,11 +106,15 @@ class TwinObjective(Objective):
 
 @pytest.fixture(scope="module")
 def twin_family():
+    """The family registered for this module's tests and removed after them: a test elsewhere that walks the
+    registry (every family has a DDP case) must see gandist's own families only, in any order of tests."""
     from gandist.config import SECTIONS, section_class
     from gandist.models.base import MODELS
 
     section_class("model", "dcgan")  # load gandist's own components before adding one
-    if "twin" not in SECTIONS["model"]:
+    registries = (SECTIONS["model"], SECTIONS["loss"], MODELS, OBJECTIVES)
+    ours = "twin" not in SECTIONS["model"]
+    if ours:
         register_section("model", "twin")(TwinModel)
         register_section("loss", "twin")(TwinLoss)
 
@@ -125,10 +129,13 @@ def twin_family():
             }
 
         register(OBJECTIVES, "twin")(TwinObjective)
-    return lambda *extra: load_config(None, [
+    yield lambda *extra: load_config(None, [
         "name=twin", "model.name=twin", "data.name=ring", "data.batch_size=10", "train.steps=8",
         "train.ckpt_every=4", "train.log_every=2", "train.sample_every=4", "train.sample_n=16",
         "train.progress=false", "health.enabled=false", "train.ema_kimg=0.05", *extra])  # fmt: skip
+    if ours:
+        for registry in registries:
+            registry.pop("twin", None)
 
 
 def test_unseen_family_trains_checkpoints_and_resumes_bit_exactly(twin_family, tmp_path, trainer_state):
