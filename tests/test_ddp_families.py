@@ -23,7 +23,8 @@ from gandist.models.base import _registry
 # stylegan 2.1e-6, sgan 9.4e-6 (G's batch-norm order), cyclegan 3.7e-7.
 FAMILIES = {
     "mlp": ("ring_wgangp", ["train.steps=2"]),  # WGAN-GP, 5 critic steps: 2e-8
-    "dcgan": ("quickstart", ["train.steps=2"]),  # batch norm in G and D, synchronised: 4e-8
+    # batch norm in G and D, synchronised (without the quickstart's R1 on a layer-norm D): 4e-8
+    "dcgan": ("quickstart", ["train.steps=2", "model.d_norm=batch", "loss.r1_gamma=0"]),
     "pggan": ("pggan_cpu", ["train.kimg=0", "train.steps=2", "model.mbstd_group=0"]),  # 4 px, GP + drift
     # R1 paid lazily at step 0. SGD, as test_ddp.py's PGGAN case: with the noise inputs off, the first layer's
     # input is the learned constant, the same map for every sample, and in a channel that keeps its sign over the

@@ -30,7 +30,8 @@ from gandist.train.checkpoint import load_checkpoint  # noqa: E402
 MP_TIMEOUT = 300  # seconds for one multi-process launch; a hang fails with the workers' output instead
 # R1 paid every step (phase Dboth: every D parameter gets a gradient), gradient accumulation over 2
 # micro-batches per rank, layer-norm D (R1 through batch norm would differentiate the batch statistics)
-BASE = ["health.enabled=false", "model.d_norm=layer", "loss.r1_gamma=1.0", "train.micro_batch=16"]
+BASE = ["health.enabled=false", "model.d_norm=layer", "loss.r1_gamma=1.0", "loss.reg_interval=1",
+        "train.micro_batch=16"]  # fmt: skip
 
 
 def _env() -> dict[str, str]:
@@ -152,7 +153,7 @@ from gandist.strategies import strategy_from_config
 from gandist.train.loop import Trainer
 out, sets = sys.argv[1], sys.argv[2:]
 cfg = load_config("quickstart", ["health.enabled=false", "train.skip_limit=0", "loss.r1_gamma=1.0",
-                                 "model.d_norm=layer", "train.micro_batch=32", *sets])
+                                 "loss.reg_interval=1", "model.d_norm=layer", "train.micro_batch=32", *sets])
 t = Trainer(cfg, Path(out) / "run", strategy_from_config(cfg.train), log_enabled=False)
 weights = lambda: {f"{n}.{k}": v.detach().clone() for n, net in t.nets.items() for k, v in net.named_parameters()}
 t.train_step()

@@ -1,30 +1,34 @@
-"""The health monitor stays quiet on the shipped configs: the number of diagnoses a run raises is small.
+"""The health monitor stays quiet on the shipped configs: a full-length run of each raises no diagnosis.
 
-Bounds come from measured runs (x86_64, 2 CPU cores, torch 2.14.1, one intra-op thread, health
-defaults: every 25, persist 2, window 200, warm-up 200, probe every 100), counting the records
-{"event": "health", "state": "start"} in log.jsonl of
+Measured
+(x86_64, 2 CPU cores, torch 2.14.1, one intra-op thread, health defaults: every 25, persist 2, window 200,
+warm-up 200, probe every 100), counting the records {"event": "health", "state": "start"} in log.jsonl of
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python -m gandist train CONFIG --out /tmp/h-CONFIG --no-progress
 
-at commit 782c784 (before: symmetric hysteresis, 2 evaluations to start and 2 to clear) and at
-commit 36cb2d2 (after: start after `persist` observations, clear after a `window` without, and
-Wasserstein oscillation judged on the critic's loss):
+at commit 782c784 (before: symmetric hysteresis, 2 evaluations to start and 2 to clear), at commit 36cb2d2
+(after: start after `persist` observations, clear after a `window` without, and Wasserstein oscillation
+judged on the critic's loss), and in a run of this module at commit 79237a1:
 
-    config            steps  before  after   bound
-    quickstart         3000       6      3       4
-    ring_wgangp        2500       1      0       1
-    grid_wgangp        2500       1      1       2
-    ring_wgangp_mix    2500       1      1       2
-    grid_wgangp_mix    5000       3      1       2
-    ring_gan           4000       0      0       1
-    grid_gan           4000       0      0       1
+    config            steps  782c784  36cb2d2  79237a1
+    quickstart         3000        6        3        0
+    ring_wgangp        2500        1        0        0
+    grid_wgangp        2500        1        1        0
+    ring_wgangp_mix    2500        1        1        0
+    grid_wgangp_mix    5000        3        1        0
+    ring_gan           4000        0        0        0
+    grid_gan           4000        0        0        0
 
-The bound is the measured count plus one: runs are bitwise reproducible on one machine and thread
-count, but another BLAS or thread count takes a GAN onto another trajectory. The tests run that command
-(one thread) for each config, side by side on the machine's cores. The full-length runs take 1-6 minutes
-each and are marked slow; the first 1000 steps of the quickstart's run are checked on their own: there the
-old monitor raised oscillation twice (steps 775 and 875, clearing it at 825) and the hysteresis raises it
-once.
+The quickstart's zero at 79237a1 was luck, not health: without a penalty its D wins outright for hundreds
+of steps and the losses go round a sawtooth, which the monitor called oscillation in 1 of 10 runs (seeds 0
+to 4, one and two threads; seed 0 at two threads, the README's first command on a 2-core machine, at step
+2175). The quickstart now pays R1 on a layer-norm D (configs/quickstart.yaml gives the measurements); its
+runs, that seed-0 run at two threads among them, raise nothing.
+
+Runs are bitwise reproducible on one machine and thread count; another BLAS or thread count takes a GAN
+onto another trajectory, so the test is a claim about these configs on this setup. The tests run that
+command (one thread) for each config, side by side on the machine's cores; the runs take 1-6 minutes each
+and are marked slow.
 """
 
 import json
@@ -37,22 +41,13 @@ import pytest
 
 RUN_TIMEOUT = 3600  # seconds for one full-length run on a loaded machine; a hang fails with the run's stderr
 
-BOUNDS = {
-    "quickstart": 4,
-    "ring_wgangp": 1,
-    "grid_wgangp": 2,
-    "ring_wgangp_mix": 2,
-    "grid_wgangp_mix": 2,
-    "ring_gan": 1,
-    "grid_gan": 1,
-}
 # The longest first, so that the runs sharing the cores end together (steps x width of each config).
 LONGEST_FIRST = ["grid_wgangp_mix", "ring_gan", "grid_gan", "quickstart", "ring_wgangp_mix", "grid_wgangp",
                  "ring_wgangp"]  # fmt: skip
 
 
 class Runs:
-    """The shipped configs trained exactly as the bounds were measured (the command in the module docstring:
+    """The shipped configs trained exactly as the counts were measured (the command in the module docstring:
     one intra-op thread), as many at a time as the machine has cores, each on one core. Runs start when a
     test first asks for one and go on while the tests read the finished ones."""
 
@@ -108,22 +103,13 @@ def runs(request, tmp_path_factory):
     for item in request.session.items:
         if item.module is request.module:
             params = getattr(item, "callspec", None)
-            wanted.add(params.params["name"] if params and "name" in params.params else "quickstart")
+            wanted.add(params.params["name"])
     pool = Runs(tmp_path_factory.mktemp("health-counts"), sorted(wanted))
     yield pool
     pool.close()
 
 
 @pytest.mark.slow
-def test_quickstart_first_1000_steps_raise_oscillation_at_most_once(runs):
-    # measured: 1 start (oscillation at 775); the old monitor: 2 (775, 875). The first 1000 steps of the
-    # full-length run: the quickstart has no learning-rate decay, so they are the run of train.steps=1000.
-    starts = [(name, step) for name, step in runs.starts("quickstart") if step <= 1000]
-    assert len(starts) <= 1, starts
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(BOUNDS))
-def test_full_length_runs_raise_few_diagnoses(name, runs):
-    starts = runs.starts(name)
-    assert len(starts) <= BOUNDS[name], starts
+@pytest.mark.parametrize("name", sorted(LONGEST_FIRST))
+def test_full_length_runs_raise_no_diagnosis(name, runs):
+    assert runs.starts(name) == []
