@@ -1,8 +1,7 @@
 """The health monitor stays quiet on the shipped configs: a full-length run of each raises no diagnosis.
 
-Measured
-(x86_64, 2 CPU cores, torch 2.14.1, one intra-op thread, health defaults: every 25, persist 2, window 200,
-warm-up 200, probe every 100), counting the records {"event": "health", "state": "start"} in log.jsonl of
+Measured (x86_64, 2 CPU cores, torch 2.14.1, one intra-op thread, health defaults: every 25, persist 2,
+window 200, warm-up 200, probe every 100), counting the records {"event": "health", "state": "start"} in log.jsonl of
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python -m gandist train CONFIG --out /tmp/h-CONFIG --no-progress
 

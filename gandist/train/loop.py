@@ -69,13 +69,13 @@ def check_world_size(cfg: Config, world: int) -> None:
     batch norm in D differed from one process by 0.23 in a weight after 2 steps; with layer norm, 3e-7)."""
     if world == 1:
         return
-    penalties = [p for p in getattr(cfg.loss, "penalties", ()) if p in ("r1", "r2", "gp")]
-    if penalties and cfg.train.sync_batchnorm and getattr(cfg.model, "d_norm", None) == "batch":
-        keys = {"r1": "loss.r1_gamma", "r2": "loss.r2_gamma", "gp": "loss.name=wgan-gp"}
+    # WGAN-GP on batch norm is refused for every run (ClassicLoss.check); R1 and R2 only across ranks
+    keys = [f"loss.{p}_gamma" for p in getattr(cfg.loss, "penalties", ()) if p in ("r1", "r2")]
+    if keys and cfg.train.sync_batchnorm and getattr(cfg.model, "d_norm", None) == "batch":
+        verb = "differentiates" if len(keys) == 1 else "differentiate"
         raise UserError(
-            f"{' and '.join(keys[p] for p in penalties)} {'differentiates' if len(penalties) == 1 else 'differentiate'}"
-            f" D twice, which batch norm synchronised over "
-            f"{world} ranks cannot: set model.d_norm=layer (or none), or train in one process"
+            f"{' and '.join(keys)} {verb} D twice, which batch norm synchronised over {world} ranks cannot: "
+            "set model.d_norm=layer (or none), or train in one process"
         )
     check_pack_per_rank(cfg, world)
     batches = {"data.batch_size": cfg.data.batch_size}
