@@ -307,7 +307,8 @@ NEVER = [
     ("optim.decay", lambda s: s.get("optim.decay") == "linear", lambda v: True),
     ("train.ema_beta", lambda s: (s.get("train.ema_beta") or 0) >= 0.999, lambda v: True),
     ("train.ema_beta", lambda s: (s.get("train.ema_kimg") or 0) > 0, lambda v: True),  # kept as a half-life
-    ("train.ema_kimg", lambda s: (s.get("train.ema_kimg") or 0) > 0 or "train.ema_beta" in s, lambda v: True),
+    ("train.ema_kimg", lambda s: (s.get("train.ema_kimg") or 0) > 0 or "train.ema_beta" in s,
+     lambda v: v is not None),  # only cleared, where the advice spells G_ema as a decay  # fmt: skip
     ("model.latent", lambda s: s.get("model.latent") == "mixture", lambda v: True),
     ("loss.r1_gamma", lambda s: s.get("loss.name") in ("wgan", "wgan-gp"), lambda v: True),
     ("model.dropout", lambda s: s.get("model.name") != "mlp", lambda v: True),
@@ -497,3 +498,38 @@ def test_health_cli_report(tmp_path, capsys):
     assert "mode_collapse" in out  # an untrained 120-step generator is still a blob at warm-up 0
     assert "wgan-gp" not in out.split("mode_collapse", 1)[1]  # remedies filtered for a WGAN-GP run
     assert main(["health", str(tmp_path / "nope")]) == 2
+
+
+def _advice_bases():
+    """Every shipped CPU config, and the default DCGAN (batch norm in D) with every registered loss."""
+    from gandist.losses import LOSSES
+    from gandist.resources import shipped_configs
+
+    shipped = [(n, []) for n in sorted(shipped_configs()) if not n.endswith(("_256", "_1024"))]
+    return shipped + [(None, [f"loss.name={loss}"]) for loss in sorted(LOSSES)]
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("name", sorted(DIAGNOSES))
+def test_following_the_advice_starts_a_run_the_checks_accept(name, world):
+    """A remedy that adds a gradient penalty to a run whose D has batch norm (WGAN-GP in any run, R1 or R2
+    over several ranks) moves D to layer norm too, or following it would end in a refusal."""
+    from gandist.errors import UserError
+    from gandist.train.loop import check_world_size
+
+    checked = 0
+    for base, overrides in _advice_bases():
+        try:
+            cfg = load_config(base, overrides)
+            check_world_size(cfg, world)
+        except UserError:
+            continue  # refused as it stands: not a run to advise
+        settings = {**flat_dict(cfg), "run.world_size": world}
+        for a in advise(name, settings):
+            if not a.sets:
+                continue
+            cli = ["null" if v is None else v for v in a.sets.values()]
+            followed = load_config(base, overrides + [f"{k}={v}" for k, v in zip(a.sets, cli)])
+            check_world_size(followed, world)  # raises (a UserError) if the advice led to a refusal
+            checked += 1
+    assert checked > 0

@@ -14,7 +14,8 @@ of real data (`reference`). Diagnoses:
 
 How the loop drives it (statistics stay on the device inside a step, DESIGN.md):
 
-    monitor = HealthMonitor(cfg.health, config.flat_dict(cfg), sample, reference, log_fn)
+    settings = {**config.flat_dict(cfg), "run.world_size": world}
+    monitor = HealthMonitor(cfg.health, settings, sample, reference, log_fn)
     after each step: if monitor.due(step) or the step was skipped as non-finite, read the pending
         per-step statistics back in one sync, monitor.observe(s, stats) for each pending step s in
         order, then monitor.update(step, nonfinite)
@@ -45,6 +46,7 @@ beyond the probe's one forward pass and its read-back, every `diversity_every` s
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import sys
@@ -85,6 +87,8 @@ class Remedy:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "null"  # as `--set` and YAML spell it
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
@@ -268,18 +272,27 @@ def _ema(s: Settings) -> Advice | None:
         )
     if kimg:
         return None
-    if "train.ema_beta" in s:
-        return _advice("average the generator and judge G_ema ({sets})", {"train.ema_beta": 0.999})
+    if "train.ema_beta" in s:  # a half-life of 0 (off) gives way to the decay: one spelling at a time
+        sets = {"train.ema_beta": 0.999, **({"train.ema_kimg": None} if kimg is not None else {})}
+        return _advice("average the generator and judge G_ema ({sets})", sets)
     return _advice("average the generator and judge G_ema ({sets})", {"train.ema_kimg": 10.0})
 
 
 def _minibatch_std(s: Settings) -> Advice | None:
     # Group size 4 (Karras et al. 2018, Sec. 3); a group of 1 has no spread to measure, so < 2 is off.
+    # Each rank groups its own samples: the group must divide every per-rank batch larger than it
+    # (`check_world_size`), so a batch of 50 per rank gets groups of 2.
     g = s.get("model.minibatch_std")
     if not isinstance(g, int) or g >= 2:
         return None
+    world = int(s.get("run.world_size", 1))
+    batches = [s.get("data.batch_size"), *(s.get("schedule.batch") or {}).values()]
+    local = [b // world for b in batches if isinstance(b, int)]
+    group = next((n for n in (4, 3, 2) if all(b <= n or b % n == 0 for b in local)), None)
+    if group is None:
+        return None
     return _advice(
-        "let D see the batch's spread: minibatch standard deviation ({sets})", {"model.minibatch_std": 4}
+        "let D see the batch's spread: minibatch standard deviation ({sets})", {"model.minibatch_std": group}
     )
 
 
@@ -385,11 +398,60 @@ DIAGNOSES = {
 }
 
 
+def _refusal(s: Settings, sets: Mapping[str, Any]) -> str | None:
+    """Why a run with settings `s` changed by `sets` would be refused before it starts, or None: the
+    settings are rebuilt into a config and meet the checks a run meets (`load_config`, `check_world_size`
+    over `run.world_size` ranks)."""
+    from gandist.config import build_config, validate
+    from gandist.errors import UserError
+    from gandist.train.loop import check_world_size
+
+    tree: dict[str, Any] = {}
+    for key, value in {**s, **sets}.items():
+        if not key.startswith("run."):
+            *path, leaf = key.split(".")
+            node = tree
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = copy.deepcopy(value)
+    try:
+        cfg = build_config(tree)
+        validate(cfg)
+        check_world_size(cfg, int(s.get("run.world_size", 1)))
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _startable(s: Settings, advice: Advice) -> Advice | None:
+    """`advice` as a run with settings `s` can follow it: as it is, or with D moved from batch norm to layer
+    norm where the advice adds a gradient penalty that batch norm cannot carry (WGAN-GP's per-sample
+    gradients in any run, R1/R2 through batch norm synchronised over ranks); None where the run would
+    refuse it anyway (a loss the family does not train, a width its architecture does not use)."""
+    if not advice.sets or _refusal(s, advice.sets) is None:
+        return advice
+    layer = {**advice.sets, "model.d_norm": "layer"}
+    if s.get("model.d_norm") == "batch" and _refusal(s, layer) is None:
+        return Advice(layer, f"{advice.text}, on a layer-norm D (model.d_norm=layer: batch norm cannot carry the "
+                             "penalty here)")  # fmt: skip
+    return None
+
+
 def advise(name: str, settings: Settings) -> list[Advice]:
-    """The remedies of diagnosis `name` not yet in effect for a run with `settings`, in order."""
+    """The remedies of diagnosis `name` not yet in effect for a run with `settings`, in order, each one the
+    run can follow. `settings` may hold `run.world_size` (the ranks it trains on; 1 when absent). Settings
+    that do not make a config (partial ones, in tests) are advised without that check."""
+    whole = bool(settings)
+    if whole:
+        try:
+            whole = _refusal(settings, {}) is None
+        except Exception:  # noqa: BLE001  (a partial table of settings: nothing to rebuild)
+            whole = False
     out: list[Advice] = []
     for remedy in DIAGNOSES[name].remedies:
         advice = remedy.propose(settings)
+        if advice is not None and whole:
+            advice = _startable(settings, advice)
         if advice is not None and (not advice.sets or all(a.sets != advice.sets for a in out)):
             out.append(advice)
     return out
@@ -445,7 +507,8 @@ def anticorrelation(values: list[float], max_lag: int) -> float:
 
 
 class HealthMonitor:
-    """Watches one run. `settings`: the run's resolved config as dotted keys (`gandist.config.flat_dict`);
+    """Watches one run. `settings`: the run's resolved config as dotted keys (`gandist.config.flat_dict`)
+    and `run.world_size`, the ranks it trains on (the advice never proposes what the run would refuse);
     `sample()`: G_ema's (or G's) samples [N, ...] on the probe's fixed latents (the loop owns them);
     `reference`: a fixed batch of real samples [N, ...] of the same shape. Without `sample` there is no
     diversity probe and no mode_collapse diagnosis. `log_fn(event)` receives every start/clear event.

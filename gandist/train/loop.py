@@ -215,9 +215,10 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
             probe_z = torch.randn(
                 cfg.health.diversity_n, self.z_dim, generator=stream(tc.seed, "health_probe")
             )
-            self.health = health_monitor_class(flat_dict(cfg))(
+            settings = {**flat_dict(cfg), "run.world_size": self.world}  # what the advice reads
+            self.health = health_monitor_class(settings)(
                 cfg.health,
-                flat_dict(cfg),
+                settings,
                 sample=lambda: self.objective.pictures(self.sample_net(), probe_z.to(self.device), self.data),
                 reference=self.data.peek(cfg.health.diversity_n, position=0),
                 log_fn=self._log_event,
