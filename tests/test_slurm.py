@@ -109,7 +109,7 @@ def test_sbatch_trains_a_run_to_the_end(slurm, tmp_path):
     run = tmp_path / "run"
     job = Job(slurm, tmp_path, run, _tiny(60, 30))
     info = job.wait(lambda j: j["JobState"] in DONE, 300, "the job to end")
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (info, job.report())
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{job.report()}"
     assert info["Restarts"] == "0", job.report()
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["000000060", "000000030"]
     ckpt.verify_checkpoint(run / "checkpoints" / "000000060")
@@ -128,10 +128,10 @@ def test_sbatch_trains_a_growing_pggan(slurm, tmp_path):
             "train.sample_every=1000", "train.ckpt_every=1000", "health.enabled=false"]  # fmt: skip
     job = Job(slurm, tmp_path, run, [x for s in sets for x in ("--set", s)], config="pggan_cpu")
     info = job.wait(lambda j: j["JobState"] in DONE, 300, "the job to end")
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (info, job.report())
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{job.report()}"
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     seen = {(r["resolution"], r["phase"]) for r in records}
-    assert {(4, "stable"), (8, "fade"), (8, "stable"), (16, "fade")} <= seen, (seen, job.report())
+    assert {(4, "stable"), (8, "fade"), (8, "stable"), (16, "fade")} <= seen, f"{seen}\n{job.report()}"
     ckpt.verify_checkpoint(ckpt.list_checkpoints(run / "checkpoints")[0])
 
 
@@ -145,7 +145,7 @@ def test_preempted_job_saves_requeues_resumes_and_ends_bit_exact(slurm, tmp_path
     t0 = time.time()
     while not first.is_dir():  # renamed into place once complete
         info = slurm.job(job.id)
-        assert info["JobState"] in ("PENDING", "RUNNING"), (info, job.report())
+        assert info["JobState"] in ("PENDING", "RUNNING"), f"{info}\n{job.report()}"
         assert time.time() - t0 < 300, "no first checkpoint after 300 s\n" + job.report()
         time.sleep(0.1)
     # what SLURM sends 180 s before the time limit (--signal=B:USR2@180): SIGUSR2 to the batch shell only
@@ -153,7 +153,7 @@ def test_preempted_job_saves_requeues_resumes_and_ends_bit_exact(slurm, tmp_path
     info = job.wait(
         lambda j: j["JobState"] in DONE and int(j["Restarts"]) >= 1, 600, "the requeued job to end"
     )
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (info, job.report())
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{job.report()}"
     assert info["Restarts"] == "1", job.report()
     log = job.out.read_text()  # --open-mode=append: both runs of the job
     assert "SIGUSR2" in log and "requeueing job" in log, job.report()
@@ -194,7 +194,7 @@ def test_cancelled_job_saves_and_is_not_requeued(slurm, tmp_path):
     t0 = time.time()
     while not (run / "checkpoints" / f"{every:09d}").is_dir():
         info = slurm.job(job.id)
-        assert info["JobState"] in ("PENDING", "RUNNING"), (info, job.report())
+        assert info["JobState"] in ("PENDING", "RUNNING"), f"{info}\n{job.report()}"
         assert time.time() - t0 < 300, "no first checkpoint after 300 s\n" + job.report()
         time.sleep(0.1)
     slurm.run("scancel", job.id)  # SIGTERM to every process of the job, SIGKILL KillWait (30 s) later
@@ -204,7 +204,7 @@ def test_cancelled_job_saves_and_is_not_requeued(slurm, tmp_path):
         assert time.time() - t0 < 60, job.report()
         time.sleep(0.5)
     info = slurm.job(job.id)
-    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", (info, job.report())
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", f"{info}\n{job.report()}"
     assert "requeueing" not in job.out.read_text(), job.report()
     saved = [int(p.name) for p in ckpt.list_checkpoints(run / "checkpoints")]
-    assert any(s % every for s in saved) and max(saved) < steps, (saved, job.report())  # saved at SIGTERM
+    assert any(s % every for s in saved) and max(saved) < steps, f"{saved}\n{job.report()}"  # saved at SIGTERM

@@ -56,7 +56,7 @@ def _one_process(config: str, out: Path, args: list[str]) -> None:
 
 def _finished(job: Job, timeout: float = 600) -> dict[str, str]:
     info = job.wait(lambda j: j["JobState"] in DONE, timeout, "the job to end")
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (info, job.report())
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{job.report()}"
     return info
 
 
@@ -71,7 +71,7 @@ def _wait_for(path: Path, job: Job, timeout: float = 300) -> None:
     t0 = time.time()
     while not path.is_dir():  # a checkpoint is renamed into place once complete
         info = job.slurm.job(job.id)
-        assert info["JobState"] in ("PENDING", "RUNNING"), (info, job.report())
+        assert info["JobState"] in ("PENDING", "RUNNING"), f"{info}\n{job.report()}"
         assert time.time() - t0 < timeout, f"no {path.name} after {timeout} s\n{job.report()}"
         time.sleep(0.1)
 
@@ -192,12 +192,12 @@ def test_preempted_two_node_job_requeues_and_ends_bit_exact(cluster, uninterrupt
     info = job.wait(
         lambda j: j["JobState"] in DONE and int(j["Restarts"]) >= 1, 600, "the requeued job to end"
     )
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, job.report())
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", f"{info}\n{job.report()}"
     log = job.out.read_text()
     assert "requeueing job" in log and f"[gandist] done: {STEPS} steps" in log, job.report()
     saved = [int(p.name) for p in ckpt.list_checkpoints(run / "checkpoints")]
     on_signal = [s for s in saved if s % EVERY]
-    assert len(on_signal) == 1 and EVERY < on_signal[0] < STEPS, (saved, job.report())
+    assert len(on_signal) == 1 and EVERY < on_signal[0] < STEPS, f"{saved}\n{job.report()}"
     assert f"resumed from {run / 'checkpoints' / f'{on_signal[0]:09d}'}" in log, job.report()
     ckpt.verify_checkpoint(run / "checkpoints" / f"{on_signal[0]:09d}")
     print(f"preemption: signal to resumed end {time.time() - t_signal:.1f} s")
@@ -224,7 +224,7 @@ def test_node_lost_torchrun_restarts_and_ends_bit_exact(cluster, uninterrupted, 
     _wait_for(run / "checkpoints" / f"{EVERY:09d}", job)
     killed = _kill_ranks(cluster, "node2")
     t_kill = time.time()
-    assert len(killed) == NPROC, (killed, job.report())
+    assert len(killed) == NPROC, f"{killed}\n{job.report()}"
     info = _finished(job)
     print(f"node lost, torchrun restarts: kill to end {time.time() - t_kill:.1f} s")
     assert info["Restarts"] == "0", job.report()  # torchrun re-formed the group inside the same job
@@ -240,7 +240,7 @@ def test_node_lost_without_restarts_names_it_and_a_resubmission_resumes(cluster,
     _wait_for(run / "checkpoints" / f"{EVERY:09d}", job)
     assert len(_kill_ranks(cluster, "node2")) == NPROC, job.report()
     info = job.wait(lambda j: j["JobState"] in DONE, 300, "the job to fail")
-    assert info["JobState"] == "FAILED" and info["Restarts"] == "0", (info, job.report())
+    assert info["JobState"] == "FAILED" and info["Restarts"] == "0", f"{info}\n{job.report()}"
     lost = [x for x in job.out.read_text().splitlines() if "lost its ranks" in x]
     assert len(lost) == 1 and "node node2 (node rank 1)" in lost[0] and "SIGKILL" in lost[0], job.report()
     again = Job(cluster, tmp_path, run, _tiny(STEPS, EVERY), nodes=NODES)
