@@ -156,9 +156,12 @@ def test_two_nodes_train_as_four_local_ranks(family, family_runs):
     "family",
     [
         # measured: 1.5e-2 relative (1.5e-6 absolute) in G.to_rgb.1.bias, a 1-element bias near 1e-4, after
-        # the fade to 8 px; 4 local ranks give the same (2 ranks: 3e-5), so it is the ranks, not the nodes
-        pytest.param("pggan", marks=pytest.mark.xfail(strict=True, reason="4 ranks of growing PGGAN differ "
-                                                      "from 1 process beyond test_ddp's tolerance")),
+        # the fade to 8 px; 4 local ranks give the same (2 ranks: 3e-5), so it is the ranks, not the nodes.
+        # That CPU's rounding: on an AMD EPYC the same run gives 5.2e-6 (D.blocks.0.dense1.bias) and passes, so
+        # the mark is not strict (on either kind of machine the outcome is printed)
+        pytest.param("pggan", marks=pytest.mark.xfail(strict=False, reason="4 ranks of growing PGGAN differ "
+                                                      "from 1 process beyond test_ddp's tolerance on some "
+                                                      "CPUs")),
         # measured: 3.4e-2 relative in G_ema.synthesis.blocks.0.layer0.bias (noise and style mixing off, SGD);
         # 4 local ranks give the same
         pytest.param("stylegan", marks=pytest.mark.xfail(strict=True, reason="4 ranks of StyleGAN differ "
