@@ -365,15 +365,19 @@ def _load_resume(trainer, path: Path, announce: bool = True) -> None:
         print(f"[gandist] resumed from {path} at step {trainer.step}", file=sys.stderr)
 
 
-def _claim(run_dir: Path) -> None:
+def _claim(run_dir: Path) -> Path | None:
     """Under the run lock: mark the folder as a gandist run and drop temporary checkpoint folders that
-    killed saves left behind (no save can be running now: saves happen only under this lock)."""
+    killed saves left behind (no save can be running now: saves happen only under this lock). Returns the
+    marker when this call wrote it, so a start that fails after this can take it back."""
     from gandist.train.checkpoint import remove_stale_temporaries
-    from gandist.train.rundir import mark_run_dir
+    from gandist.train.rundir import MARKER, mark_run_dir
 
+    marker = run_dir / MARKER
+    new = not marker.exists()
     mark_run_dir(run_dir)
     for p in remove_stale_temporaries(run_dir / "checkpoints"):
         print(f"[gandist] removed {p}, left by a save that did not finish", file=sys.stderr)
+    return marker if new else None
 
 
 def _remove_unstarted(run_dir: Path, lock) -> None:
@@ -432,13 +436,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.train.progress = False
     run_dir, created = _pick_run_dir(args, cfg.name)
     created = created or not run_dir.exists()
-    trainer, lock, started, strategy = None, None, False, None
+    trainer, lock, started, strategy, marker = None, None, False, None, None
     try:
         strategy = strategy_from_config(cfg.train)  # every train.* setting of the strategy, backend included
         trainer = Trainer(cfg, run_dir, strategy=strategy)  # builds everything, writes nothing
         if strategy.is_main:  # one writer per folder; under several ranks that is rank 0
             lock = RunLock(run_dir).acquire()
-            _claim(run_dir)
+            marker = _claim(run_dir)
         resume_from = _resume_point(args, run_dir)
         if resume_from is not None:
             _load_resume(trainer, resume_from, announce=strategy.is_main)
@@ -456,6 +460,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except BaseException:
         if created and not started and (strategy is None or strategy.is_main):
             _remove_unstarted(run_dir, lock)
+        elif marker is not None and not started:  # a folder that was there: leave it as it was found
+            marker.unlink(missing_ok=True)
         raise
     finally:
         if lock is not None:
