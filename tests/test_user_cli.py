@@ -92,6 +92,18 @@ def _row(name: str, tmp: Path, runs: dict[str, Path]) -> tuple[list[str], str, P
         Image = pytest.importorskip("PIL.Image")
         Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(src / "a.png")
         return ["prepare", str(src), str(src / "prepared"), "--resolution", "8"], "inside", tmp, []
+    if name == "prepare_into_a_users_folder":
+        src, mine = tmp / "photos", _user_files(tmp)
+        src.mkdir()
+        Image = pytest.importorskip("PIL.Image")
+        Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(src / "a.png")
+        (mine / "report.txt").write_text("my report\n")
+        return (
+            ["prepare", str(src), str(mine), "--resolution", "8"],
+            "holds files prepare did not write",
+            mine,
+            [],
+        )
     if name in ("duplicate_yaml_key", "empty_yaml"):
         cfg = tmp / "c.yaml"
         cfg.write_text("name: a\nname: b\n" if name == "duplicate_yaml_key" else "")
@@ -131,7 +143,7 @@ def _row(name: str, tmp: Path, runs: dict[str, Path]) -> tuple[list[str], str, P
 
 
 ROWS = ["out_into_a_users_folder", "resume_auto_in_a_users_folder", "out_names_a_file",
-        "failed_start_in_an_existing_folder", "prepare_into_its_own_source", "duplicate_yaml_key", "empty_yaml",
+        "failed_start_in_an_existing_folder", "prepare_into_its_own_source", "prepare_into_a_users_folder", "duplicate_yaml_key", "empty_yaml",
         "arithmetic_on_points", "style_mix_past_the_last_layer", "fid_against_a_wrong_npz",
         "resume_with_another_width", "junk_inception_weights"]  # fmt: skip
 
@@ -169,14 +181,34 @@ def test_accepted_with_a_line_from_a_real_process(runs, tmp_path):
 
 
 def test_read_only_folders_from_a_real_process(runs, tmp_path):
-    """train and generate into a read-only folder (a read-only bind mount: root only, skipped otherwise)."""
+    """Every subcommand that writes, into a read-only folder (a read-only bind mount: root only, skipped
+    otherwise)."""
     from test_user_errors import _ro_bind
 
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(src / "a.png")
     ro = _ro_bind(tmp_path / "ro")
     try:
         for args, says in (
             (["train", "ring_gan", "--out", str(ro / "run"), *_sets(POINTS)], "is read-only"),
             (["generate", str(runs["points"]), "--out", str(ro / "s.png")], "Read-only file system"),
+            (
+                [
+                    "eval",
+                    str(runs["points"]),
+                    "--metrics",
+                    "parzen",
+                    "--n",
+                    "64",
+                    "--out",
+                    str(ro / "m.jsonl"),
+                ],
+                "Read-only file system",
+            ),
+            (["prepare", str(src), str(ro / "dst"), "--resolution", "8"], "Read-only file system"),
+            (["style-mix", str(runs["style"]), "--out", str(ro / "mix.png")], "Read-only file system"),
         ):
             r = gandist(*args, cwd=tmp_path)
             lines = r.stderr.strip().splitlines()

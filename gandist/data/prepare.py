@@ -130,6 +130,14 @@ def prepare(
         raise DataError(
             f"source '{src}' holds no files (searched recursively); point SRC at a folder of images"
         )
+    if dst.is_dir() and not (dst / JOURNAL).exists():  # a folder prepare did not start: the user's
+        others = sorted(q.name for q in dst.iterdir())
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise DataError(
+                f"destination '{dst}' holds files prepare did not write ({shown}) and preparing would overwrite "
+                "some of them; choose a new or empty folder for DST"
+            )
     dst.mkdir(parents=True, exist_ok=True)
     settings = {"resolution": opts.resolution, "format": opts.fmt, "quality": opts.quality, "filter": opts.filter,
                 "source": str(src.resolve())}  # fmt: skip
