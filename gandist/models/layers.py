@@ -223,11 +223,29 @@ def binomial_kernel() -> torch.Tensor:
     return (f[:, None] * f[None, :] / 16.0).view(1, 1, 3, 3)
 
 
+class _DepthwiseFilter(torch.autograd.Function):
+    """A fixed depthwise 3x3 filter with zero padding 1, differentiable to any order through itself: the
+    adjoint of correlating with k (padding 1, stride 1) is correlating with k flipped, so the backward is this
+    function again with the flipped kernel (as NVlabs/stylegan's `_blur2d` gradient and rosinality's
+    BlurFunctionBackward). Autograd's own double backward of a depthwise conv computes the fixed kernel's
+    gradient channel by channel (64 small convolutions per blurred map under R1) and throws it away."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        return F.conv2d(x, weight, padding=1, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weight,) = ctx.saved_tensors  # in the gradient's dtype: autocast does not reach a custom backward
+        return _DepthwiseFilter.apply(grad, weight.flip([2, 3]).to(grad.dtype)), None
+
+
 def blur2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Depthwise 3x3 low-pass with zero padding 1 (the official depthwise conv, padding 'SAME'):
-    [N, C, H, W] -> same shape. kernel [1, 1, 3, 3], symmetric, so convolution and correlation agree."""
+    [N, C, H, W] -> same shape. kernel [1, 1, 3, 3], a fixed filter (no gradient flows to it)."""
     c = x.shape[1]
-    return F.conv2d(x, kernel.to(x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)
+    return _DepthwiseFilter.apply(x, kernel.to(x.dtype).expand(c, 1, 3, 3))
 
 
 class Blur(nn.Module):
