@@ -133,6 +133,9 @@ def _row(name: str, tmp: Path, runs: dict[str, Path]) -> tuple[list[str], str, P
     if name == "resume_with_another_width":
         return (["train", "ring_gan", "--out", pts, "--resume", "auto", *_sets(POINTS), "--set", "model.g_width=12",
                  "--set", "train.steps=4"], "does not fit this run's G (tensor ", runs["points"], [])  # fmt: skip
+    if name == "resume_with_another_family":  # the DCGAN quickstart into the 2-D MLP run
+        return (["train", "quickstart", "--out", pts, "--resume", "auto", "--set", "train.steps=4"],
+                "does not fit this run's G (tensor net.0.weight is [8, 2] in the checkpoint and [", runs["points"], [])  # fmt: skip
     if name == "junk_inception_weights":
         w = tmp / "inception.pth"
         w.write_bytes(b"174812789\n")
@@ -143,9 +146,9 @@ def _row(name: str, tmp: Path, runs: dict[str, Path]) -> tuple[list[str], str, P
 
 
 ROWS = ["out_into_a_users_folder", "resume_auto_in_a_users_folder", "out_names_a_file",
-        "failed_start_in_an_existing_folder", "prepare_into_its_own_source", "prepare_into_a_users_folder", "duplicate_yaml_key", "empty_yaml",
-        "arithmetic_on_points", "style_mix_past_the_last_layer", "fid_against_a_wrong_npz",
-        "resume_with_another_width", "junk_inception_weights"]  # fmt: skip
+        "failed_start_in_an_existing_folder", "prepare_into_its_own_source", "prepare_into_a_users_folder",
+        "duplicate_yaml_key", "empty_yaml", "arithmetic_on_points", "style_mix_past_the_last_layer", "fid_against_a_wrong_npz",
+        "resume_with_another_width", "resume_with_another_family", "junk_inception_weights"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ROWS)
