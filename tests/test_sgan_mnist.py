@@ -401,3 +401,20 @@ def test_two_ranks_equal_one_process(tmp_path):
     rel, name = max_rel_diff(one, two)
     print(f"sgan_mnist: max relative difference {rel:.3g} ({name})")
     assert rel <= REL_TOL, f"2 ranks differ from 1 process by {rel:.3g} relative in {name}"
+
+
+def test_the_averaged_d_moves_at_their_decay_per_step(tmp_path):
+    """openai/improved-gan's test-time D: every step the average moves 1e-4 of the way to D's new weights
+    (loss.d_average 0.9999), starting at D's initial weights; checked over one step in float64."""
+    fake_mnist(tmp_path / "mnist")
+    t = make_trainer(_tiny(tmp_path / "mnist", "train.steps=1"), tmp_path / "run")
+    before = {k: v.detach().double().clone() for k, v in t.nets["D"].named_parameters()}
+    t.train(progress=False)
+    after = dict(t.nets["D"].named_parameters())
+    avg = dict(t.ema["D_ema"].shadow.named_parameters())
+    moved = 0
+    for k, d0 in before.items():
+        want = 0.9999 * d0 + 1e-4 * after[k].detach().double()
+        torch.testing.assert_close(avg[k].double(), want, rtol=2e-6, atol=1e-7)
+        moved += not torch.equal(after[k].detach().double(), d0)
+    assert moved > 0  # the step changed D, so the check is not of a copy against itself
