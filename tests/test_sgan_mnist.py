@@ -23,6 +23,7 @@ from PIL import Image
 from gandist.cli import main
 from gandist.config import ConfigError, load_config, make_section
 from gandist.data import build_dataset
+from gandist.errors import DataError
 from gandist.families.sgan.networks import WeightNormLinear
 from gandist.families.sgan.objective import accuracy, log_p_fake, log_p_real, with_fake_logit
 from gandist.models import build_networks
@@ -247,6 +248,16 @@ def test_image_folders_with_labels_csv(tmp_path):
     src = build_dataset(_mnist(tmp_path / "mnist"), 0)
     torch.testing.assert_close(src.images, torch.from_numpy(want["train"][0]).float().div(255).mul(2).sub(1)[:, None])
     assert src.labels.tolist() == want["train"][1] and src.heldout()[1].tolist() == want["test"][1]
+    # the images and labels.csv must be one set, as the IDX pair's counts: one line each way
+    train = tmp_path / "mnist" / "train"
+    Image.fromarray(want["train"][0][0]).save(train / "extra.png")
+    with pytest.raises(DataError, match=r"holds 1 image\(s\) that .*labels.csv' gives no label \(extra.png\), "
+                                        r"against 12 labelled; label them in labels.csv or move them out"):  # fmt: skip
+        build_dataset(_mnist(tmp_path / "mnist"), 0)
+    (train / "extra.png").unlink()
+    (train / "00003.png").unlink()
+    with pytest.raises(DataError, match=r"labels.csv' line 5 names '.*00003.png', which does not exist"):
+        build_dataset(_mnist(tmp_path / "mnist"), 0)
 
 
 def test_labelled_subset_and_label_file(tmp_path):

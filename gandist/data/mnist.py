@@ -96,6 +96,14 @@ def read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
         labels.append(y)
     if not images:
         raise DataError(f"'{csv}' names no image; add 'file,label' lines")
+    from gandist.data.folder import IMAGE_SUFFIXES
+
+    named = {(folder / ln.rpartition(",")[0].strip()).resolve() for ln in csv.read_text().splitlines() if "," in ln}
+    unnamed = sorted(q.name for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.resolve() not in named)
+    if unnamed:  # the images and the labels must be one set, as the IDX pair's counts
+        shown = ", ".join(unnamed[:3]) + (f" and {len(unnamed) - 3} more" if len(unnamed) > 3 else "")
+        raise DataError(f"'{folder}' holds {len(unnamed)} image(s) that '{csv}' gives no label ({shown}), against "
+                        f"{len(images)} labelled; label them in {LABELS_CSV} or move them out")  # fmt: skip
     sizes = {im.shape for im in images}
     if len(sizes) > 1:
         raise DataError(f"the images '{csv}' names differ in size ({', '.join(sorted(map(str, sizes)))}); "
