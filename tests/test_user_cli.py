@@ -220,3 +220,29 @@ def test_read_only_folders_from_a_real_process(runs, tmp_path):
         assert list(ro.iterdir()) == []
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_a_real_10000px_image_is_refused_with_its_reason(tmp_path):
+    """A 10000x10000 file (100 Mpx, over Pillow's 89.5 Mpx bomb limit), not a lowered limit: `prepare` skips it
+    with the reason in its report and prepares the rest; training from the folder stops with one error line
+    naming the file and the fix, without Pillow's DecompressionBombWarning."""
+    Image = pytest.importorskip("PIL.Image")
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("L", (10000, 10000), 128).save(src / "big.png")
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(src / "ok.png")
+    r = gandist(
+        "prepare", str(src), str(tmp_path / "dst"), "--resolution", "16", "--no-progress", cwd=tmp_path
+    )
+    assert r.returncode == 0 and "1 skipped" in r.stdout and "Traceback" not in r.stderr, r.stderr
+    report = (tmp_path / "dst" / "report.txt").read_text()
+    assert "big.png: 10000x10000 pixels (100.0 Mpx) is above the 89.5 Mpx that is safe to decode" in report
+    sets = ["data.name=folder", f"data.path={src}", "data.resolution=16", "data.batch_size=2", "train.steps=2",
+            "health.enabled=false"]  # fmt: skip
+    r = gandist(
+        "train", "quickstart", "--out", str(tmp_path / "run"), "--no-progress", *_sets(sets), cwd=tmp_path
+    )
+    errors = [x for x in r.stderr.splitlines() if x.startswith("gandist train: error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr
+    assert "big.png" in errors[0] and "shrink it first" in errors[0]
+    assert "Traceback" not in r.stderr and "DecompressionBomb" not in r.stderr, r.stderr
