@@ -245,3 +245,20 @@ def test_benchmark_smoke_mode(weights, tmp_path):
     )
     assert {"device", "torch", "commit", "date", "command"} <= set(rec["provenance"])
     assert (tmp_path / "out" / res.name.replace(".json", ".md")).is_file()
+
+
+@pytest.mark.slow  # the stand-in weights: ~8 s on a loaded 2-core machine
+def test_a_statistics_file_of_another_width_is_refused_before_any_extraction(weights, folders, tmp_path, capsys,
+                                                                              monkeypatch):  # fmt: skip
+    """A folder against a .npz of 3-d statistics: one line naming both widths, before the folder's images are
+    extracted (they were, for minutes, before the width was read)."""
+    import gandist.metrics.evaluate as ev
+
+    bad = tmp_path / "narrow.npz"
+    np.savez(bad, mu=np.zeros(3), sigma=np.eye(3))
+    monkeypatch.setattr(ev, "extract_side", lambda *a, **k: pytest.fail("a side was extracted before the check"))
+    for a, b in ((folders[0], bad), (bad, folders[0])):
+        assert main(["fid", str(a), str(b), "--inception", str(weights), "--workers", "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("gandist fid: error: "), err
+        assert "holds 3-d statistics" in err[0] and "2048-d are needed here" in err[0], err

@@ -229,6 +229,10 @@ def _fid(args: argparse.Namespace, strategy) -> dict:
     ex = None if both_stats else build_extractor("inception", "images", "", strategy.device, args.inception,
                                                  args.extractor_impl)  # fmt: skip
     batch = auto_batch(strategy.device, args.batch or 0, ex)
+    if ex is not None:  # a statistics file's width too, before either side's extraction starts
+        for arg in (args.a, args.b):
+            if Path(arg).suffix == ".npz":
+                load_stats(arg, ex.dim)
     stats, described = [], []
     for i, arg in enumerate((args.a, args.b)):
         src, cache, desc = (
