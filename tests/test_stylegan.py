@@ -161,23 +161,30 @@ def test_blur_matches_a_direct_float64_convolution():
 
 
 def test_blur_derivatives_are_those_of_the_plain_depthwise_conv():
-    """blur2d differentiates through itself with the flipped kernel (no gradient for the fixed filter): its
-    gradient, and the gradient of that gradient with respect to the incoming one (the path R1 takes back into
-    D), equal autograd's through F.conv2d in float64, for an asymmetric kernel too; the backward runs under
-    bf16 autocast."""
+    """blur2d's own backward (no gradient for the fixed filter) gives autograd's values through F.conv2d bit
+    for bit in float32, the training dtype: the gradient, and the gradient of that gradient with respect to
+    the incoming one (the path R1 takes back into D); in float64 for an asymmetric kernel too; and it runs
+    under bf16 autocast."""
     from gandist.models.layers import blur2d
 
     torch.manual_seed(0)
-    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)  # stands for dLoss/dy, a function of D
-    for kernel in (Blur().kernel.double(), torch.randn(1, 1, 3, 3, dtype=torch.float64)):
-        ours = lambda t: blur2d(t, kernel)  # noqa: E731
-        plain = lambda t: torch.nn.functional.conv2d(t, kernel.expand(4, 1, 3, 3), padding=1, groups=4)  # noqa: E731
-        first = [torch.autograd.grad(f(x), x, g, create_graph=True)[0] for f in (ours, plain)]
-        torch.testing.assert_close(first[0], first[1], rtol=1e-13, atol=1e-13)
-        second = [torch.autograd.grad(d.square().sum(), g)[0] for d in first]
-        torch.testing.assert_close(second[0], second[1], rtol=1e-13, atol=1e-13)
-        torch.autograd.gradgradcheck(ours, (x[:1, :2, :4, :3].detach().requires_grad_(),))
+    for dtype, kernels, same in (
+        (torch.float32, [Blur().kernel], torch.equal),
+        (torch.float64, [Blur().kernel.double(), torch.randn(1, 1, 3, 3, dtype=torch.float64)],
+         lambda u, v: torch.allclose(u, v, rtol=1e-13, atol=1e-13)),
+    ):  # fmt: skip
+        x = torch.randn(2, 4, 6, 5, dtype=dtype, requires_grad=True)
+        g = torch.randn(2, 4, 6, 5, dtype=dtype, requires_grad=True)  # stands for dLoss/dy, a function of D
+        for kernel in kernels:
+            ours = lambda t, k=kernel: blur2d(t, k)  # noqa: E731
+            plain = lambda t, k=kernel: torch.nn.functional.conv2d(t, k.expand(4, 1, 3, 3), padding=1, groups=4)  # noqa: E731
+            assert same(ours(x), plain(x))
+            first = [torch.autograd.grad(f(x), x, g, create_graph=True)[0] for f in (ours, plain)]
+            assert same(first[0], first[1])
+            second = [torch.autograd.grad(d.square().sum(), g)[0] for d in first]
+            assert same(second[0], second[1])
+            if dtype == torch.float64:
+                torch.autograd.gradgradcheck(ours, (x[:1, :2, :4, :3].detach().requires_grad_(),))
     x32 = torch.randn(2, 4, 8, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = blur2d(x32, Blur().kernel)
