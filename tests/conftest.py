@@ -155,6 +155,17 @@ class TensorSource(Source):
             yield self.x[a : min(stop, a + batch)]
 
 
+class ConstantG(torch.nn.Module):
+    """A generator made constant: every latent gives the same image."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("image", image)
+
+    def forward(self, z):
+        return self.image.expand(z.shape[0], *self.image.shape)
+
+
 def make_trainer(cfg, run_dir, **kwargs):
     """A Trainer on the strategy the config asks for, built here as `gandist train` builds it: the test is
     the entry point that starts the run."""

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ConstantG
 
 from gandist.config import ConfigError, load_config
 from gandist.errors import UserError
@@ -143,17 +144,6 @@ def test_classifier_reads_the_real_stacked_digits():
     assert out["modes_confident"] > 0.8
 
 
-class _Constant(torch.nn.Module):
-    """A generator made constant: every latent gives the same image."""
-
-    def __init__(self, image: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("image", image)
-
-    def forward(self, z):
-        return self.image.expand(z.shape[0], *self.image.shape)
-
-
 @pytest.mark.slow
 def test_evaluate_reports_one_class_and_one_mode_for_a_constant_generator():
     from gandist.data.digits import load_digits_tensor
@@ -161,12 +151,12 @@ def test_evaluate_reports_one_class_and_one_mode_for_a_constant_generator():
 
     images, labels = load_digits_tensor(16)
     digits = load_config(None, ["data.name=digits", "data.resolution=16", "model.z_dim=8"])
-    res = evaluate(_Constant(images[0]), digits, "images", ["classes"], n=64, extractor="digits")
+    res = evaluate(ConstantG(images[0]), digits, "images", ["classes"], n=64, extractor="digits")
     assert res["classes"] == 1 and res["n_classes"] == 10
     assert res["classes_kl"] == pytest.approx(math.log(10), rel=1e-12)
     stacked = _stacked("model.z_dim=8")
     image = torch.cat([images[0], images[1], images[2]])  # one stacked image: a single mode
-    res = evaluate(_Constant(image), stacked, "images", ["modes"], n=64, extractor="auto")
+    res = evaluate(ConstantG(image), stacked, "images", ["modes"], n=64, extractor="auto")
     assert res["modes"] == 1 and res["n_modes"] == 1000
     assert res["modes_kl"] == pytest.approx(math.log(1000), rel=1e-12)
     assert res["extractor"].endswith("-stacked")

@@ -28,22 +28,14 @@ def test_fewer_samples_are_said_to_bias_fid_and_kid_upward():
 def test_the_reals_are_the_whole_set_up_to_the_sample_count():
     """As the official StyleGAN metrics: min(n, dataset size) reals, so 50,000 of FFHQ's 70,000 and every
     image of a smaller set (here the 1797 digits)."""
-    import torch
+    from conftest import ConstantG
 
     from gandist.config import load_config
     from gandist.data.digits import load_digits_tensor
     from gandist.metrics.evaluate import evaluate
 
-    class Constant(torch.nn.Module):
-        def __init__(self, image: torch.Tensor) -> None:
-            super().__init__()
-            self.register_buffer("image", image)
-
-        def forward(self, z):
-            return self.image.expand(z.shape[0], *self.image.shape)
-
     images, _ = load_digits_tensor(8)
     cfg = load_config(None, ["data.name=digits", "data.resolution=8", "model.z_dim=8"])
     for n, want in ((64, 64), (2000, len(images))):
-        res = evaluate(Constant(images[0]), cfg, "images", ["parzen"], n=n)
+        res = evaluate(ConstantG(images[0]), cfg, "images", ["parzen"], n=n)
         assert (res["n_fake"], res["n_real"]) == (n, want) and len(images) == 1797

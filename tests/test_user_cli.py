@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_user_errors import _ro_bind, make_user_folder
 
 pytestmark = pytest.mark.slow  # a fresh interpreter importing torch per row: 3-5 s each on 2 cores
 
@@ -53,22 +54,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return made
 
 
-def _user_files(tmp: Path) -> Path:
-    """A folder of the user's own that happens to hold files with a run's names."""
-    f = tmp / "project"
-    f.mkdir()
-    (f / "config.yaml").write_text("mine: true\n")
-    (f / "summary.json").write_text('{"my": "notes"}\n')
-    (f / "log.jsonl").write_text('{"mine": 1}\n')
-    return f
-
-
 def _row(name: str, tmp: Path, runs: dict[str, Path]) -> tuple[list[str], str, Path | None, list[Path]]:
     """(arguments, what the one line must say, a folder whose files must not change, paths that must not
     appear) of one row."""
     pts, style = str(runs["points"]), str(runs["style"])
     if name == "out_into_a_users_folder":
-        f = _user_files(tmp)
+        f = make_user_folder(tmp)
         return (
             ["train", "ring_gan", "--out", str(f), *_sets(POINTS)],
             "holds files gandist did not write",
@@ -76,7 +67,7 @@ def _row(name: str, tmp: Path, runs: dict[str, Path]) -> tuple[list[str], str, P
             [],
         )
     if name == "resume_auto_in_a_users_folder":
-        f = _user_files(tmp)
+        f = make_user_folder(tmp)
         return (["train", "ring_gan", "--out", str(f), "--resume", "auto", *_sets(POINTS)],
                 "holds files gandist did not write", f, [])  # fmt: skip
     if name == "out_names_a_file":
@@ -93,7 +84,7 @@ def _row(name: str, tmp: Path, runs: dict[str, Path]) -> tuple[list[str], str, P
         Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(src / "a.png")
         return ["prepare", str(src), str(src / "prepared"), "--resolution", "8"], "inside", tmp, []
     if name == "prepare_into_a_users_folder":
-        src, mine = tmp / "photos", _user_files(tmp)
+        src, mine = tmp / "photos", make_user_folder(tmp)
         src.mkdir()
         Image = pytest.importorskip("PIL.Image")
         Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(src / "a.png")
@@ -186,8 +177,6 @@ def test_accepted_with_a_line_from_a_real_process(runs, tmp_path):
 def test_read_only_folders_from_a_real_process(runs, tmp_path):
     """Every subcommand that writes, into a read-only folder (a read-only bind mount: root only, skipped
     otherwise)."""
-    from test_user_errors import _ro_bind
-
     src = tmp_path / "photos"
     src.mkdir()
     Image = pytest.importorskip("PIL.Image")

@@ -47,15 +47,19 @@ def points_run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def user_folder(tmp_path) -> Path:
+def make_user_folder(tmp: Path) -> Path:
     """A folder of the user's own that happens to hold files with a run's names."""
-    f = tmp_path / "project"
+    f = tmp / "project"
     f.mkdir()
     (f / "config.yaml").write_text("mine: true\n")
     (f / "summary.json").write_text('{"my": "notes"}\n')
     (f / "log.jsonl").write_text('{"mine": 1}\n')
     return f
+
+
+@pytest.fixture
+def user_folder(tmp_path) -> Path:
+    return make_user_folder(tmp_path)
 
 
 def test_train_refuses_a_folder_it_did_not_make(user_folder, capsys):
