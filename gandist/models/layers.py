@@ -252,7 +252,7 @@ class _DepthwiseFilterAdjoint(torch.autograd.Function):
     def forward(ctx, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(weight)
         weight = weight.to(grad.dtype)  # autocast does not reach a custom backward: the gradient's dtype
-        x = x if x.dtype == grad.dtype else x.to(grad.dtype)
+        x = x if x.dtype == grad.dtype else torch.empty_like(x, dtype=grad.dtype)  # only its shape is read
         return torch.ops.aten.convolution_backward(
             grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], x.shape[1], [True, False, False]
         )[0]
