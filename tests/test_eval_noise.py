@@ -3,6 +3,7 @@ randomize_noise=True), and stay a function of the seed alone: any batching, any 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gandist.families.stylegan.networks import StyleGANGenerator
@@ -57,3 +58,31 @@ def test_a_generator_without_noise_inputs_is_called_as_before():
     with torch.no_grad():
         assert torch.equal(all_of(src, 16), G(eval_latents(1, 0, 60, 4)))
     assert "noise_mode" not in src.describe()
+
+
+@pytest.mark.slow  # a tiny StyleGAN run evaluating every step: ~40 s on a loaded 2-core machine
+def test_training_metrics_and_gandist_eval_draw_random_noise(tmp_path, stylegan_cfg, monkeypatch):
+    """The protocol reaches both callers: a StyleGAN run's periodic metrics and `gandist eval` on its
+    checkpoint build their generated side with noise_mode 'random' (pictures keep their own setting)."""
+    from conftest import make_trainer
+
+    import gandist.metrics.evaluate as ev
+    from gandist.cli import main
+
+    seen = []
+
+    class Recording(GeneratorSource):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.noise_mode)
+
+    monkeypatch.setattr(ev, "GeneratorSource", Recording)
+    cfg = stylegan_cfg("schedule.start_resolution=16", "schedule.batch={16: 4}", "train.kimg=0.02",
+                       "metrics.names=parzen", "metrics.n=16", "metrics.every=1", "train.ckpt_every=5")  # fmt: skip
+    t = make_trainer(cfg, tmp_path / "run")
+    t.train(progress=False)
+    assert seen and set(seen) == {"random"}, seen  # the run evaluated, every time with random noise
+    seen.clear()
+    assert main(["eval", str(tmp_path / "run"), "--metrics", "parzen", "--n", "16",
+                 "--out", str(tmp_path / "m.jsonl")]) == 0  # fmt: skip
+    assert seen == ["random"]
