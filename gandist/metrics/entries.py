@@ -135,6 +135,18 @@ def _data_section(dataset: str | None):
     return registered("data").get(dataset or "", object)
 
 
+def at_data_resolution(fake, real):
+    """Images of a growing G at its current stage, nearest-upsampled to the reals' resolution (as the stage's
+    sample grids show them), so a pixel-space metric compares like with like; other inputs unchanged."""
+    import torch.nn.functional as F
+
+    if fake.dim() == 4 and fake.shape[-2:] != real.shape[-2:]:
+        if real.shape[-1] % fake.shape[-1] or real.shape[-2] % fake.shape[-2]:
+            raise ValueError(f"generated images {list(fake.shape[-2:])} do not scale to the reals' {list(real.shape[-2:])}")
+        fake = F.interpolate(fake, size=tuple(real.shape[-2:]), mode="nearest")
+    return fake
+
+
 @metric("parzen", {"samples"})
 def _parzen(ctx) -> dict[str, Any]:
     """Goodfellow et al. 2014's Parzen window on the samples themselves: 2-D points as they are, images as
@@ -149,6 +161,7 @@ def _parzen(ctx) -> dict[str, Any]:
         torch.cat([b.cpu() for b in s.batches(0, s.n, 4096)]) for s in (ctx.fake_source, ctx.real_source)
     )
     if fake.dim() > 2:  # images in the training format [-1, 1] -> pixels in [0, 1], as the paper's MNIST
+        fake = at_data_resolution(fake, real)
         fake, real = (fake.double() + 1) / 2, (real.double() + 1) / 2
     pz = parzen_log_likelihood(fake, real)
     return {"parzen_ll": pz["mean"], "parzen_se": pz["se"], "parzen_sigma": pz["sigma"],
@@ -159,7 +172,8 @@ def _parzen(ctx) -> dict[str, Any]:
 def _nn(ctx) -> dict[str, Any]:
     from gandist.metrics.neighbours import nearest_neighbours_figure
 
-    shown, real = ctx.fake_source.first(16), ctx.real_source.first(2000)
+    real = ctx.real_source.first(2000)
+    shown = at_data_resolution(ctx.fake_source.first(16), real)
     out = Path(ctx.out_dir or ".") / "nearest_neighbours.png"
     res = nearest_neighbours_figure(shown, real, out, k=5, fake_feats=ctx.extractor(shown)[0],
                                     real_feats=ctx.extractor(real)[0])  # fmt: skip
