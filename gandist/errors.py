@@ -1,6 +1,11 @@
 """User-facing errors: the CLI prints their message (which names the problem and the fix), no traceback."""
 
 
+def first_few(names: list[str], k: int = 3) -> str:
+    """The first `k` names for a message, and how many more: 'a, b, c and 4 more'."""
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
 class UserError(Exception):
     """A mistake the user can fix: bad config, missing path, corrupt file, wrong checkpoint."""
 

@@ -66,10 +66,8 @@ class Skip(Exception):
     """A family that cannot run here, with the reason."""
 
 
-def _import_peer(folder: Path, module: str, files: tuple[str, ...]):
-    missing = [f for f in files if not (folder / f).is_file()]
-    if missing:
-        raise Skip(f"peer source not found: {', '.join(str(folder / f) for f in missing)}")
+def _import_peer(folder: Path, module: str):
+    """`folder/module.py` as a module of its own (its files checked by `_peer_class` first)."""
     spec = importlib.util.spec_from_file_location(f"peer_{module}", folder / f"{module}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -152,7 +150,7 @@ class RosinalityStyleGAN:
         import torch
         from torch import nn, optim
 
-        m = _import_peer(folder, "model", self.FILES)
+        m = _import_peer(folder, "model")
         self.m, self.torch = m, torch
         w, steps = WIDTH, 3  # 4 -> 8 -> 16 -> 32: the peer's `step` 3
 
@@ -359,8 +357,8 @@ class JunyanzCycleGAN:
         import torch
         from torch import nn
 
-        networks = _import_peer(folder / "models", "networks", ("networks.py",))
-        pool = _import_peer(folder / "util", "image_pool", ("image_pool.py",))
+        networks = _import_peer(folder / "models", "networks")
+        pool = _import_peer(folder / "util", "image_pool")
         torch.manual_seed(0)
         norm = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
         self.G_A, self.G_B = (

@@ -22,7 +22,7 @@ import torch
 from gandist.data.base import DATASETS
 from gandist.data.config import MnistData
 from gandist.data.labelled import LabelledImages
-from gandist.errors import DataError
+from gandist.errors import DataError, first_few
 from gandist.registry import register
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
@@ -78,7 +78,7 @@ def read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
     from gandist.data.folder import decode_image
 
     csv = folder / LABELS_CSV
-    images, labels = [], []
+    images, labels, named = [], [], set()
     for number, line in enumerate(csv.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -94,15 +94,14 @@ def read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
             raise DataError(f"'{csv}' line {number} names '{f}', which does not exist; fix or remove the line")
         images.append(decode_image(f, 1)[..., 0])
         labels.append(y)
+        named.add(f.resolve())
     if not images:
         raise DataError(f"'{csv}' names no image; add 'file,label' lines")
     from gandist.data.folder import IMAGE_SUFFIXES
 
-    named = {(folder / ln.rpartition(",")[0].strip()).resolve() for ln in csv.read_text().splitlines() if "," in ln}
     unnamed = sorted(q.name for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.resolve() not in named)
     if unnamed:  # the images and the labels must be one set, as the IDX pair's counts
-        shown = ", ".join(unnamed[:3]) + (f" and {len(unnamed) - 3} more" if len(unnamed) > 3 else "")
-        raise DataError(f"'{folder}' holds {len(unnamed)} image(s) that '{csv}' gives no label ({shown}), against "
+        raise DataError(f"'{folder}' holds {len(unnamed)} image(s) that '{csv}' gives no label ({first_few(unnamed)}), against "
                         f"{len(images)} labelled; label them in {LABELS_CSV} or move them out")  # fmt: skip
     sizes = {im.shape for im in images}
     if len(sizes) > 1:

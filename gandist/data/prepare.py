@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gandist.errors import DataError
+from gandist.errors import DataError, first_few
 from gandist.jsonl import read_jsonl
 
 MANIFEST = "manifest.json"
@@ -133,9 +133,8 @@ def prepare(
     if dst.is_dir() and not (dst / JOURNAL).exists():  # a folder prepare did not start: the user's
         others = sorted(q.name for q in dst.iterdir())
         if others:
-            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise DataError(
-                f"destination '{dst}' holds files prepare did not write ({shown}) and preparing would overwrite "
+                f"destination '{dst}' holds files prepare did not write ({first_few(others)}) and preparing would overwrite "
                 "some of them; choose a new or empty folder for DST"
             )
     dst.mkdir(parents=True, exist_ok=True)

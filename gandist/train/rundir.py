@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from gandist.errors import UserError
+from gandist.errors import UserError, first_few
 
 MARKER = ".gandist-run"
 IGNORED = {".lock"}  # a lock file alone is left by a start that failed on an older gandist
@@ -51,9 +51,8 @@ def check_run_dir(path: Path, allow_nonempty: bool = False) -> None:
         return
     others = sorted(p.name for p in path.iterdir() if p.name not in IGNORED)
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UserError(
-            f"--out '{path}' holds files gandist did not write ({shown}) and training would overwrite some of "
+            f"--out '{path}' holds files gandist did not write ({first_few(others)}) and training would overwrite some of "
             "them; choose a new or empty folder, or add --allow-nonempty-out to train among them"
         )
 
