@@ -188,6 +188,54 @@ def test_sigint_saves_checkpoint_and_stops(tiny_cfg, tmp_path):
     assert latest is not None and int(latest.name) == 3
 
 
+# A process that stops on SIGUSR2 at step 3 and receives a second stop signal while it writes its last
+# checkpoint, as a rank under SLURM does (slurmstepd signals every process of the step, torchrun signals its
+# workers again): with the default action back in place the second one would end it in the middle of the save.
+_SECOND_SIGNAL = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from conftest import make_trainer
+from gandist.config import load_config
+
+second = getattr(signal, sys.argv[3])
+cfg = load_config(None, ["name=tiny", "model.name=dcgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8",
+                         "data.name=digits", "data.resolution=8", "data.batch_size=8", "train.steps=100000",
+                         "train.ckpt_every=100000", "train.progress=false"])
+t = make_trainer(cfg, Path(sys.argv[2]))
+step, save = t.train_step, t.save
+
+def step_then_stop():
+    out = step()
+    if t.step == 3:
+        os.kill(os.getpid(), signal.SIGUSR2)
+    return out
+
+def save_under_a_second_signal():
+    os.kill(os.getpid(), second)
+    return save()
+
+t.train_step, t.save = step_then_stop, save_under_a_second_signal
+print(t.train(progress=False)["interrupted"])
+"""
+
+
+@pytest.mark.parametrize("second", ["SIGUSR2", "SIGTERM"])
+def test_a_second_stop_signal_during_the_last_save_is_absorbed(tmp_path, second):
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", _SECOND_SIGNAL, tests, str(tmp_path / "run"), second],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-3000:]}"
+    assert r.stdout.split()[-1] == "SIGUSR2"  # the request that stopped the loop
+    latest = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert latest is not None and int(latest.name) == 3
+    ckpt.verify_checkpoint(latest)
+    assert r.stderr.count("received: saving a checkpoint") == 1, r.stderr[-3000:]
+
+
 def test_nonfinite_loss_skips_the_update(tiny_cfg, tmp_path):
     t = make_trainer(tiny_cfg(), tmp_path, log_enabled=False)
     D, opt = t.nets["D"], t.optimizers["D"]

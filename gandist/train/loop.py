@@ -114,6 +114,9 @@ class StopRequest:
     def _handler(self, signum, frame) -> None:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.signal is not None:  # another delivery of a stop request (SLURM and torchrun both forward it)
+            self.signal = max(self.signal, signum)
+            return
         self.signal = signum
         print(
             f"\n[gandist] {signal.Signals(signum).name} received: saving a checkpoint after this step "
@@ -452,10 +455,14 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
                     break
                 if self.step % tc.ckpt_every == 0 and not finished:
                     self.save()
-        if bar is not None:
-            bar.close()
-        path = self.save()
-        return self.summarise(log, path, interrupted, t_start, step_start)
+            if bar is not None:
+                bar.close()
+            # The last checkpoint and the summary are written with the handlers still in place: SLURM signals
+            # every process of a step and torchrun passes the same signal on to its workers, so a second SIGUSR2
+            # or SIGTERM can reach a rank while the ranks save together, and the default action would end that
+            # rank in the middle of the save (the others then fail in its collectives)
+            path = self.save()
+            return self.summarise(log, path, interrupted, t_start, step_start)
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
