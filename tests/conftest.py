@@ -194,6 +194,53 @@ def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tupl
     return worst, name
 
 
+# Output change (relative, float64) under which a tensor's own difference does not matter: a tenth of the
+# REL_TOL that the whole network's output must meet (tests/test_ddp.py)
+IMMATERIAL = 1e-5
+
+
+def output_effects(ref_ckpt, other_ckpt, names: list[str], n: int = 256) -> dict[str, float]:
+    """For each checkpoint tensor name (`G.synthesis...`, `D...`), how far its network's output moves when that
+    tensor alone takes `other_ckpt`'s value: ||y' - y|| / ||y||, in float64 from `ref_ckpt`'s weights, on n fixed
+    latents (a generator) or the reference G's images of them (a discriminator). A parameter whose gradient
+    a normalisation cancels (a bias before an instance norm on a map that keeps its sign) holds only rounding,
+    so two summation orders give it different values with no effect on anything the network computes."""
+    from gandist.load import load_network
+    from gandist.train import checkpoint as ckpt
+
+    other = ckpt.load_checkpoint(other_ckpt, ("tensors",))["tensors"]
+    nets, out = {}, {}
+    for full in names:
+        name, key = full.split(".", 1)
+        if name not in nets:
+            loaded = load_network(ref_ckpt, name)
+            z = torch.randn(n, loaded.cfg.model.z_dim, generator=torch.Generator().manual_seed(0)).double()
+            x = z if name.startswith("G") else load_network(ref_ckpt, "G").net.double()(z)
+            nets[name] = (loaded.net.double(), x.detach())
+        net, x = nets[name]
+        with torch.no_grad():
+            before = {k: v.clone() for k, v in net.state_dict().items()}
+            y0 = net(x)
+            net.load_state_dict({**before, key: other[full].double()})
+            y = net(x)
+            net.load_state_dict(before)
+        out[full] = ((y - y0).norm() / y0.norm()).item()
+    return out
+
+
+def network_output_diff(ref_ckpt, other_ckpt, name: str, n: int = 256) -> float:
+    """||y_other - y_ref|| / ||y_ref|| of network `name` of two checkpoints (as loaded, float32) on n fixed
+    latents, or on the reference G's images of them for a discriminator."""
+    from gandist.load import load_network
+
+    a, b = load_network(ref_ckpt, name), load_network(other_ckpt, name)
+    z = torch.randn(n, a.cfg.model.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = z if name.startswith("G") else load_network(ref_ckpt, "G").net(z)
+        y0, y = a.net(x), b.net(x)
+    return ((y - y0).double().norm() / y0.double().norm()).item()
+
+
 def trainer_state(t, rng: bool = True) -> dict[str, torch.Tensor]:
     """Everything a bit-exact resume must reproduce, as copies: the trainer's state tensors (networks, EMA,
     objective buffers), every optimizer's per-parameter state, and (rng=True) the loop's random stream."""

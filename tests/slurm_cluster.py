@@ -298,6 +298,14 @@ class NetnsSlurmCluster(SlurmCluster):
                                            "--uts", "--propagation", "private", "--", "sh", "-c", cmd,
                                            str(self.conf), str(self.root / "hosts")])  # fmt: skip
 
+    def leftovers(self) -> list[str]:
+        """This cluster's network namespaces and links that still exist (none after `stop()`)."""
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=30).stdout
+        return [f"netns {line.split()[0]}" for line in netns.splitlines() if f"gandist-{self.tag}-" in line] + [
+            f"link {line.split(':')[1].strip().split('@')[0]}" for line in links.splitlines() if self.tag in line
+        ]
+
     def pids(self, node: str) -> list[int]:
         """Every process in `node`'s network namespace."""
         r = subprocess.run(
