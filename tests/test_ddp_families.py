@@ -101,6 +101,11 @@ def test_cyclegan_two_ranks_resume_exactly_with_every_ranks_pools(tmp_path):
     torchrun(config, tmp_path / "resumed", [*sets, "train.steps=3"])
     pools = final_tensors(tmp_path / "resumed")
     assert not torch.equal(pools["objective.rank0.pool_A.images"], pools["objective.rank1.pool_A.images"])
+    # the same checkpoint resumed by one process: the notice names the rank-local state it takes from rank 0
+    ckpt3 = sorted((tmp_path / "resumed" / "checkpoints").iterdir())[-1]
+    r = run_one(config, tmp_path / "one", [*sets, "train.steps=4"], extra=("--resume", str(ckpt3)))
+    assert "written by 2 rank(s), this run has 1" in r.stderr and "rank r takes rank (r mod 2)'s pool_A, pool_B" \
+        in r.stderr, r.stderr[-2000:]  # fmt: skip
     torchrun(config, tmp_path / "resumed", [*sets, "train.steps=6"], extra=("--resume", "auto"))
     a, b = final_tensors(tmp_path / "straight"), final_tensors(tmp_path / "resumed")
     assert a.keys() == b.keys()

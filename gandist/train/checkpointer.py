@@ -10,6 +10,7 @@ strategy, schedule and data.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -112,9 +113,11 @@ class Checkpointing:
         # DeepSpeed: each engine's checkpoint (weights and optimizer partitions); nothing for single and ddp
         self.strategy.load_extra(path)
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
+        # the objective's rank-local state (CycleGAN's image pools): named in the notice of a shape change
+        ranked = sorted({k.split(".")[1] for k in objective_tensors if re.match(r"rank\d+\.", k)})
         objective_tensors = self.strategy.own_rank_tensors(objective_tensors, written_world)
         self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
-        self._restore_rng(data["rng"], written_world, path)
+        self._restore_rng(data["rng"], written_world, path, ranked)
         self.gen.set_state(data["rng"]["loop"])
         self.step, self.skipped = s["step"], torch.tensor(s["skipped"], device=self.device)
         # format 1 (gandist 0.1) kept no image count: every step showed d_steps batches
@@ -128,10 +131,13 @@ class Checkpointing:
         self.stage = None
         self.apply_stage()
 
-    def _restore_rng(self, rng: dict[str, torch.Tensor], written_world: int, path: Path) -> None:
+    def _restore_rng(
+        self, rng: dict[str, torch.Tensor], written_world: int, path: Path, ranked: list[str]
+    ) -> None:
         """This rank's global RNG states as they were when the checkpoint was written. Written by another
         number of ranks, the data order and the loop's draws still continue exactly (they depend on the
-        global batch only), but the per-rank streams (noise inputs) cannot: they are reseeded, with a notice."""
+        global batch only), but the per-rank streams (noise inputs) cannot: they are reseeded, with a notice
+        that also names the objective's rank-local state (`ranked`) that each rank took from another."""
         own = f"rank{self.strategy.rank}."
         mine = {k[len(own) :]: v for k, v in rng.items() if k.startswith(own)}
         if written_world == self.world:
@@ -143,6 +149,7 @@ class Checkpointing:
             print(
                 f"[gandist] checkpoint '{path}' was written by {written_world} rank(s), this run has {self.world}: "
                 "the data order and latents continue exactly (same global batch), the per-rank random streams "
-                "(noise inputs, dropout) are reseeded",
+                "(noise inputs, dropout) are reseeded"
+                + (f"; rank r takes rank (r mod {written_world})'s {', '.join(ranked)}" if ranked else ""),
                 file=sys.stderr,
             )
