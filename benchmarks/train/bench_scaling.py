@@ -79,12 +79,12 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from gandist.config import load_config
-    from gandist.strategies import build_strategy
+    from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
 
     config = FAMILIES[args.family][0]
     cfg = load_config(config, _overrides(args.family, args.per_rank, args.world, args.resolution, args.smoke))
-    with build_strategy("ddp", cfg.train.device) as strategy, tempfile.TemporaryDirectory() as tmp:
+    with strategy_from_config(cfg.train) as strategy, tempfile.TemporaryDirectory() as tmp:
         t = Trainer(cfg, Path(tmp), log_enabled=False, strategy=strategy)
         cuda = strategy.device.type == "cuda"
         sync = torch.cuda.synchronize if cuda else (lambda: None)
