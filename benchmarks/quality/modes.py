@@ -11,9 +11,13 @@ digits classifier's per-channel features ("digits FID": not comparable with Ince
     python benchmarks/quality/modes.py --smoke --out /tmp/modes    # every row, tiny and short: < 60 s
 
 Writes modes-stacked32[-smoke].{json,csv,md,png} into --out (benchmarks/results) with provenance.
-One check so far (not the table): `--settings equal --rows nonsaturating --seeds 0 --seconds 120 --samples 5000`
-made 190 generator steps in 120 CPU s on a loaded 2-core machine and scored 11 modes, KL 6.84, 4% confident;
-at ~0.6 CPU s per step, 5-minute rows train ~500 steps, far shorter than PacGAN's runs.
+Checks so far (not the table): `--settings equal --rows nonsaturating --seeds 0 --seconds 120 --samples 5000`
+made 190 generator steps in 120 CPU s on a loaded 2-core machine and scored 11 modes, KL 6.84, 4% confident.
+On a quiet AMD EPYC (2026-12-07), `--settings equal --rows nonsaturating rpgan --seeds 0 --seconds 300`:
+non-saturating 847 steps, 886 modes, KL 1.08, 5% confident; RpGAN + R1 + R2 651 steps, 69 modes, KL 6.19, 57%
+confident. Neither G draws digits yet (the non-saturating G's colour blobs land in many modes because the
+classifier reads any blob as some digit, hence the confident share beside the count): 5-minute rows are far
+shorter than PacGAN's runs; how long a row must train to draw digits is not measured yet.
 Ours are scikit-learn's 8x8 digits upsampled and stacked; the published rows are Stacked MNIST.
 """
 
