@@ -455,8 +455,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             args.quiet_rank = True  # one set of messages per run: the main rank's
         started = args.started = True  # from here on the wall time is worth a line
-        summary = trainer.train()
-        strategy.barrier()  # every rank leaves together: gloo aborts a rank whose peers close while it works
+        summary = trainer.train()  # returns on every rank together (its last barrier)
     except BaseException:
         if created and not started and (strategy is None or strategy.is_main):
             _remove_unstarted(run_dir, lock)

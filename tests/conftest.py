@@ -46,28 +46,17 @@ def _deterministic_defaults():
     torch.use_deterministic_algorithms(False)
 
 
+TINY = ["name=tiny", "model.name=dcgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8", "data.name=digits",
+        "data.resolution=8", "data.batch_size=8", "train.steps=6", "train.log_every=2", "train.sample_every=3",
+        "train.ckpt_every=3", "train.sample_n=4", "train.progress=false"]  # fmt: skip
+
+
 @pytest.fixture
 def tiny_cfg():
-    """A DCGAN on 8 px digits small enough for dozens of steps per second."""
+    """A DCGAN on 8 px digits small enough for dozens of steps per second (TINY, then the overrides)."""
 
     def make(*overrides: str):
-        base = [
-            "name=tiny",
-            "model.name=dcgan",
-            "model.z_dim=8",
-            "model.g_width=8",
-            "model.d_width=8",
-            "data.name=digits",
-            "data.resolution=8",
-            "data.batch_size=8",
-            "train.steps=6",
-            "train.log_every=2",
-            "train.sample_every=3",
-            "train.ckpt_every=3",
-            "train.sample_n=4",
-            "train.progress=false",
-        ]
-        return load_config(None, base + list(overrides))
+        return load_config(None, TINY + list(overrides))
 
     return make
 
@@ -194,18 +183,32 @@ def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tupl
     return worst, name
 
 
-# Output change (relative, float64) under which a tensor's own difference does not matter: a tenth of the
-# REL_TOL that the whole network's output must meet (tests/test_ddp.py)
-IMMATERIAL = 1e-5
+# Ranks against one process (tests/test_ddp*.py, tests/test_slurm_multinode.py): the largest ||a_k - b_k|| /
+# ||a_k|| of a tensor, and the output change (relative, float64) under which a tensor's own difference does not
+# matter, a tenth of what a whole network's output must meet
+REL_TOL = 1e-4
+IMMATERIAL = REL_TOL / 10
+
+
+def _probe(ckpt_path, name: str, n: int, dtype: torch.dtype):
+    """Network `name` of a checkpoint in `dtype` and what it reads: n fixed latents (a generator), or the
+    checkpoint's G's images of them (a discriminator)."""
+    from gandist.load import load_network
+
+    loaded = load_network(ckpt_path, name)
+    z = torch.randn(n, loaded.cfg.model.z_dim, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():
+        x = z if name.startswith("G") else load_network(ckpt_path, "G").net.to(dtype)(z)
+    return loaded.net.to(dtype), x
 
 
 def output_effects(ref_ckpt, other_ckpt, names: list[str], n: int = 256) -> dict[str, float]:
-    """For each checkpoint tensor name (`G.synthesis...`, `D...`), how far its network's output moves when that
-    tensor alone takes `other_ckpt`'s value: ||y' - y|| / ||y||, in float64 from `ref_ckpt`'s weights, on n fixed
-    latents (a generator) or the reference G's images of them (a discriminator). A parameter whose gradient
-    a normalisation cancels (a bias before an instance norm on a map that keeps its sign) holds only rounding,
-    so two summation orders give it different values with no effect on anything the network computes."""
-    from gandist.load import load_network
+    """For each checkpoint parameter name (`G.synthesis...`, `D...`), how far its network's output moves when
+    that parameter alone takes `other_ckpt`'s value: ||y' - y|| / ||y||, in float64 from `ref_ckpt`'s weights
+    (see `_probe` for the inputs). A parameter whose gradient a normalisation cancels (a bias before an instance
+    norm on a map that keeps its sign) holds only rounding, so two summation orders give it different values
+    that move nothing the network computes. A buffer (running statistics, StyleGAN's w_avg, which only the
+    truncated sampling reads) gets infinity: it is never excused."""
     from gandist.train import checkpoint as ckpt
 
     other = ckpt.load_checkpoint(other_ckpt, ("tensors",))["tensors"]
@@ -213,11 +216,11 @@ def output_effects(ref_ckpt, other_ckpt, names: list[str], n: int = 256) -> dict
     for full in names:
         name, key = full.split(".", 1)
         if name not in nets:
-            loaded = load_network(ref_ckpt, name)
-            z = torch.randn(n, loaded.cfg.model.z_dim, generator=torch.Generator().manual_seed(0)).double()
-            x = z if name.startswith("G") else load_network(ref_ckpt, "G").net.double()(z)
-            nets[name] = (loaded.net.double(), x.detach())
+            nets[name] = _probe(ref_ckpt, name, n, torch.float64)
         net, x = nets[name]
+        if key not in dict(net.named_parameters()):
+            out[full] = float("inf")
+            continue
         with torch.no_grad():
             before = {k: v.clone() for k, v in net.state_dict().items()}
             y0 = net(x)
@@ -229,16 +232,39 @@ def output_effects(ref_ckpt, other_ckpt, names: list[str], n: int = 256) -> dict
 
 
 def network_output_diff(ref_ckpt, other_ckpt, name: str, n: int = 256) -> float:
-    """||y_other - y_ref|| / ||y_ref|| of network `name` of two checkpoints (as loaded, float32) on n fixed
-    latents, or on the reference G's images of them for a discriminator."""
+    """||y_other - y_ref|| / ||y_ref|| of network `name` of two checkpoints (as loaded, float32), on the
+    reference's inputs (`_probe`)."""
     from gandist.load import load_network
 
-    a, b = load_network(ref_ckpt, name), load_network(other_ckpt, name)
-    z = torch.randn(n, a.cfg.model.z_dim, generator=torch.Generator().manual_seed(0))
+    net, x = _probe(ref_ckpt, name, n, torch.float32)
     with torch.no_grad():
-        x = z if name.startswith("G") else load_network(ref_ckpt, "G").net(z)
-        y0, y = a.net(x), b.net(x)
+        y0, y = net(x), load_network(other_ckpt, name).net(x)
     return ((y - y0).double().norm() / y0.double().norm()).item()
+
+
+def assert_ranks_match(ref_ckpt, other_ckpt, label: str, networks=("G", "G_ema", "D"), skip=()) -> None:
+    """The networks of two runs (ranks against one process) are the same: every tensor within REL_TOL, or a
+    parameter whose difference alone moves its network's output by at most IMMATERIAL (`output_effects`), and
+    then every network's output within REL_TOL (`networks`: those that read latents or G's images). `skip`:
+    tensors left out by structure (CycleGAN's cancelled biases); the objective's rank-local state is not compared."""
+    from gandist.train import checkpoint as ckpt
+
+    a, b = ({k: v for k, v in ckpt.load_checkpoint(p, ("tensors",))["tensors"].items()
+             if not k.startswith("objective.")} for p in (ref_ckpt, other_ckpt))  # fmt: skip
+    assert a.keys() == b.keys(), f"{label}: tensors differ: {sorted(a.keys() ^ b.keys())[:5]}"
+    keep = [k for k in a if k not in skip]
+    beyond = {k: max_rel_diff({k: a[k]}, {k: b[k]})[0] for k in keep if a[k].is_floating_point()}
+    beyond = {k: r for k, r in beyond.items() if r > REL_TOL}
+    effects = output_effects(ref_ckpt, other_ckpt, sorted(beyond)) if beyond else {}
+    outputs = {n: network_output_diff(ref_ckpt, other_ckpt, n) for n in networks}
+    within = [k for k in keep if k not in beyond]
+    rel, name = max_rel_diff({k: a[k] for k in within}, {k: b[k] for k in within})  # integers equal
+    print(f"{label}: max relative difference {rel:.3g} ({name}); beyond REL_TOL {beyond}, their output effects "
+          f"{effects}; network outputs {outputs}")  # fmt: skip
+    assert rel <= REL_TOL, f"{label}: {rel:.3g} relative in {name}"
+    material = {k: (beyond[k], e) for k, e in effects.items() if e > IMMATERIAL}
+    assert not material, f"{label}: beyond REL_TOL and not immaterial (relative, output effect): {material}"
+    assert max(outputs.values(), default=0.0) <= REL_TOL, f"{label}: network outputs differ: {outputs}"
 
 
 def trainer_state(t, rng: bool = True) -> dict[str, torch.Tensor]:
@@ -335,6 +361,13 @@ def ring_wgangp_600(tmp_path_factory):
     return SimpleNamespace(trainer=t, run_dir=run_dir, before=before)
 
 
+def pytest_configure(config):
+    # pytest-xdist's loadgroup scheduler sorts the work units by their number of tests unless told not to; the
+    # order `_longest_first` gives them is the one wanted (the scheduler runs in the controller process)
+    if getattr(config.option, "dist", "no") != "no":
+        config.option.loadscopereorder = False
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     # A distributed test starts two or more Python processes that each import torch (about 3 s apiece on
@@ -351,8 +384,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _longest_first(items: list) -> list:
-    """Under pytest-xdist the workers take units (a group, or one test) in collection order, each when it is
-    almost out of work: the longest units go first, so that short tests fill the end of the run instead of one
+    """Under pytest-xdist the workers take units (a group, or one test) in collection order (pytest_configure
+    turns off the scheduler's own sort by test count), each when it is almost out of work: the longest go first, so that short tests fill the end of the run instead of one
     worker finishing a long test alone. A unit's length is the sum of its tests' seconds in durations.json (the
     slowest tests of a clean-clone run; it orders the work and nothing else), 10 s for another slow test and
     0.2 s for the rest. Tests keep their order inside a unit."""

@@ -188,20 +188,19 @@ def test_sigint_saves_checkpoint_and_stops(tiny_cfg, tmp_path):
     assert latest is not None and int(latest.name) == 3
 
 
-# A process that stops on SIGUSR2 at step 3 and receives a second stop signal while it writes its last
-# checkpoint, as a rank under SLURM does (slurmstepd signals every process of the step, torchrun signals its
-# workers again): with the default action back in place the second one would end it in the middle of the save.
+# A process that stops on SIGUSR2 at step 3 and receives a second stop signal as its last save begins, as a rank
+# under SLURM can (slurmstepd signals every process of the step, torchrun signals its workers again): the save,
+# the summary and the last barrier run with the loop's handlers in place, where the default action of a
+# second signal used to end the process (exit -12 / -15) before the ranks had saved together.
 _SECOND_SIGNAL = """
 import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from conftest import make_trainer
+from conftest import TINY, make_trainer
 from gandist.config import load_config
 
 second = getattr(signal, sys.argv[3])
-cfg = load_config(None, ["name=tiny", "model.name=dcgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8",
-                         "data.name=digits", "data.resolution=8", "data.batch_size=8", "train.steps=100000",
-                         "train.ckpt_every=100000", "train.progress=false"])
+cfg = load_config(None, [*TINY, "train.steps=100000", "train.ckpt_every=100000", "train.sample_every=100000"])
 t = make_trainer(cfg, Path(sys.argv[2]))
 step, save = t.train_step, t.save
 

@@ -10,7 +10,6 @@ strategy, schedule and data.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -113,9 +112,9 @@ class Checkpointing:
         # DeepSpeed: each engine's checkpoint (weights and optimizer partitions); nothing for single and ddp
         self.strategy.load_extra(path)
         objective_tensors = {k[len("objective.") :]: v for k, v in t.items() if k.startswith("objective.")}
-        # the objective's rank-local state (CycleGAN's image pools): named in the notice of a shape change
-        ranked = sorted({k.split(".")[1] for k in objective_tensors if re.match(r"rank\d+\.", k)})
         objective_tensors = self.strategy.own_rank_tensors(objective_tensors, written_world)
+        # the objective's rank-local state (CycleGAN's image pools): named in the notice of a shape change
+        ranked = sorted({k.split(".")[0] for k in objective_tensors})
         self.objective.load_state_dict({"tensors": objective_tensors, "values": s.get("objective", {})})
         self._restore_rng(data["rng"], written_world, path, ranked)
         self.gen.set_state(data["rng"]["loop"])
@@ -146,10 +145,11 @@ class Checkpointing:
         gen = stream(self.cfg.train.seed, "rank_global", self.strategy.rank + 1000 * self.step)
         torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
         if self.strategy.is_main:
+            source = "the one process" if written_world == 1 else f"rank (r mod {written_world})"
             print(
                 f"[gandist] checkpoint '{path}' was written by {written_world} rank(s), this run has {self.world}: "
                 "the data order and latents continue exactly (same global batch), the per-rank random streams "
                 "(noise inputs, dropout) are reseeded"
-                + (f"; rank r takes rank (r mod {written_world})'s {', '.join(ranked)}" if ranked else ""),
+                + (f"; rank r takes its {', '.join(ranked)} from {source}" if ranked else ""),
                 file=sys.stderr,
             )

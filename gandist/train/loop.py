@@ -105,7 +105,8 @@ def check_world_size(cfg: Config, world: int) -> None:
 class StopRequest:
     """SIGINT, SIGTERM and SIGUSR2 (SLURM's warning before a preemption or the time limit) only set a
     flag; at the end of the current step all ranks agree (one collective), save one checkpoint together
-    and exit. A second Ctrl-C aborts at once."""
+    and exit. A second Ctrl-C aborts at once; a repeated SIGTERM or SIGUSR2 (SLURM signals every process of
+    a step, and torchrun passes the signal on to its workers) is absorbed."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -462,7 +463,9 @@ class Trainer(Checkpointing, StatsReader, Pictures, PeriodicMetrics):
             # or SIGTERM can reach a rank while the ranks save together, and the default action would end that
             # rank in the middle of the save (the others then fail in its collectives)
             path = self.save()
-            return self.summarise(log, path, interrupted, t_start, step_start)
+            summary = self.summarise(log, path, interrupted, t_start, step_start)
+            self.strategy.barrier()  # every rank leaves together: gloo aborts a rank whose peers close while it works
+        return summary
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
