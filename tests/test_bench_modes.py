@@ -16,7 +16,7 @@ def test_modes_benchmark_smoke(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result = bench.main(["--smoke", "--jobs", "1", "--settings", "quarter", "--out", str(tmp_path)])
-    stem = tmp_path / "modes-stacked32-smoke"
+    stem = tmp_path / "modes-stacked16-smoke"
     for ext in (".json", ".csv", ".md", ".png"):
         assert stem.with_suffix(ext).is_file(), ext
     data = json.loads(stem.with_suffix(".json").read_text())

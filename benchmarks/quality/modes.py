@@ -1,24 +1,27 @@
-"""Mode collapse on stacked digits (1000 modes) at 32 px, beside PacGAN's Tables 2 and 3 and R3GAN.
+"""Mode collapse on stacked digits (1000 modes), beside PacGAN's Tables 2 and 3 and R3GAN.
 
-DCGAN-sized networks (G 256-128-64 channels, `model.g_width=64`) in PacGAN's two settings: D as wide as G
-(`d_width=64`, their Table 2) and D with a quarter of G's channels (`d_width=16`, standing in for their
-Table 3's quarter-size D). Each row trains for the same CPU time (`--seconds` of one thread, the step loop
-stopped at the first generator step past it), then 26,000 samples of G_ema are scored: modes covered
-of 1000, KL(mode histogram || uniform), the share read confidently on all three channels, and FID in the
-digits classifier's per-channel features ("digits FID": not comparable with Inception FIDs).
+DCGAN-sized networks (`model.g_width=64`: transposed convolutions of 256, 128 (, 64) channels) in PacGAN's two
+settings: D as wide as G (`d_width=64`, their Table 2) and D with a quarter of G's channels (`d_width=16`,
+standing in for their Table 3's quarter-size D). Each row trains for the same CPU time (`--seconds` of one
+thread, the step loop stopped at the first generator step past it), then 26,000 samples of G_ema are scored:
+modes covered of 1000, KL(mode histogram || uniform), the share read confidently on all three channels, and
+FID in the digits classifier's per-channel features ("digits FID": not comparable with Inception FIDs). The
+table's first row scores 26,000 stacked digits of the data itself: the values a perfect generator reaches
+with this classifier and sample count (KL is not 0: 26,000 draws over 1000 modes leave ~0.02).
 
-    python benchmarks/quality/modes.py [--seeds 0 1] [--seconds 300] [--jobs 2] [--rows ...] [--settings ...]
+    python benchmarks/quality/modes.py [--seeds 0 1] [--seconds 300] [--resolution 16] [--jobs 2] [--rows ...]
     python benchmarks/quality/modes.py --smoke --out /tmp/modes    # every row, tiny and short: < 60 s
 
-Writes modes-stacked32[-smoke].{json,csv,md,png} into --out (benchmarks/results) with provenance.
-Checks so far (not the table): `--settings equal --rows nonsaturating --seeds 0 --seconds 120 --samples 5000`
-made 190 generator steps in 120 CPU s on a loaded 2-core machine and scored 11 modes, KL 6.84, 4% confident.
-On a quiet AMD EPYC (2026-12-07), `--settings equal --rows nonsaturating rpgan --seeds 0 --seconds 300`:
-non-saturating 847 steps, 886 modes, KL 1.08, 5% confident; RpGAN + R1 + R2 651 steps, 69 modes, KL 6.19, 57%
-confident. Neither G draws digits yet (the non-saturating G's colour blobs land in many modes because the
-classifier reads any blob as some digit, hence the confident share beside the count): 5-minute rows are far
-shorter than PacGAN's runs; how long a row must train to draw digits is not measured yet.
-Ours are scikit-learn's 8x8 digits upsampled and stacked; the published rows are Stacked MNIST.
+Writes modes-stacked{16,32}[-smoke].{json,csv,md,png} into --out (benchmarks/results) with provenance.
+
+16 px by default: the digits are scikit-learn's 8x8 ones, so 16 px holds everything 32 px does, and a step of
+the 32 px networks costs 5.7 times as much on a CPU (2.8 against 16.1 steps per CPU second, equal setting).
+Measured on a quiet AMD EPYC (2026-12-07), `--settings equal --rows nonsaturating rpgan --seeds 0 --seconds 300`:
+at 32 px, 847 and 651 steps: 886 modes / KL 1.08 / 5% confident (non-saturating, colour blobs that the
+classifier spreads over many modes) and 69 / 6.19 / 57% (RpGAN + R1 + R2, collapsed); at 16 px, 4210 and 3353
+steps: 971 / 0.44 / 14% and 990 / 0.29 / 13%. The data scores 1000 / 0.02 / 94% at either size.
+Ours are scikit-learn's 8x8 digits upsampled and stacked; the published rows are Stacked MNIST at 28 px,
+trained for far longer than 5 CPU minutes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from provenance import provenance  # noqa: E402
 
-# setting -> (title, overrides). DCGAN-sized: three transposed convolutions of 256, 128, 64 channels at 32 px.
+# setting -> (title, overrides). DCGAN-sized: transposed convolutions of 256, 128 channels (and 64 at 32 px).
 SETTINGS = {
     "equal": ("D as wide as G (PacGAN Table 2)", ["model.g_width=64", "model.d_width=64"]),
     "quarter": ("D a quarter of G's channels (PacGAN Table 3)", ["model.g_width=64", "model.d_width=16"]),
@@ -55,9 +58,9 @@ ROWS = {
     "rpgan": ("RpGAN + R1 + R2", ["loss.name=rpgan", "loss.r1_gamma=1.0", "loss.r2_gamma=1.0",
                                   "loss.reg_interval=4", "model.d_norm=none"]),
 }  # fmt: skip
-# G_ema with a half-life of 69 steps (beta 0.99): a 5-minute CPU run makes ~1000 steps, and the configs' 0.995
+# G_ema with a half-life of 69 steps (beta 0.99): a 5-minute CPU run makes 650-4200 steps, and the configs' 0.995
 # (138 steps) or slower would score a generator still close to its initialisation
-BASE = ["data.name=stacked_digits", "data.resolution=32", "data.batch_size=64", "model.z_dim=100",
+BASE = ["data.name=stacked_digits", "data.batch_size=64", "model.z_dim=100",
         "train.ema_beta=0.99", "train.steps=10000000", "train.progress=false", "health.enabled=false"]  # fmt: skip
 SMOKE = ["model.g_width=8", "model.d_width=8", "data.batch_size=16"]  # after the setting: tiny networks
 # Published (modes, KL): PacGAN Tables 2 and 3 (Stacked MNIST, 26,000 samples); R3GAN reports all 1000 modes.
@@ -81,7 +84,7 @@ def _keep_threads():
         torch.set_num_threads(n)
 
 
-def one_run(job: tuple[str, str, int, float, int, bool]) -> dict:
+def one_run(job: tuple[str, str, int, float, int, bool, int]) -> dict:
     import tempfile
 
     import torch
@@ -92,8 +95,9 @@ def one_run(job: tuple[str, str, int, float, int, bool]) -> dict:
     from gandist.strategies import strategy_from_config
     from gandist.train.loop import Trainer
 
-    setting, row, seed, seconds, samples, smoke = job
-    overrides = [*BASE, *SETTINGS[setting][1], *(SMOKE if smoke else []), *ROWS[row][1], f"train.seed={seed}"]
+    setting, row, seed, seconds, samples, smoke, resolution = job
+    overrides = [*BASE, f"data.resolution={resolution}", *SETTINGS[setting][1], *(SMOKE if smoke else []),
+                 *ROWS[row][1], f"train.seed={seed}"]  # fmt: skip
     cfg = load_config("digits_dcgan", overrides)
     with tempfile.TemporaryDirectory() as d:
         t = Trainer(cfg, Path(d), strategy_from_config(cfg.train), log_enabled=False)
@@ -113,6 +117,22 @@ def one_run(job: tuple[str, str, int, float, int, bool]) -> dict:
             "extractor": res.get("extractor"), "pictures": pictures}  # fmt: skip
 
 
+def data_reference(resolution: int, samples: int) -> dict:
+    """The stacked digits themselves, `samples` of them drawn as training draws them, scored as a generator's."""
+    import torch
+
+    from gandist.config import load_config
+    from gandist.data import build_dataset
+    from gandist.metrics.coverage import stacked_modes
+    from gandist.metrics.stacked import StackedDigitsExtractor, channel_probs
+
+    cfg = load_config("digits_dcgan", [*BASE, f"data.resolution={resolution}"])
+    x = build_dataset(cfg.data, 0).peek(samples)
+    ex = StackedDigitsExtractor()
+    probs = torch.cat([torch.softmax(ex.extract(b)[1].double(), 1) for b in x.split(1000)])
+    return {"resolution": resolution, "samples": samples, **stacked_modes(channel_probs(probs))}
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for setting, row in dict.fromkeys((r["setting"], r["row"]) for r in runs):
@@ -126,7 +146,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], prov: dict, samples: int) -> str:
+def markdown(rows: list[dict], prov: dict, samples: int, reference: dict) -> str:
     lines = []
     for setting, (title, overrides) in SETTINGS.items():
         mine = [r for r in rows if r["setting"] == setting]
@@ -135,6 +155,10 @@ def markdown(rows: list[dict], prov: dict, samples: int) -> str:
         lines += [f"**{title}** (`{' '.join(overrides)}`)", "",
                   "| row | modes (of 1000) | KL | confident | digits FID | CPU s | steps | seeds |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| the stacked digits themselves ({reference['samples']} drawn) | {reference['modes']} | "
+            f"{reference['modes_kl']:.2f} | {reference['modes_confident']:.2f} | - | - | - | - |"
+        )
         for name, modes, kl in PUBLISHED[setting]:
             lines.append(f"| {name} | {modes:g} | {'-' if kl is None else f'{kl:.2f}'} | - | - | - | - | - |")
         for r in mine:
@@ -192,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--samples", type=int, default=26_000, help="generated samples scored per run (PacGAN: 26,000)"
     )
+    p.add_argument("--resolution", type=int, default=16, choices=(16, 32), help="stacked digits' size in px")
     p.add_argument("--jobs", type=int, default=2, help="runs at once, one CPU thread each")
     p.add_argument(
         "--smoke", action="store_true", help="tiny networks, 1 s per row, 200 samples, seed 0 (CI)"
@@ -201,8 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         args.seeds, args.seconds, args.samples = [0], 1.0, 200
     prov = provenance()  # taken before the runs: the commit that is measured
-    jobs = [(s, r, seed, args.seconds, args.samples, args.smoke) for s in args.settings for r in args.rows
-            for seed in args.seeds]  # fmt: skip
+    jobs = [(s, r, seed, args.seconds, args.samples, args.smoke, args.resolution) for s in args.settings
+            for r in args.rows for seed in args.seeds]  # fmt: skip
     runs = []
     # one job at a time runs in this process (no pickling of this script's functions, no start-up cost);
     # one_run sets one intra-op thread, so the caller's thread count is put back afterwards
@@ -213,11 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
                   f"confident {r['modes_confident']:.2f}, FID {r['fid']:.2f}, {r['steps']} steps in {r['seconds']:.0f} CPU s",
                   flush=True)  # fmt: skip
     rows = summarise(runs)
+    reference = data_reference(args.resolution, args.samples)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("modes-stacked32-smoke" if args.smoke else "modes-stacked32")
+    stem = out / f"modes-stacked{args.resolution}{'-smoke' if args.smoke else ''}"
     result = {"provenance": {**prov, "threads_per_run": 1, "jobs": args.jobs}, "seconds_per_run": args.seconds, "settings": {k: v[1] for k, v in SETTINGS.items()}, "rows": rows,
-              "published": PUBLISHED, "runs": [{k: v for k, v in r.items() if k != "pictures"} for r in runs]}  # fmt: skip
+              "data_reference": reference, "published": PUBLISHED, "runs": [{k: v for k, v in r.items() if k != "pictures"} for r in runs]}  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(
@@ -225,9 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
         w.writeheader()
         w.writerows(runs)
-    stem.with_suffix(".md").write_text(markdown(rows, prov, args.samples))
+    stem.with_suffix(".md").write_text(markdown(rows, prov, args.samples, reference))
     plot(rows, runs, stem.with_suffix(".png"))
-    print(markdown(rows, prov, args.samples))
+    print(markdown(rows, prov, args.samples, reference))
     return result
 
 
