@@ -361,6 +361,62 @@ def ring_wgangp_600(tmp_path_factory):
     return SimpleNamespace(trainer=t, run_dir=run_dir, before=before)
 
 
+# ---------------------------------------------------------------------------------------------------
+# CPU seconds per test module, printed after the run: under pytest-xdist a test's wall time (--durations) also
+# counts the cores the other worker took, so the CPU a module costs is the figure to cut when the suite is slow.
+# Counted: the test process and the processes it waited for (gandist runs, torchrun and its ranks); not counted:
+# what SLURM's daemons start (a SLURM job's ranks), so the SLURM modules show the tests' own share only.
+CPU_TABLE_ROWS = 20
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    item._cpu_mark = _cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    mark = getattr(item, "_cpu_mark", None)
+    if mark is not None:  # each phase (setup, call, teardown) reports the CPU since the previous one
+        now = _cpu_seconds()
+        outcome.get_result().user_properties.append(("cpu_seconds", now - mark))
+        item._cpu_mark = now
+
+
+_CPU_BY_TEST: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    for key, value in report.user_properties:
+        if key == "cpu_seconds":
+            _CPU_BY_TEST[report.nodeid] = _CPU_BY_TEST.get(report.nodeid, 0.0) + value
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _CPU_BY_TEST:
+        return
+    modules: dict[str, float] = {}
+    for nodeid, seconds in _CPU_BY_TEST.items():
+        module = nodeid.split("::")[0]
+        modules[module] = modules.get(module, 0.0) + seconds
+    total = sum(modules.values())
+    terminalreporter.section("CPU seconds by test module")
+    terminalreporter.write_line(
+        f"{total:.0f} CPU s in {len(_CPU_BY_TEST)} tests (the test processes and the processes they waited for)"
+    )
+    for module, seconds in sorted(modules.items(), key=lambda kv: -kv[1])[:CPU_TABLE_ROWS]:
+        terminalreporter.write_line(f"{seconds:8.1f}  {100 * seconds / total:5.1f}%  {module}")
+
+
 def pytest_configure(config):
     # pytest-xdist's loadgroup scheduler sorts the work units by their number of tests unless told not to; the
     # order `_longest_first` gives them is the one wanted (the scheduler runs in the controller process)
