@@ -12,7 +12,7 @@ with this classifier and sample count (KL is not 0: 26,000 draws over 1000 modes
     python benchmarks/quality/modes.py [--seeds 0 1] [--seconds 300] [--resolution 16] [--jobs 2] [--rows ...]
     python benchmarks/quality/modes.py --smoke --out /tmp/modes    # every row, tiny and short: < 60 s
 
-Writes modes-stacked{16,32}[-smoke].{json,csv,md,png} into --out (benchmarks/results) with provenance.
+Writes modes-stacked{16,32}[-smoke][-TAG].{json,csv,md,png} into --out (benchmarks/results) with provenance.
 
 16 px by default: the digits are scikit-learn's 8x8 ones, so 16 px holds everything 32 px does, and a step of
 the 32 px networks costs 5.7 times as much on a CPU (2.8 against 16.1 steps per CPU second, equal setting).
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--smoke", action="store_true", help="tiny networks, 1 s per row, 200 samples, seed 0 (CI)"
     )
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--tag", default="", help="appended to the file names (a longer budget beside the table)")
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.seconds, args.samples = [0], 1.0, 200
@@ -241,7 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
     reference = data_reference(args.resolution, args.samples)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"modes-stacked{args.resolution}{'-smoke' if args.smoke else ''}"
+    suffix = ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
+    stem = out / f"modes-stacked{args.resolution}{suffix}"
     result = {"provenance": {**prov, "threads_per_run": 1, "jobs": args.jobs}, "seconds_per_run": args.seconds, "settings": {k: v[1] for k, v in SETTINGS.items()}, "rows": rows,
               "data_reference": reference, "published": PUBLISHED, "runs": [{k: v for k, v in r.items() if k != "pictures"} for r in runs]}  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
