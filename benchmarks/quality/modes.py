@@ -1,7 +1,7 @@
 """Mode collapse on stacked digits (1000 modes), beside PacGAN's Tables 2 and 3 and R3GAN.
 
-DCGAN-sized networks (`model.g_width=64`: transposed convolutions of 256, 128 (, 64) channels) in PacGAN's two
-settings: D as wide as G (`d_width=64`, their Table 2) and D with a quarter of G's channels (`d_width=16`,
+DCGAN-sized networks (`model.g_width=64`: G's layers 128, 64 channels wide at 16 px, 256, 128, 64 at 32 px) in
+PacGAN's two settings: D as wide as G (`d_width=64`, their Table 2) and D with a quarter of G's channels (`d_width=16`,
 standing in for their Table 3's quarter-size D). Each row trains for the same CPU time (`--seconds` of one
 thread, the step loop stopped at the first generator step past it), then 26,000 samples of G_ema are scored:
 modes covered of 1000, KL(mode histogram || uniform), the share read confidently on all three channels, and
@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from provenance import provenance  # noqa: E402
 
-# setting -> (title, overrides). DCGAN-sized: transposed convolutions of 256, 128 channels (and 64 at 32 px).
+# setting -> (title, overrides). DCGAN-sized: G's layers 128, 64 channels wide at 16 px (256, 128, 64 at 32 px).
 SETTINGS = {
     "equal": ("D as wide as G (PacGAN Table 2)", ["model.g_width=64", "model.d_width=64"]),
     "quarter": ("D a quarter of G's channels (PacGAN Table 3)", ["model.g_width=64", "model.d_width=16"]),
