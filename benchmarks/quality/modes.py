@@ -181,8 +181,9 @@ def plot(rows: list[dict], runs: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     settings = [s for s in SETTINGS if any(r["setting"] == s for r in rows)]
+    names = [name for name in ROWS if any(r["row"] == name for r in rows)]  # the rows run, in ROWS order
     shown = [r for r in runs if r["pictures"] is not None]
-    fig, axes = plt.subplots(len(settings), 1 + len(ROWS), figsize=(2.2 * (1 + len(ROWS)) + 2, 2.6 * len(settings)),
+    fig, axes = plt.subplots(len(settings), 1 + len(names), figsize=(2.2 * (1 + len(names)) + 2, 2.6 * len(settings)),
                              dpi=100, squeeze=False)  # fmt: skip
     for i, setting in enumerate(settings):
         mine = [r for r in rows if r["setting"] == setting]
@@ -191,7 +192,7 @@ def plot(rows: list[dict], runs: list[dict], out: Path) -> None:
         ax.set_xlim(0, 1000)
         ax.set_title(f"{setting}: modes of 1000", fontsize=8)
         ax.tick_params(labelsize=7)
-        for j, row in enumerate(ROWS):
+        for j, row in enumerate(names):
             ax = axes[i, j + 1]
             ax.set_axis_off()
             pic = next((r["pictures"] for r in shown if (r["setting"], r["row"]) == (setting, row)), None)
