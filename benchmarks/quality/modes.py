@@ -254,9 +254,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
         w.writeheader()
         w.writerows(runs)
-    stem.with_suffix(".md").write_text(markdown(rows, prov, args.samples, reference))
+    table = markdown(rows, prov, args.samples, reference)
+    stem.with_suffix(".md").write_text(table)
     plot(rows, runs, stem.with_suffix(".png"))
-    print(markdown(rows, prov, args.samples, reference))
+    print(table)
     return result
 
 
