@@ -1,5 +1,6 @@
 """Evaluation pipeline: extractors, offline behaviour, CLI, and distributed == single-process."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from gandist.cli import main
+from gandist.config import registered
 from gandist.errors import UserError
 from gandist.metrics.extractors import INCEPTION_FILE, InceptionExtractor, find_inception_weights
 
@@ -262,3 +264,29 @@ def test_torchrun_dash_m_gandist_eval(ring_run, tmp_path):
     a, b = json.loads(lines[0]), json.loads(single.read_text())
     for key in ("fid", "kid", "modes", "high_quality", "reverse_kl"):
         assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-12), key
+
+
+BUILT_IN = [n for n, c in registered("data").items() if "path" not in {f.name for f in dataclasses.fields(c)}]
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_a_built_in_dataset_scored_as_the_generated_side_against_itself_has_fid_zero(name):
+    # The data as the generated side (a reference row: "what do the metrics say of the data itself"): FID of a
+    # sample against the same sample is 0 (the Frechet distance of a Gaussian to itself), and the result names
+    # the dataset, whose built-in sources have no path (2-D ones no resolution either).
+    from gandist.config import load_config
+    from gandist.data import build_dataset
+    from gandist.metrics.evaluate import evaluate_sources
+    from gandist.metrics.extractors import ModuleExtractor
+    from gandist.metrics.sources import DatasetSource
+
+    cfg = load_config("ring_gan" if registered("data")[name].kind == "points" else "quickstart",
+                      [f"data.name={name}"])  # fmt: skip
+    data = build_dataset(cfg.data, 0)
+    features = torch.nn.Flatten() if data.kind == "points" else torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2),
+                                                                                   torch.nn.Flatten())  # fmt: skip
+    res = evaluate_sources(DatasetSource(data, 300), DatasetSource(build_dataset(cfg.data, 0), 300), ["fid"],
+                           ModuleExtractor(features))  # fmt: skip
+    assert res["fid"] == pytest.approx(0.0, abs=1e-9)
+    assert (res["dataset"], res["data_path"], res["n_fake"]) == (name, "", 300)
+    assert res["resolution"] == getattr(cfg.data, "resolution", None)

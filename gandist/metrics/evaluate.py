@@ -414,11 +414,8 @@ def evaluate(
         files = getattr(data, "files", None)  # image folders: a changed set of files changes the key
         fingerprint = f"{len(files)}:{sum(f.stat().st_size for f in files)}" if files else ""
         reference_stats = default_stats_path(cfg.data.name, data_cfg, ex, n_real, seed, fingerprint)
-    # 2-D sources have no path or resolution; only image sources do
-    meta = {"dataset": cfg.data.name, "data_path": getattr(data_cfg, "path", ""),
-            "resolution": getattr(data_cfg, "resolution", None)}  # fmt: skip
     res = evaluate_sources(fake, real, metrics, ex, strategy, batch, cfg.data.name, out_dir, reference_stats,
-                           meta, is_order, build)  # fmt: skip
+                           real.describe(), is_order, build)  # fmt: skip
     return {"seed": seed, **res}
 
 

@@ -170,13 +170,10 @@ class DatasetSource(Source):
         return self.data.peek(min(k, self.n))
 
     def describe(self):
-        cfg = self.data.cfg
-        return {
-            "real_source": "dataset",
-            "dataset": cfg.name,
-            "data_path": cfg.path,
-            "resolution": cfg.resolution,
-        }
+        """What the samples are, on either side of a comparison (and the metadata of cached statistics)."""
+        cfg = self.data.cfg  # 2-D sources have no path or resolution, built-in image sources no path ("")
+        return {"dataset": cfg.name, "data_path": getattr(cfg, "path", ""),
+                "resolution": getattr(cfg, "resolution", None)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
