@@ -268,6 +268,7 @@ def test_translate_one_file_and_a_folder_and_refuse_other_families(tmp_path, cap
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_a_to_b_changes_the_colours_and_keeps_the_shapes(tmp_path):
     """cyclegan_shapes.yaml as shipped (4000 steps, ~3 min on one thread), checked on 64 held-out scenes
     against the paired answer training never sees. Measured (AMD EPYC, 1 thread, seeds 0 / 1 / 2): mean

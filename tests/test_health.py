@@ -371,6 +371,7 @@ HEALTH = ["health.every=25", "health.window=100", "health.warmup=150", "health.d
 
 
 @pytest.mark.slow
+@pytest.mark.learning  # the run tests/test_learning.py reads: one lane trains it
 def test_wgangp_ring_run_stays_healthy(ring_wgangp_600):
     # the shared run is this test's run: ring_wgangp, 600 steps, this module's health cadence
     assert ring_wgangp_600.trainer.cfg == load_config(

@@ -109,6 +109,7 @@ def runs(request, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.parametrize("name", sorted(LONGEST_FIRST))
 def test_full_length_runs_raise_no_diagnosis(name, runs):
     assert runs.starts(name) == []

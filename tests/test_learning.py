@@ -9,6 +9,7 @@ from gandist.metrics import mode_coverage
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_ring_wgangp_covers_at_least_six_of_eight_modes(ring_wgangp_600):
     t, before = ring_wgangp_600.trainer, ring_wgangp_600.before
     with torch.no_grad():
@@ -20,6 +21,7 @@ def test_ring_wgangp_covers_at_least_six_of_eight_modes(ring_wgangp_600):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_mixture_latent_removes_the_bridges_between_ring_modes(tmp_path):
     # Same budget for both: the connected latent must draw bridges between the 8 modes, the mixture
     # latent need not (PacGAN's high-quality criterion: within 3 standard deviations of a mode).
@@ -37,6 +39,7 @@ def test_mixture_latent_removes_the_bridges_between_ring_modes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_dcgan_digits_fools_a_fixed_discriminator_less_over_time(tmp_path):
     # The mean D(G(z)) of a DCGAN moves away from 0 as D learns, and G's samples move toward the data:
     # the pixel mean of samples approaches the data's pixel mean (a sanity check that G learns at all).
@@ -52,6 +55,7 @@ def test_dcgan_digits_fools_a_fixed_discriminator_less_over_time(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_pggan_cpu_improves_its_digits_fid_during_the_32px_phase(tmp_path):
     # A shortened pggan_cpu (4 kimg per stable and per fade phase, 30 kimg): it reaches 32x32 at
     # 20 kimg and trains there for 10 kimg. Measured (digits-classifier FID, 1000 samples of G_ema

@@ -228,6 +228,7 @@ def _heldout_accuracy(mode: str, seed: int, tmp_path) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_semi_supervised_d_beats_the_same_d_on_the_labelled_digits_alone(tmp_path):
     """sgan_digits.yaml, seed 0, 3000 steps (~25 s + ~7 s on one thread). Held-out accuracy on the 497
     test digits with 10 labels per class, measured with `python benchmarks/quality/sgan_digits.py --seeds
@@ -239,6 +240,7 @@ def test_semi_supervised_d_beats_the_same_d_on_the_labelled_digits_alone(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_a_class_conditional_generator_draws_the_digit_it_is_asked_for(tmp_path):
     """sgan_digits.yaml with model.conditional=true (~26 s): `generate --class k` for k = 0..9, 50 samples each,
     judged by the independent digits classifier of `gandist eval` (a CNN trained on 1500 labelled digits).

@@ -16,6 +16,7 @@ def _fid(t, cfg) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_stylegan_cpu_learns_digits_at_32px(tmp_path):
     """The shipped config, 80 kimg (32 px from 40 kimg: fade 8, stable 32); about 7 minutes on one CPU thread.
     Measured (FID over 1000 samples, digits classifier, at the start of the 32 px fade -> at the end):
