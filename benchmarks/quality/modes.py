@@ -118,19 +118,19 @@ def one_run(job: tuple[str, str, int, float, int, bool, int]) -> dict:
 
 
 def data_reference(resolution: int, samples: int) -> dict:
-    """The stacked digits themselves, `samples` of them drawn as training draws them, scored as a generator's."""
-    import torch
-
+    """The stacked digits themselves, `samples` of them drawn as training draws them, scored as a generator's:
+    the data as the generated side of the `modes` metric."""
     from gandist.config import load_config
     from gandist.data import build_dataset
-    from gandist.metrics.coverage import stacked_modes
-    from gandist.metrics.stacked import StackedDigitsExtractor, channel_probs
+    from gandist.metrics.evaluate import evaluate_sources
+    from gandist.metrics.sources import DatasetSource
+    from gandist.metrics.stacked import StackedDigitsExtractor
 
     cfg = load_config("digits_dcgan", [*BASE, f"data.resolution={resolution}"])
-    x = build_dataset(cfg.data, 0).peek(samples)
-    ex = StackedDigitsExtractor()
-    probs = torch.cat([torch.softmax(ex.extract(b)[1].double(), 1) for b in x.split(1000)])
-    return {"resolution": resolution, "samples": samples, **stacked_modes(channel_probs(probs))}
+    res = evaluate_sources(DatasetSource(build_dataset(cfg.data, 0), samples), None, ["modes"],
+                           StackedDigitsExtractor(), dataset=cfg.data.name)  # fmt: skip
+    return {"resolution": resolution, "samples": samples,
+            **{k: res[k] for k in ("modes", "modes_kl", "n_modes", "modes_confident")}}  # fmt: skip
 
 
 def summarise(runs: list[dict]) -> list[dict]:
